@@ -1,0 +1,42 @@
+"""GenLab: an interactive lab for generative deep learning.
+
+    python app.py        # serves on http://127.0.0.1:7860 (GRADIO_SERVER_NAME=0.0.0.0 to share)
+
+Tabs load their models on first use, so the app starts in a few seconds.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+
+import gradio as gr
+
+from tabs import TABS
+
+HEADER = """# GenLab: generative deep learning you can touch
+Seven techniques from *Deep Learning with Python* (Chollet) and *Generative Deep Learning* (Foster),
+each with trained models and views that show **why** it works, not only what it makes.
+Every model here was trained by this project's own `python -m core.train` commands; each has a model card."""
+
+MAX_UPLOAD = "20mb"  # photos and text files; anything bigger is refused by the server
+
+
+def build_app() -> gr.Blocks:
+    with gr.Blocks(title="GenLab") as demo:
+        gr.Markdown(HEADER)
+        with gr.Tabs():
+            for title, module_name in TABS:
+                with gr.Tab(title, id=module_name):
+                    importlib.import_module(f"tabs.{module_name}").build()
+    # Events in one tab share a concurrency slot (see tabs.common.queue); the queue itself
+    # holds requests from many users in order instead of refusing them.
+    demo.queue(default_concurrency_limit=2, max_size=64)
+    return demo
+
+
+if __name__ == "__main__":
+    build_app().launch(
+        server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        server_port=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
+        max_file_size=MAX_UPLOAD,
+    )

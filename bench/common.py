@@ -1,0 +1,44 @@
+"""Shared by every benchmark: timing and writing results with the machine they came from."""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict:
+    import torch
+
+    return {"cpu_count": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "device": "cuda" if torch.cuda.is_available() else "cpu"}
+
+
+def time_calls(fn, repeats: int, warmup: int = 1) -> dict:
+    """Median/min/max seconds of `fn()` over `repeats` calls after `warmup` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "runs": len(times)}
+
+
+def save_results(name: str, figures: dict, quick: bool = False) -> Path:
+    """Print the figures and write them, with machine and date, to bench/results/<name>.json."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    record = {"name": name, "date": _dt.datetime.now().isoformat(timespec="seconds"), "quick": quick,
+              "machine": machine(), "figures": figures}
+    path = RESULTS_DIR / f"{name}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps({name: figures}, indent=2))
+    return path

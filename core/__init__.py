@@ -1,0 +1,1 @@
+"""GenLab core: models, losses, training and sampling. Never imports Gradio."""

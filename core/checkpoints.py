@@ -1,0 +1,136 @@
+"""Checkpoints: config + weights + model card in one file that rebuilds its own model.
+
+Layout of a checkpoint (a plain dict, so `torch.load(weights_only=True)` can read it):
+    {"format": 1, "config": {...}, "state_dict": {...}, "dtype": "float32"|"float16",
+     "card": {...}, "extras": {...}}
+`extras` holds whatever else the model needs at use time and is made of tensors,
+numbers, strings, lists and dicts only (a tokenizer's alphabet, attribute vectors, ...).
+
+Each shipped checkpoint `assets/checkpoints/<technique>/<name>.pt` has its model card
+beside it as `<name>.json`, readable without torch: the exact training command, data,
+steps, wall time, hardware and metrics.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import json
+import os
+import shlex
+import sys
+from dataclasses import asdict, dataclass, field, is_dataclass
+from pathlib import Path
+
+import torch
+
+from core.registry import shipped_path
+from core.runtime import hardware_description
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message says which file and how to make it."""
+
+
+@dataclass
+class Checkpoint:
+    config: dict
+    state_dict: dict
+    card: dict = field(default_factory=dict)
+    extras: dict = field(default_factory=dict)
+    path: Path | None = None
+
+
+def make_card(*, data: str, wall_time_s: float, metrics: dict | None = None, command: str | None = None,
+              device=None, **details) -> dict:
+    """A model card: how this checkpoint was made, for a reader who wants to make it again."""
+    return {
+        "command": command or "python -m core.train " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "data": data,
+        "wall_time_s": round(float(wall_time_s), 1),
+        "hardware": hardware_description(device),
+        "date": _dt.date.today().isoformat(),
+        "metrics": metrics or {},
+        **details,
+    }
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    # Write then rename, so a run killed mid-save never leaves a truncated file behind.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(path, model: torch.nn.Module, config, card: dict, extras: dict | None = None,
+                    half: bool = False) -> Path:
+    """Save weights + config + card to `path` and the card to `path` with a .json suffix."""
+    path = Path(path)
+    config = asdict(config) if is_dataclass(config) else dict(config)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if half:  # float16 halves the file; weights are cast back to float32 when loaded
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    _atomic_torch_save({"format": FORMAT_VERSION, "config": config, "state_dict": state,
+                        "dtype": "float16" if half else "float32", "card": card,
+                        "extras": extras or {}}, path)
+    card_path = path.with_suffix(".json")
+    card_path.write_text(json.dumps({"config": config, **card}, indent=2, default=str) + "\n")
+    return path
+
+
+def _how_to_make(path: Path) -> str:
+    card_path = path.with_suffix(".json")
+    try:
+        command = json.loads(card_path.read_text())["command"]
+    except (OSError, ValueError, KeyError, TypeError):
+        technique = path.parent.name
+        command = f"python -m core.train {technique} --help"
+    return f"Create it with: {command}"
+
+
+def load_checkpoint(path) -> Checkpoint:
+    """Read a checkpoint safely (weights_only=True); float16 weights come back as float32."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint {path} is missing. {_how_to_make(path)}")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(raw, dict) or "state_dict" not in raw or "config" not in raw:
+            raise ValueError("not a GenLab checkpoint")
+    except Exception as exc:  # torch raises many types for truncated or foreign files
+        raise CheckpointError(f"Checkpoint {path} is corrupt or not a GenLab checkpoint ({exc.__class__.__name__}). "
+                              f"{_how_to_make(path)}") from None
+    state = raw["state_dict"]
+    if raw.get("dtype") == "float16":
+        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    return Checkpoint(config=raw["config"], state_dict=state, card=raw.get("card", {}),
+                      extras=raw.get("extras", {}), path=path)
+
+
+def build_model(ckpt: Checkpoint, model_cls, config_cls):
+    """Rebuild the model a checkpoint describes, in eval mode, with its weights loaded."""
+    model = model_cls(config_cls(**ckpt.config))
+    model.load_state_dict(ckpt.state_dict)
+    return model.eval()
+
+
+@functools.lru_cache(maxsize=None)
+def load_shipped(technique: str, name: str) -> Checkpoint:
+    """A shipped checkpoint, read once per process and shared read-only by all sessions."""
+    return load_checkpoint(shipped_path(technique, name))
+
+
+# --- resumable training state ------------------------------------------------------
+
+def save_resume(path, state: dict) -> None:
+    """Everything a trainer needs to continue (model, optimizer, step, ...); plain tensors and numbers."""
+    _atomic_torch_save(state, Path(path))
+
+
+def load_resume(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"No resumable state at {path}: start without --resume.")
+    return torch.load(path, map_location="cpu", weights_only=True)

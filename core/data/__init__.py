@@ -1,0 +1,1 @@
+"""Dataset loaders. Each works offline from local files first and explains where it looked."""

@@ -1,0 +1,103 @@
+"""Turn whatever a user uploads into a sane RGB image, and move images to and from tensors.
+
+Uploads come in every PIL mode (RGBA, palette, 16-bit, float, CMYK, grayscale), with EXIF
+rotation, and in sizes from icons to 50-megapixel photos. `prepare_image` normalises all of
+that and returns notes a UI can show ("resized from 6000x4000 to 1024x683").
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+Image.MAX_IMAGE_PIXELS = 200_000_000  # refuse decompression bombs, accept big photos
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # High bit depth: stretch the actual range to 8 bits instead of clipping to white.
+        array = np.asarray(image, dtype=np.float64)
+        lo, hi = float(np.nanmin(array)), float(np.nanmax(array))
+        array = np.nan_to_num((array - lo) / (hi - lo) if hi > lo else np.zeros_like(array))
+        image = Image.fromarray((array * 255).round().astype(np.uint8), mode="L")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        # Transparent pixels become white, the way a browser shows them on a page.
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def prepare_image(source, max_side: int = 1024, min_side: int = 32) -> tuple[Image.Image, list[str]]:
+    """Open/convert `source` (PIL image, NumPy array or file path) to RGB within the size limits.
+
+    Raises ValueError with a sentence for the user when the input cannot be used.
+    """
+    notes = []
+    if source is None:
+        raise ValueError("No image was given: upload one or pick an example.")
+    try:
+        if isinstance(source, Image.Image):
+            image = source
+        elif isinstance(source, np.ndarray):
+            array = source
+            if array.dtype != np.uint8:  # floats in [0, 1] or [0, 255], 16-bit ints, NaNs
+                array = np.nan_to_num(array.astype(np.float64))
+                array = np.clip(array * (255.0 if array.max() <= 1.0 else 1.0), 0, 255).round().astype(np.uint8)
+            image = Image.fromarray(array)
+        else:
+            image = Image.open(source)
+            image.load()
+    except (UnidentifiedImageError, OSError, TypeError, ValueError) as exc:
+        raise ValueError(f"That file is not an image that can be read ({exc.__class__.__name__}).") from None
+    except Image.DecompressionBombError:
+        raise ValueError("That image is too large to open safely (over 200 megapixels).") from None
+    transposed = ImageOps.exif_transpose(image)
+    if transposed is not image and transposed.size != image.size:
+        notes.append("rotated upright using its EXIF orientation")
+    image = transposed
+    if image.mode != "RGB":
+        notes.append(f"converted from {image.mode} to RGB")
+        image = _to_rgb(image)
+    width, height = image.size
+    if min(width, height) < min_side:
+        raise ValueError(f"The image is {width}x{height} pixels; it needs at least {min_side} pixels on each side.")
+    if max(width, height) > max_side:
+        scale = max_side / max(width, height)
+        image = image.resize((max(min_side, round(width * scale)), max(min_side, round(height * scale))),
+                             Image.LANCZOS)
+        notes.append(f"resized from {width}x{height} to {image.size[0]}x{image.size[1]}")
+    return image, notes
+
+
+def center_crop_square(image: Image.Image, size: int) -> Image.Image:
+    """Crop the largest centred square and resize it to size x size."""
+    return ImageOps.fit(image, (size, size), Image.LANCZOS)
+
+
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> float tensor [1, 3, H, W] in [0, 1]."""
+    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def tensor_to_pil(x: torch.Tensor) -> Image.Image:
+    """Float tensor [C, H, W] or [1, C, H, W] in [0, 1] -> PIL image (C = 1 or 3)."""
+    x = x.detach().float().cpu()
+    if x.dim() == 4:
+        x = x[0]
+    array = (x.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+
+
+def image_grid(images: torch.Tensor, nrow: int, padding: int = 2, pad_value: float = 1.0) -> Image.Image:
+    """[N, C, H, W] in [0, 1] -> one PIL image with `nrow` images per row."""
+    n, c, h, w = images.shape
+    rows = (n + nrow - 1) // nrow
+    grid = torch.full((c, rows * (h + padding) + padding, nrow * (w + padding) + padding), pad_value)
+    for i in range(n):
+        top, left = padding + (i // nrow) * (h + padding), padding + (i % nrow) * (w + padding)
+        grid[:, top:top + h, left:left + w] = images[i]
+    return tensor_to_pil(grid)

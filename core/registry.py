@@ -1,0 +1,27 @@
+"""Where shipped checkpoints live, readable without importing torch.
+
+Tabs call these while the app is being built (to fill model pickers and show model cards),
+so this module must stay free of heavy imports: app start-up is budgeted at 5 s.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CHECKPOINT_DIR = ROOT / "assets" / "checkpoints"
+
+
+def shipped_path(technique: str, name: str) -> Path:
+    return CHECKPOINT_DIR / technique / f"{name}.pt"
+
+
+def list_shipped(technique: str) -> list[str]:
+    """Names of the shipped checkpoints of a technique, sorted."""
+    folder = CHECKPOINT_DIR / technique
+    return sorted(p.stem for p in folder.glob("*.pt")) if folder.is_dir() else []
+
+
+def read_card(technique: str, name: str) -> dict:
+    """The model card of a shipped checkpoint (the .json beside the .pt)."""
+    return json.loads(shipped_path(technique, name).with_suffix(".json").read_text())

@@ -1,0 +1,103 @@
+"""Command-line entry for training every GenLab model.
+
+    python -m core.train --help              # lists the techniques
+    python -m core.train text --help         # that technique's options
+    python -m core.train text --model gpt --corpus shakespeare.txt --minutes 60
+
+Each technique module registered in TRAINERS provides two functions:
+    add_train_arguments(parser)   its own options
+    train_main(args) -> Path      trains, writes checkpoint + model card, returns the path
+Trainers are resumable: they save their state to `<out>.resume.pt` every few minutes
+and continue from it with --resume.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from typing import Iterable, Iterator
+
+from tqdm import tqdm
+
+# technique -> (module, one-line description). Modules are imported only when chosen,
+# so `--help` is instant and a technique that has not landed yet breaks nothing else.
+TRAINERS = {
+    "text": ("core.text", "character language models (GPT, LSTM) on any UTF-8 text"),
+    "vae": ("core.vae", "variational autoencoders (Fashion-MNIST 2-D, synthetic faces, CelebA)"),
+    "gan": ("core.gan", "DCGAN, WGAN-GP and conditional GAN"),
+    "diffusion": ("core.diffusion", "DDPM/DDIM denoising diffusion models"),
+    "musegan": ("core.musegan", "MuseGAN on Bach chorales"),
+    "classifier": ("core.metrics", "feature networks for FID/KID (Fashion-MNIST, face attributes)"),
+}
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", help="checkpoint path to write (default: the shipped location)")
+    parser.add_argument("--minutes", type=float, default=None, help="stop after this much wall time")
+    parser.add_argument("--resume", action="store_true", help="continue from <out>.resume.pt")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    parser.add_argument("--device", default=None, help="cpu, cuda or mps (default: best available)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m core.train", description="Train a GenLab model and write its checkpoint + model card.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="techniques:\n" + "\n".join(f"  {name:<11} {desc}" for name, (_, desc) in TRAINERS.items()))
+    parser.add_argument("technique", choices=sorted(TRAINERS), help="what to train")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    top = build_parser()
+    if not argv or argv[0] in ("-h", "--help"):
+        top.print_help()
+        return
+    technique = top.parse_args(argv[:1]).technique
+    module_name, description = TRAINERS[technique]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        top.exit(2, f"{technique}: not built yet ({module_name} does not exist).\n")
+    parser = argparse.ArgumentParser(prog=f"python -m core.train {technique}", description=description)
+    add_common_arguments(parser)
+    module.add_train_arguments(parser)
+    args = parser.parse_args(argv[1:])
+    from core.runtime import set_threads
+
+    set_threads(args.threads)
+    path = module.train_main(args)
+    print(f"wrote {path}")
+
+
+def progress(events: Iterable[dict], total: int | None = None, desc: str = "training") -> Iterator[dict]:
+    """Show a tqdm bar over a trainer's event stream ({"step": ..., "loss": ...}) and pass events on."""
+    with tqdm(total=total, desc=desc, dynamic_ncols=True) as bar:
+        for event in events:
+            bar.update(event.get("step", bar.n + 1) - bar.n)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in event.items()
+                             if k != "step" and isinstance(v, (int, float))}, refresh=False)
+            yield event
+
+
+class Every:
+    """True once each `seconds`: for periodic resumable saves and time budgets."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.last = time.monotonic()
+
+    def due(self) -> bool:
+        if time.monotonic() - self.last >= self.seconds:
+            self.last = time.monotonic()
+            return True
+        return False
+
+
+if __name__ == "__main__":
+    main()

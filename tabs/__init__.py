@@ -1,0 +1,11 @@
+"""The lab's tabs, in the order they appear. Each module exposes build(), called inside its gr.Tab."""
+
+TABS = [
+    ("Text", "text"),
+    ("DeepDream", "dream"),
+    ("Style transfer", "style"),
+    ("VAE", "vae"),
+    ("GAN", "gan"),
+    ("Diffusion", "diffusion"),
+    ("MuseGAN", "musegan"),
+]

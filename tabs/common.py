@@ -1,0 +1,41 @@
+"""What every tab shares: turning core's ValueErrors into UI messages, and queue settings."""
+from __future__ import annotations
+
+import functools
+import inspect
+
+import gradio as gr
+
+
+def user_errors(fn):
+    """Show core's ValueError sentences as a gr.Error popup instead of a traceback.
+
+    Works for plain handlers and for generator handlers (streaming jobs).
+    """
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def wrapped_gen(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except ValueError as exc:
+                raise gr.Error(str(exc)) from None
+        return wrapped_gen
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ValueError as exc:
+            raise gr.Error(str(exc)) from None
+    return wrapped
+
+
+def queue(tab: str, limit: int = 1) -> dict:
+    """Event options giving each tab its own concurrency slot, so a slow job in one tab
+    (style transfer, say) never holds up another tab's events (the VAE sliders)."""
+    return {"concurrency_id": tab, "concurrency_limit": limit}
+
+
+def not_built_yet(title: str, what: str, issue: int) -> None:
+    gr.Markdown(f"### {title}\n{what}\n\n**Not built yet** (issue #{issue}). This tab will appear here "
+                "with trained models once that work lands; nothing is faked in the meantime.")

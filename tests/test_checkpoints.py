@@ -1,0 +1,129 @@
+import json
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from core import registry
+from core.checkpoints import (CheckpointError, build_model, load_checkpoint, load_resume, make_card, save_checkpoint,
+                              save_resume)
+from core.registry import list_shipped, read_card
+
+
+@dataclass
+class TinyConfig:
+    width: int = 8
+    depth: int = 2
+
+
+class TinyNet(torch.nn.Module):
+    def __init__(self, config: TinyConfig):
+        super().__init__()
+        self.layers = torch.nn.Sequential(*[torch.nn.Linear(config.width, config.width) for _ in range(config.depth)])
+        self.norm = torch.nn.BatchNorm1d(config.width)  # has an integer buffer (num_batches_tracked)
+
+    def forward(self, x):
+        return self.norm(self.layers(x))
+
+
+def _card():
+    return make_card(data="none", wall_time_s=1.23, metrics={"loss": 0.5}, command="python -m core.train tiny")
+
+
+def test_round_trip_rebuilds_model_from_config(tmp_path):
+    model = TinyNet(TinyConfig(width=6, depth=3)).eval()
+    path = save_checkpoint(tmp_path / "tiny.pt", model, TinyConfig(width=6, depth=3), _card(),
+                           extras={"alphabet": ["a", "b"], "vector": torch.arange(3.0)})
+    ckpt = load_checkpoint(path)
+    rebuilt = build_model(ckpt, TinyNet, TinyConfig)
+    assert len(rebuilt.layers) == 3
+    x = torch.randn(4, 6)
+    assert torch.equal(rebuilt(x), model(x))
+    assert ckpt.extras["alphabet"] == ["a", "b"]
+    assert torch.equal(ckpt.extras["vector"], torch.arange(3.0))
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert card["command"] == "python -m core.train tiny"
+    assert card["config"] == {"width": 6, "depth": 3}
+    assert card["metrics"] == {"loss": 0.5} and "hardware" in card and "date" in card
+
+
+def test_float16_storage_is_smaller_and_loads_as_float32(tmp_path):
+    config = TinyConfig(width=64, depth=4)
+    model = TinyNet(config).eval()
+    full = save_checkpoint(tmp_path / "full.pt", model, config, _card())
+    half = save_checkpoint(tmp_path / "half.pt", model, config, _card(), half=True)
+    assert half.stat().st_size < 0.7 * full.stat().st_size
+    ckpt = load_checkpoint(half)
+    assert all(v.dtype == torch.float32 for v in ckpt.state_dict.values() if v.is_floating_point())
+    assert ckpt.state_dict["norm.num_batches_tracked"].dtype == torch.int64
+    rebuilt = build_model(ckpt, TinyNet, TinyConfig)
+    x = torch.randn(8, 64)
+    assert torch.allclose(rebuilt(x), model(x), atol=1e-2)
+
+
+def test_missing_file_names_the_file_and_the_command(tmp_path):
+    path = tmp_path / "vae" / "faces.pt"
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    message = str(err.value)
+    assert str(path) in message and "python -m core.train vae" in message
+
+
+def test_missing_weights_use_the_command_from_the_card(tmp_path):
+    model = TinyNet(TinyConfig())
+    path = save_checkpoint(tmp_path / "tiny.pt", model, TinyConfig(), _card())
+    path.unlink()
+    with pytest.raises(CheckpointError, match="python -m core.train tiny"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04truncated zip"])
+def test_corrupt_file_gives_one_clear_sentence(tmp_path, content):
+    path = tmp_path / "broken.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="corrupt") as err:
+        load_checkpoint(path)
+    assert str(path) in str(err.value)
+
+
+def test_truncated_real_checkpoint_is_reported_as_corrupt(tmp_path):
+    path = save_checkpoint(tmp_path / "t.pt", TinyNet(TinyConfig()), TinyConfig(), _card())
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(path)
+
+
+def test_pickled_objects_are_refused(tmp_path):
+    # weights_only=True: a file that needs arbitrary unpickling must not load.
+    path = tmp_path / "evil.pt"
+    torch.save({"config": {}, "state_dict": {}, "payload": TinyConfig()}, path)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+
+
+def test_registry_lists_shipped_checkpoints(tmp_path, monkeypatch):
+    monkeypatch.setattr(registry, "CHECKPOINT_DIR", tmp_path)
+    assert list_shipped("gan") == []
+    for name in ("b", "a"):
+        save_checkpoint(tmp_path / "gan" / f"{name}.pt", TinyNet(TinyConfig()), TinyConfig(), _card())
+    assert list_shipped("gan") == ["a", "b"]
+    assert read_card("gan", "a")["data"] == "none"
+
+
+def test_resume_state_round_trip(tmp_path):
+    model = TinyNet(TinyConfig())
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.randn(3, 8)).sum().backward()
+    optimizer.step()
+    gen = torch.Generator().manual_seed(5)
+    save_resume(tmp_path / "r.pt", {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                     "step": 17, "rng": gen.get_state()})
+    state = load_resume(tmp_path / "r.pt")
+    assert state["step"] == 17
+    fresh = torch.optim.AdamW(TinyNet(TinyConfig()).parameters())
+    fresh.load_state_dict(state["optimizer"])
+    restored = torch.Generator()
+    restored.set_state(state["rng"])
+    assert torch.equal(torch.randn(3, generator=restored), torch.randn(3, generator=gen))
+    with pytest.raises(CheckpointError, match="--resume"):
+        load_resume(tmp_path / "none.pt")

@@ -28,7 +28,7 @@ TRAINERS = {
     "gan": ("core.gan", "DCGAN, WGAN-GP and conditional GAN"),
     "diffusion": ("core.diffusion", "DDPM/DDIM denoising diffusion models"),
     "musegan": ("core.musegan", "MuseGAN on Bach chorales"),
-    "classifier": ("core.metrics", "feature networks for FID/KID (Fashion-MNIST, face attributes)"),
+    "classifier": ("core.metrics.classifiers", "feature networks for FID/KID (Fashion-MNIST, face attributes)"),
 }
 
 

@@ -101,3 +101,13 @@ def image_grid(images: torch.Tensor, nrow: int, padding: int = 2, pad_value: flo
         top, left = padding + (i // nrow) * (h + padding), padding + (i % nrow) * (w + padding)
         grid[:, top:top + h, left:left + w] = images[i]
     return tensor_to_pil(grid)
+
+
+def save_gif(frames: list[Image.Image], path, seconds_per_frame: float = 0.1, loop: bool = True) -> str:
+    """Write frames as an animated GIF (for zoom dreams, latent walks, diffusion steps)."""
+    if not frames:
+        raise ValueError("There are no frames to animate.")
+    frames = [f.convert("RGB") for f in frames]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=max(20, int(seconds_per_frame * 1000)),
+                   loop=0 if loop else 1, optimize=False)
+    return str(path)

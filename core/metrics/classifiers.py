@@ -1,0 +1,394 @@
+"""Feature networks for sample quality, trained by this project (no Inception download).
+
+FID/KID need a network that maps an image to a vector in which "looks alike" means "lies
+close". The usual choice, Inception v3 on ImageNet, cannot be downloaded here and knows
+nothing about 32-px clothes, so GenLab trains two small classifiers and uses the vector
+just before their output layer (the penultimate features):
+
+- FashionClassifier: 10 Fashion-MNIST classes, 32x32 grey images -> 128-d features.
+- FaceAttributeClassifier: one yes/no head per attribute of the synthetic faces
+  (core.data.faces.FACE_ATTRIBUTES), 64x64 colour images -> 128-d features. It also scores
+  attributes, e.g. "how much did adding the smile vector make the face smile?".
+
+Value range: generators output [-1, 1] (tanh), VAEs [0, 1] (sigmoid), so every function
+that takes images also takes `value_range=(low, high)` saying which. It is an explicit
+argument, not a guess from the pixel values, because a dark [0, 1] image and a [-1, 1]
+image can look the same to a heuristic. Values well outside the stated range raise a
+ValueError, which catches the common mistake of stating (0, 1) for [-1, 1] images.
+
+Training (the shipped checkpoints' cards hold the exact commands):
+    python -m core.train classifier --dataset fashion --threads 1
+    python -m core.train classifier --dataset faces --threads 1
+"""
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.checkpoints import build_model, load_checkpoint, load_resume, load_shipped, make_card, save_checkpoint, save_resume
+from core.registry import shipped_path
+from core.runtime import make_generator, pick_device
+
+TECHNIQUE = "classifier"
+FASHION_NAME = "fashion_mnist"
+FACES_NAME = "face_attributes"
+FEATURE_BATCH = 500  # images per forward pass when extracting features
+
+
+# --- networks ----------------------------------------------------------------------
+
+def _stage(c_in: int, c_out: int) -> nn.Sequential:
+    """conv 3x3 -> batch norm -> ReLU -> halve the resolution."""
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                         nn.ReLU(inplace=True), nn.MaxPool2d(2))
+
+
+class ConvTrunk(nn.Module):
+    """Convolution stages, then one fully connected layer whose ReLU output is the feature vector."""
+
+    def __init__(self, in_channels: int, channels: list[int], image_size: int, feature_dim: int):
+        super().__init__()
+        widths = [in_channels, *channels]
+        self.stages = nn.Sequential(*[_stage(a, b) for a, b in zip(widths, widths[1:])])
+        side = image_size // 2 ** len(channels)
+        self.project = nn.Sequential(nn.Flatten(), nn.Linear(channels[-1] * side * side, feature_dim),
+                                     nn.ReLU(inplace=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project(self.stages(x))
+
+
+@dataclass
+class FashionClassifierConfig:
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128])
+    feature_dim: int = 128
+    num_classes: int = 10
+    dropout: float = 0.3
+    image_size: int = 32
+
+
+class FashionClassifier(nn.Module):
+    """Input [N, 1, 32, 32] in [0, 1] (Fashion-MNIST zero-padded from 28). Output: class logits."""
+
+    def __init__(self, cfg: FashionClassifierConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.trunk = ConvTrunk(1, cfg.channels, cfg.image_size, cfg.feature_dim)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(cfg.feature_dim, cfg.num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.features(x)))
+
+
+@dataclass
+class FaceClassifierConfig:
+    attributes: list[str] = field(default_factory=list)
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128, 128])
+    feature_dim: int = 128
+    dropout: float = 0.3
+    image_size: int = 64
+
+
+class FaceAttributeClassifier(nn.Module):
+    """Input [N, 3, 64, 64] in [0, 1]. Output: logits [N, len(attributes)], one head per attribute."""
+
+    def __init__(self, cfg: FaceClassifierConfig):
+        super().__init__()
+        if not cfg.attributes:
+            raise ValueError("FaceClassifierConfig needs the list of attribute names.")
+        self.cfg = cfg
+        self.trunk = ConvTrunk(3, cfg.channels, cfg.image_size, cfg.feature_dim)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.heads = nn.ModuleDict({name: nn.Linear(cfg.feature_dim, 1) for name in cfg.attributes})
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.dropout(self.features(x))
+        return torch.cat([self.heads[name](h) for name in self.cfg.attributes], dim=1)
+
+
+# --- turning caller images into network input -------------------------------------
+
+def to_unit_range(images: torch.Tensor, value_range) -> torch.Tensor:
+    """Map images whose pixels lie in `value_range` = (low, high) to float [0, 1]."""
+    try:
+        low, high = (float(v) for v in value_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"value_range must be a pair (low, high) such as (0, 1) or (-1, 1), "
+                         f"not {value_range!r}.") from None
+    if not high > low:
+        raise ValueError(f"value_range {value_range!r}: high must be above low.")
+    x = torch.as_tensor(images).float()
+    if x.numel() == 0:
+        raise ValueError("No images were given.")
+    if not torch.isfinite(x).all():
+        raise ValueError("The images contain NaN or infinite values.")
+    slack = 0.05 * (high - low)  # samplers overshoot a little; a wrong stated range overshoots a lot
+    seen_low, seen_high = float(x.min()), float(x.max())
+    if seen_low < low - slack or seen_high > high + slack:
+        raise ValueError(f"The images have values in [{seen_low:.3g}, {seen_high:.3g}], outside the stated "
+                         f"value_range ({low:g}, {high:g}). Pass the range the images are really in.")
+    return ((x - low) / (high - low)).clamp(0, 1)
+
+
+def fashion_input(images: torch.Tensor, value_range) -> torch.Tensor:
+    """[N, 28, 28], [N, 1, 28, 28], [N, 32, 32] or [N, 1, 32, 32] -> [N, 1, 32, 32] in [0, 1]."""
+    x = to_unit_range(images, value_range)
+    if x.dim() == 3:
+        x = x.unsqueeze(1)
+    if x.dim() != 4 or x.shape[1] != 1 or x.shape[-1] != x.shape[-2] or x.shape[-1] not in (28, 32):
+        raise ValueError(f"Fashion-MNIST features need grey 28x28 or 32x32 images ([N, 1, H, W] or "
+                         f"[N, H, W]), got shape {tuple(images.shape)}.")
+    if x.shape[-1] == 28:  # zero-pad like core.data.fashion_mnist.to_float: the background is black
+        x = F.pad(x, (2, 2, 2, 2))
+    return x
+
+
+def face_input(images: torch.Tensor, value_range, size: int = 64) -> torch.Tensor:
+    """[N, 3, H, H] colour images -> [N, 3, 64, 64] in [0, 1] (other sizes are resized)."""
+    x = to_unit_range(images, value_range)
+    if x.dim() != 4 or x.shape[1] != 3 or x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"Face features need square colour images [N, 3, H, H], got shape {tuple(images.shape)}.")
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+    return x
+
+
+@torch.inference_mode()
+def _batched(fn, x: torch.Tensor, device) -> torch.Tensor:
+    return torch.cat([fn(chunk.to(device)).float().cpu() for chunk in x.split(FEATURE_BATCH)])
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+# --- shipped models ---------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def load_fashion_classifier(path=None) -> FashionClassifier:
+    """The shipped Fashion-MNIST classifier (or the checkpoint at `path`), in eval mode, cached."""
+    ckpt = load_checkpoint(path) if path else load_shipped(TECHNIQUE, FASHION_NAME)
+    return build_model(ckpt, FashionClassifier, FashionClassifierConfig)
+
+
+@functools.lru_cache(maxsize=None)
+def load_face_classifier(path=None) -> FaceAttributeClassifier:
+    """The shipped face-attribute classifier (or the checkpoint at `path`), in eval mode, cached."""
+    ckpt = load_checkpoint(path) if path else load_shipped(TECHNIQUE, FACES_NAME)
+    return build_model(ckpt, FaceAttributeClassifier, FaceClassifierConfig)
+
+
+def fashion_features(images: torch.Tensor, value_range, model: FashionClassifier | None = None) -> torch.Tensor:
+    """Penultimate features [N, 128] of clothes images, for FID/KID."""
+    model = model or load_fashion_classifier()
+    return _batched(model.features, fashion_input(images, value_range), _device_of(model))
+
+
+def fashion_probabilities(images: torch.Tensor, value_range, model: FashionClassifier | None = None) -> torch.Tensor:
+    """Class probabilities [N, 10] (order: core.data.fashion_mnist.CLASS_NAMES)."""
+    model = model or load_fashion_classifier()
+    return _batched(lambda x: model(x).softmax(-1), fashion_input(images, value_range), _device_of(model))
+
+
+def face_features(images: torch.Tensor, value_range=(0, 1), model: FaceAttributeClassifier | None = None) -> torch.Tensor:
+    """Penultimate features [N, 128] of face images, for FID/KID. Faces are [0, 1] unless stated."""
+    model = model or load_face_classifier()
+    return _batched(model.features, face_input(images, value_range, model.cfg.image_size), _device_of(model))
+
+
+def face_attributes(images: torch.Tensor, value_range=(0, 1),
+                    model: FaceAttributeClassifier | None = None) -> dict[str, torch.Tensor]:
+    """Probability [N] that each attribute is present, keyed by attribute name."""
+    model = model or load_face_classifier()
+    probs = _batched(lambda x: model(x).sigmoid(), face_input(images, value_range, model.cfg.image_size),
+                     _device_of(model))
+    return {name: probs[:, i] for i, name in enumerate(model.cfg.attributes)}
+
+
+# --- training ------------------------------------------------------------------------
+
+def add_train_arguments(parser) -> None:
+    parser.add_argument("--dataset", choices=["fashion", "faces"], default="fashion",
+                        help="fashion: Fashion-MNIST classes; faces: synthetic face attributes")
+    parser.add_argument("--epochs", type=int, default=None, help="default: 5 (fashion), 8 (faces)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the one-cycle schedule")
+    parser.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX folder (default: search the usual places)")
+    parser.add_argument("--train-faces", type=int, default=20000, help="synthetic faces to train on")
+    parser.add_argument("--test-faces", type=int, default=2000, help="held-out synthetic faces to measure on")
+
+
+def _augment_clothes(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random left-right flips and shifts of up to 2 px: clothes stay clothes, the net generalises."""
+    flip = torch.rand(len(x), generator=generator) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    padded = F.pad(x, (2, 2, 2, 2))
+    dx, dy = torch.randint(0, 5, (2, len(x)), generator=generator)
+    side = x.shape[-1]
+    return torch.stack([padded[i, :, dy[i]:dy[i] + side, dx[i]:dx[i] + side] for i in range(len(x))])
+
+
+@torch.inference_mode()
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device) -> torch.Tensor:
+    """Fashion: fraction of correct classes (scalar). Faces: per-attribute fraction correct [A]."""
+    model.eval()
+    logits = _batched(model, x, device)
+    model.train()
+    if y.dim() == 1:
+        return (logits.argmax(-1) == y).float().mean()
+    return ((logits > 0) == y.bool()).float().mean(0)
+
+
+def _fit(model, args, *, train_x, train_y, test_x, test_y, loss_fn, augment, out):
+    """Shared loop: AdamW with a one-cycle schedule, per-epoch test accuracy, resumable state.
+
+    Yields progress events; returns (history, epochs finished, wall seconds) at the end.
+    """
+    from core.train import Every
+
+    device = pick_device(args.device)
+    model.to(device).train()
+    steps_per_epoch = max(1, len(train_x) // args.batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr,
+                                                   total_steps=args.epochs * steps_per_epoch)
+    state = {"epoch": 0, "batch": 0, "history": [], "elapsed_s": 0.0, "loss_sum": 0.0}
+    resume_path = out.with_name(out.name + ".resume.pt")
+    if args.resume:
+        saved = load_resume(resume_path)
+        model.load_state_dict(saved.pop("model"))
+        optimizer.load_state_dict(saved.pop("optimizer"))
+        schedule.load_state_dict(saved.pop("schedule"))
+        state.update(saved)
+    started, save_clock = time.monotonic() - state["elapsed_s"], Every(180)
+
+    def snapshot():
+        state["elapsed_s"] = time.monotonic() - started
+        save_resume(resume_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                  "schedule": schedule.state_dict(), **state})
+
+    while state["epoch"] < args.epochs:
+        # The epoch's order depends only on (seed, epoch), so a resumed run sees the same batches.
+        order_gen = make_generator(args.seed * 1000 + state["epoch"])
+        order = torch.randperm(len(train_x), generator=order_gen)
+        aug_gen = make_generator(args.seed * 1000 + state["epoch"] + 500)
+        for batch in range(steps_per_epoch):
+            if batch < state["batch"]:
+                continue
+            idx = order[batch * args.batch_size:(batch + 1) * args.batch_size]
+            x = augment(train_x[idx].float() / 255, aug_gen).to(device)
+            loss = loss_fn(model(x), train_y[idx].to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            state["batch"], state["loss_sum"] = batch + 1, state["loss_sum"] + loss.item()
+            yield {"step": state["epoch"] * steps_per_epoch + batch + 1, "loss": loss.item()}
+            if save_clock.due():
+                snapshot()
+            if args.minutes and time.monotonic() - started > args.minutes * 60:
+                snapshot()  # out of time: --resume carries on from this batch
+                return state["history"], state["epoch"], time.monotonic() - started
+        accuracy = _accuracy(model, test_x.float() / 255, test_y, device)
+        state["history"].append({"epoch": state["epoch"] + 1,
+                                 "train_loss": round(state["loss_sum"] / steps_per_epoch, 4),
+                                 "test_accuracy": [round(a, 4) for a in accuracy.tolist()] if accuracy.dim()
+                                 else round(float(accuracy), 4)})
+        print(f"epoch {state['epoch'] + 1}: {state['history'][-1]}", flush=True)
+        state.update(epoch=state["epoch"] + 1, batch=0, loss_sum=0.0)
+        snapshot()
+    return state["history"], state["epoch"], time.monotonic() - started
+
+
+def train_main(args):
+    args.epochs = args.epochs or (5 if args.dataset == "fashion" else 8)
+    return train_fashion(args) if args.dataset == "fashion" else train_faces(args)
+
+
+def _drive(loop, total: int, desc: str):
+    """Run a _fit generator under a progress bar and return its (history, epochs, seconds)."""
+    from core.train import progress
+
+    result = {}
+
+    def capture():
+        result["value"] = yield from loop
+
+    for _ in progress(capture(), total=total, desc=desc):
+        pass
+    return result["value"]
+
+
+def train_fashion(args):
+    from core.data.fashion_mnist import load_fashion_mnist, to_float
+
+    out = Path(args.out) if args.out else shipped_path(TECHNIQUE, FASHION_NAME)
+    torch.manual_seed(args.seed)  # weight initialisation only; data order uses its own generators
+    train_u8, train_y = load_fashion_mnist("train", args.data_dir)
+    test_u8, test_y = load_fashion_mnist("test", args.data_dir)
+    # Keep the padded images as uint8 (a quarter of the memory); _fit divides by 255 per batch.
+    train_x, test_x = (to_float(x).mul(255).round().to(torch.uint8) for x in (train_u8, test_u8))
+    cfg = FashionClassifierConfig()
+    model = FashionClassifier(cfg)
+    loop = _fit(model, args, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
+                loss_fn=lambda logits, y: F.cross_entropy(logits, y, label_smoothing=0.05),
+                augment=_augment_clothes, out=out)
+    history, epochs, seconds = _drive(loop, args.epochs * max(1, len(train_x) // args.batch_size),
+                                      "fashion classifier")
+    accuracy = float(_accuracy(model, test_x.float() / 255, test_y, pick_device(args.device)))
+    card = make_card(data=f"Fashion-MNIST train ({len(train_x)} images), measured on test ({len(test_x)})",
+                     wall_time_s=seconds, device=args.device,
+                     metrics={"test_accuracy": round(accuracy, 4)},
+                     epochs=epochs, batch_size=args.batch_size, lr=args.lr,
+                     features=f"{cfg.feature_dim}-d penultimate layer (after ReLU), used for FID/KID",
+                     input="[N, 1, 32, 32] in [0, 1]; 28x28 images are zero-padded to 32",
+                     curves=history)
+    return save_checkpoint(out, model.cpu(), cfg, card, half=True)
+
+
+def train_faces(args):
+    from core.data.faces import FACE_ATTRIBUTES, make_faces
+
+    out = Path(args.out) if args.out else shipped_path(TECHNIQUE, FACES_NAME)
+    torch.manual_seed(args.seed)
+    attributes = list(FACE_ATTRIBUTES)
+
+    def as_arrays(batch):
+        images = batch.images.mul(255).round().to(torch.uint8)
+        labels = torch.stack([batch.labels[name].float() for name in attributes], dim=1)
+        return images, labels
+
+    # Test faces continue the same stream after the training faces, so the two never overlap.
+    train_x, train_y = as_arrays(make_faces(args.train_faces, seed=args.seed, size=64))
+    test_x, test_y = as_arrays(make_faces(args.test_faces, seed=args.seed, size=64, start=args.train_faces))
+    cfg = FaceClassifierConfig(attributes=attributes)
+    model = FaceAttributeClassifier(cfg)
+    loop = _fit(model, args, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
+                loss_fn=F.binary_cross_entropy_with_logits, augment=lambda x, generator: x, out=out)
+    history, epochs, seconds = _drive(loop, args.epochs * max(1, len(train_x) // args.batch_size),
+                                      "face attribute classifier")
+    per_attribute = _accuracy(model, test_x.float() / 255, test_y, pick_device(args.device))
+    accuracy = {name: round(float(a), 4) for name, a in zip(attributes, per_attribute)}
+    card = make_card(data=f"{len(train_x)} synthetic faces (core.data.faces, seed {args.seed}), "
+                          f"measured on the next {len(test_x)} faces of the same stream",
+                     wall_time_s=seconds, device=args.device,
+                     metrics={"test_accuracy": accuracy, "mean_test_accuracy": round(float(per_attribute.mean()), 4),
+                              "positive_rate": {name: round(float(r), 3) for name, r in zip(attributes, test_y.mean(0))}},
+                     epochs=epochs, batch_size=args.batch_size, lr=args.lr,
+                     features=f"{cfg.feature_dim}-d penultimate layer (after ReLU), used for FID/KID on faces",
+                     input="[N, 3, 64, 64] in [0, 1]; other square sizes are resized",
+                     curves=history)
+    return save_checkpoint(out, model.cpu(), cfg, card, half=True)

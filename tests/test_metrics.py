@@ -1,0 +1,243 @@
+import argparse
+import struct
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from core.checkpoints import load_checkpoint
+from core.metrics import classifiers
+from core.metrics.classifiers import fashion_features, fashion_input, load_fashion_classifier, to_unit_range
+from core.metrics.fid import fid, frechet_distance, gaussian_stats, kid, mmd2_unbiased
+from core.registry import shipped_path
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # These matrices are small: a second thread only adds synchronisation, which costs
+    # seconds per call when the machine is shared with other busy processes.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _gaussian(n, dim, seed, shift=0.0, scale=1.0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(n, dim, generator=gen, dtype=torch.float64) * scale + shift
+
+
+# --- FID ---------------------------------------------------------------------------
+
+def test_fid_of_identical_sets_is_zero():
+    a = _gaussian(300, 16, 0)
+    assert fid(a, a) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_frechet_distance_matches_closed_form_for_diagonal_gaussians():
+    mu_a, mu_b = torch.tensor([0.0, 1.0, 2.0]), torch.tensor([1.0, 1.0, 0.0])
+    var_a, var_b = torch.tensor([1.0, 4.0, 0.25]), torch.tensor([9.0, 1.0, 0.25])
+    expected = ((mu_a - mu_b) ** 2).sum() + (var_a + var_b - 2 * (var_a * var_b).sqrt()).sum()
+    got = frechet_distance(mu_a, torch.diag(var_a), mu_b, torch.diag(var_b))
+    assert got == pytest.approx(float(expected), rel=1e-9)  # 1 + 4 + 0 + 4 + 1 + 0 = 10
+
+
+def test_fid_is_unchanged_by_rotating_the_feature_space():
+    # Rotation makes the covariances non-diagonal: this exercises the matrix square root.
+    a, b = _gaussian(400, 6, 1), _gaussian(400, 6, 2, shift=0.5, scale=torch.linspace(0.5, 2, 6).double())
+    rotation, _ = torch.linalg.qr(_gaussian(6, 6, 3))
+    assert fid(a @ rotation, b @ rotation) == pytest.approx(fid(a, b), rel=1e-7)
+    assert fid(a, b) > 1.0
+
+
+def test_gaussian_stats_are_mean_and_unbiased_covariance():
+    x = _gaussian(50, 3, 4)
+    mu, cov = gaussian_stats(x)
+    assert torch.allclose(mu, x.mean(0))
+    assert torch.allclose(cov, (x - mu).T @ (x - mu) / 49)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (torch.zeros(5), "matrix"), (torch.zeros(1, 4), "at least 2"), (torch.full((3, 4), float("nan")), "NaN")])
+def test_fid_refuses_bad_feature_sets(bad, message):
+    with pytest.raises(ValueError, match=message):
+        fid(bad, _gaussian(3, 4, 0))
+
+
+def test_fid_refuses_different_feature_sizes():
+    with pytest.raises(ValueError, match="feature sizes differ"):
+        fid(_gaussian(5, 4, 0), _gaussian(5, 3, 0))
+
+
+# --- KID ---------------------------------------------------------------------------
+
+def test_mmd2_unbiased_matches_the_formula_written_out():
+    x, y = _gaussian(5, 3, 5), _gaussian(4, 3, 6, shift=1.0)
+    k = lambda p, q: (float(p @ q) / 3 + 1) ** 3  # noqa: E731
+    xx = sum(k(x[i], x[j]) for i in range(5) for j in range(5) if i != j) / 20
+    yy = sum(k(y[i], y[j]) for i in range(4) for j in range(4) if i != j) / 12
+    xy = sum(k(x[i], y[j]) for i in range(5) for j in range(4)) / 20
+    assert mmd2_unbiased(x, y) == pytest.approx(xx + yy - 2 * xy, rel=1e-9)
+
+
+def test_kid_is_unbiased_for_two_samples_of_one_distribution():
+    # Averaged over many small independent draws, the estimate centres on 0, whereas the biased
+    # estimator (which keeps the diagonal terms k(x_i, x_i)) sits clearly above 0.
+    def biased(x, y):
+        k = lambda p, q: (p @ q.T / p.shape[1] + 1) ** 3  # noqa: E731
+        return float(k(x, x).mean() + k(y, y).mean() - 2 * k(x, y).mean())
+
+    pairs = [(_gaussian(20, 8, 2 * i), _gaussian(20, 8, 2 * i + 1)) for i in range(300)]
+    unbiased = torch.tensor([mmd2_unbiased(x, y) for x, y in pairs])
+    standard_error = unbiased.std() / len(pairs) ** 0.5
+    assert abs(unbiased.mean()) < 3 * standard_error
+    assert (unbiased < 0).any()  # an unbiased estimate of 0 must sometimes be negative
+    assert torch.tensor([biased(x, y) for x, y in pairs]).mean() > 10 * standard_error
+
+
+def test_kid_separates_distributions_and_is_reproducible():
+    a, b = _gaussian(400, 8, 7), _gaussian(400, 8, 8, shift=0.5)
+    first = kid(a, b, subsets=20, subset_size=200, generator=torch.Generator().manual_seed(1))
+    again = kid(a, b, subsets=20, subset_size=200, generator=torch.Generator().manual_seed(1))
+    assert first == again
+    assert first.mean > 3 * first.std > 0
+    same = kid(a, _gaussian(400, 8, 9), subsets=20, subset_size=200)
+    assert abs(same.mean) < first.mean / 10
+
+
+def test_kid_lowers_subset_size_to_the_smaller_set():
+    result = kid(_gaussian(30, 4, 0), _gaussian(50, 4, 1), subsets=3, subset_size=1000)
+    assert result.subset_size == 30 and result.subsets == 3
+
+
+# --- classifier input ----------------------------------------------------------------
+
+def test_value_range_is_explicit_and_checked():
+    x = torch.rand(4, 1, 32, 32)
+    assert torch.allclose(fashion_input(x, (0, 1)), fashion_input(x * 2 - 1, (-1, 1)), atol=1e-6)
+    assert torch.allclose(fashion_input(x * 255, (0, 255)), x, atol=1e-5)
+    with pytest.raises(ValueError, match="outside the stated value_range"):
+        fashion_input(x * 2 - 1, (0, 1))  # [-1, 1] images announced as [0, 1]
+    with pytest.raises(ValueError, match="pair"):
+        to_unit_range(x, 1.0)
+    with pytest.raises(ValueError, match="NaN"):
+        to_unit_range(torch.full((1, 28, 28), float("nan")), (0, 1))
+
+
+def test_28_pixel_images_are_zero_padded_to_32():
+    x = fashion_input(torch.ones(2, 28, 28), (0, 1))
+    assert x.shape == (2, 1, 32, 32)
+    assert x[:, :, 2:30, 2:30].min() == 1 and x[:, :, :2].max() == 0 and x[:, :, :, 30:].max() == 0
+    assert torch.equal(fashion_input(torch.ones(2, 1, 28, 28), (0, 1)), x)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 32, 32), (2, 1, 64, 64), (2, 1, 28, 32), (28, 28)])
+def test_fashion_input_refuses_other_shapes(shape):
+    with pytest.raises(ValueError, match="28x28 or 32x32"):
+        fashion_input(torch.zeros(shape), (0, 1))
+
+
+def test_face_input_resizes_square_colour_images():
+    x = classifiers.face_input(torch.rand(2, 3, 32, 32) * 2 - 1, (-1, 1))
+    assert x.shape == (2, 3, 64, 64) and 0 <= x.min() and x.max() <= 1
+    with pytest.raises(ValueError, match="square colour"):
+        classifiers.face_input(torch.rand(2, 1, 64, 64), (0, 1))
+
+
+# --- training entry point on tiny data the test writes ---------------------------------
+
+def _write_idx(path, array):
+    path.write_bytes(bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+                     + array.tobytes())
+
+
+def _tiny_fashion(folder, n_train=96, n_test=32):
+    # Two easy classes: bright top half (class 0) or bright bottom half (class 1).
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 2, size=n).astype(np.uint8)
+        images = rng.integers(0, 40, size=(n, 28, 28)).astype(np.uint8)
+        for i, label in enumerate(labels):
+            images[i, 14 * label:14 * label + 14] += 200
+        _write_idx(folder / f"{prefix}-images-idx3-ubyte", images)
+        _write_idx(folder / f"{prefix}-labels-idx1-ubyte", labels)
+
+
+def _train_args(tmp_path, **overrides):
+    parser = argparse.ArgumentParser()
+    from core.train import add_common_arguments
+
+    add_common_arguments(parser)
+    classifiers.add_train_arguments(parser)
+    args = parser.parse_args(["--out", str(tmp_path / "fashion.pt"), "--data-dir", str(tmp_path),
+                              "--epochs", "1", "--batch-size", "32", "--device", "cpu"])
+    vars(args).update(overrides)
+    return args
+
+
+def test_fashion_training_writes_a_checkpoint_that_extracts_features(tmp_path):
+    _tiny_fashion(tmp_path)
+    path = classifiers.train_main(_train_args(tmp_path, epochs=2))
+    ckpt = load_checkpoint(path)
+    assert ckpt.card["epochs"] == 2 and len(ckpt.card["curves"]) == 2
+    assert ckpt.card["metrics"]["test_accuracy"] > 0.8  # the two classes are trivially separable
+    model = load_fashion_classifier(str(path))
+    feats = fashion_features(torch.rand(5, 28, 28), (0, 1), model=model)
+    assert feats.shape == (5, 128) and (feats >= 0).all()
+
+
+def test_fashion_training_resumes_where_it_stopped(tmp_path):
+    _tiny_fashion(tmp_path)
+    stopped = load_checkpoint(classifiers.train_main(_train_args(tmp_path, epochs=2, minutes=1e-9)))
+    assert stopped.card["epochs"] == 0  # the time budget ran out after the first batch
+    path = classifiers.train_main(_train_args(tmp_path, epochs=2, resume=True))
+    curves = load_checkpoint(path).card["curves"]
+    assert [c["epoch"] for c in curves] == [1, 2]
+
+
+# --- FID/KID on real images grow with the damage done to them --------------------------
+
+def _gaussian_blur(x, sigma):
+    radius = int(3 * sigma + 0.5)
+    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1) / sigma) ** 2)
+    taps = (taps / taps.sum()).to(x.dtype)
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), taps.view(1, 1, 1, -1))
+    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), taps.view(1, 1, -1, 1))
+
+
+@pytest.fixture(scope="module")
+def real_clothes():
+    if not shipped_path("classifier", "fashion_mnist").is_file():
+        pytest.skip("the shipped Fashion-MNIST classifier has not been trained yet")
+    from core.data.fashion_mnist import load_fashion_mnist, to_float
+
+    try:
+        images, _ = load_fashion_mnist("test", download=False)
+    except FileNotFoundError:
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    x = to_float(images[:800])
+    return x[:400], x[400:]
+
+
+@pytest.mark.parametrize("damage, levels", [
+    ("noise", [0.0, 0.05, 0.1, 0.2, 0.4]),
+    ("blur", [0.0, 0.6, 1.0, 1.5, 2.5]),
+])
+def test_fid_and_kid_grow_monotonically_with_noise_and_blur(real_clothes, damage, levels):
+    reference, images = real_clothes
+    ref_feats = fashion_features(reference, (0, 1))
+    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(0))
+    fids, kids = [], []
+    for level in levels:
+        if level == 0:
+            damaged = images
+        elif damage == "noise":
+            damaged = (images + level * noise).clamp(0, 1)
+        else:
+            damaged = _gaussian_blur(images, level)
+        feats = fashion_features(damaged, (0, 1))
+        fids.append(fid(ref_feats, feats))
+        kids.append(kid(ref_feats, feats, subsets=20, subset_size=200).mean)
+    assert fids == sorted(fids) and len(set(fids)) == len(fids), fids
+    assert kids == sorted(kids) and len(set(kids)) == len(kids), kids

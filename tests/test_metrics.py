@@ -4,12 +4,12 @@ import struct
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from core.checkpoints import load_checkpoint
 from core.metrics import classifiers
 from core.metrics.classifiers import fashion_features, fashion_input, load_fashion_classifier, to_unit_range
 from core.metrics.fid import fid, frechet_distance, gaussian_stats, kid, mmd2_unbiased
+from core.metrics.quality import gaussian_blur
 from core.registry import shipped_path
 
 
@@ -196,15 +196,22 @@ def test_fashion_training_resumes_where_it_stopped(tmp_path):
     assert [c["epoch"] for c in curves] == [1, 2]
 
 
+def test_face_training_gives_one_probability_per_attribute(tmp_path):
+    from core.data.faces import FACE_ATTRIBUTES, face_split
+
+    args = _train_args(tmp_path, dataset="faces", out=str(tmp_path / "faces.pt"), train_faces=64, test_faces=32)
+    path = classifiers.train_main(args)
+    card = load_checkpoint(path).card
+    assert set(card["metrics"]["test_accuracy"]) == set(FACE_ATTRIBUTES)
+    model = classifiers.load_face_classifier(str(path))
+    images = face_split("test", 3, size=32).images * 2 - 1  # any square size, any stated range
+    probs = classifiers.face_attributes(images, (-1, 1), model=model)
+    assert list(probs) == list(FACE_ATTRIBUTES)
+    assert all(p.shape == (3,) and 0 <= p.min() and p.max() <= 1 for p in probs.values())
+    assert classifiers.face_features(images, (-1, 1), model=model).shape == (3, 128)
+
+
 # --- FID/KID on real images grow with the damage done to them --------------------------
-
-def _gaussian_blur(x, sigma):
-    radius = int(3 * sigma + 0.5)
-    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1) / sigma) ** 2)
-    taps = (taps / taps.sum()).to(x.dtype)
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), taps.view(1, 1, 1, -1))
-    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), taps.view(1, 1, -1, 1))
-
 
 @pytest.fixture(scope="module")
 def real_clothes():
@@ -235,7 +242,7 @@ def test_fid_and_kid_grow_monotonically_with_noise_and_blur(real_clothes, damage
         elif damage == "noise":
             damaged = (images + level * noise).clamp(0, 1)
         else:
-            damaged = _gaussian_blur(images, level)
+            damaged = gaussian_blur(images, level)
         feats = fashion_features(damaged, (0, 1))
         fids.append(fid(ref_feats, feats))
         kids.append(kid(ref_feats, feats, subsets=20, subset_size=200).mean)

@@ -7,14 +7,15 @@ generator would get with this many samples. A benchmark reports both, e.g.
 
 Fashion-MNIST: samples are compared with n random test images; the baseline compares n
 random training images with the same test images (a generator learnt from the training set).
-Faces: samples are compared with n synthetic faces from a held-out seed; the baseline draws
-another n faces from a different seed.
+Faces: the same with the synthetic faces' standard splits (core.data.faces.face_split):
+samples against n "test" faces, baseline n "train" faces against the same "test" faces.
 """
 from __future__ import annotations
 
 import functools
 
 import torch
+import torch.nn.functional as F
 
 from core.metrics.classifiers import face_features, fashion_features
 from core.metrics.fid import fid, kid
@@ -22,8 +23,6 @@ from core.runtime import make_generator
 
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
-FACE_REFERENCE_SEED = 9_000_001  # faces no model trains on (trainers use small seeds)
-FACE_BASELINE_SEED = 9_000_002
 
 
 def compare(sample_feats: torch.Tensor, real_feats: torch.Tensor, seed: int = 0) -> dict:
@@ -40,14 +39,18 @@ def _random_rows(n_total: int, n: int, seed: int) -> torch.Tensor:
     return torch.randperm(n_total, generator=make_generator(seed))[:n]
 
 
-@functools.lru_cache(maxsize=8)
-def fashion_real_features(split: str, n: int, seed: int = 0) -> torch.Tensor:
-    """Features of n random real Fashion-MNIST images of a split (cached: used by many benchmarks)."""
+def fashion_real_images(split: str, n: int, seed: int = 0) -> torch.Tensor:
+    """n random real Fashion-MNIST images of a split (uint8 [n, 28, 28]); the same for the same seed."""
     from core.data.fashion_mnist import load_fashion_mnist
 
     images, _ = load_fashion_mnist(split)
-    rows = _random_rows(len(images), n, seed)
-    return fashion_features(images[rows], value_range=(0, 255))
+    return images[_random_rows(len(images), n, seed)]
+
+
+@functools.lru_cache(maxsize=8)
+def fashion_real_features(split: str, n: int, seed: int = 0) -> torch.Tensor:
+    """Features of fashion_real_images(split, n, seed) (cached: several benchmarks use them)."""
+    return fashion_features(fashion_real_images(split, n, seed), value_range=(0, 255))
 
 
 def fashion_baseline(n: int, seed: int = 0) -> dict:
@@ -68,21 +71,20 @@ def fashion_quality(samples: torch.Tensor, value_range, seed: int = 0) -> dict:
 
 
 @functools.lru_cache(maxsize=8)
-def face_real_features(n: int, seed: int, size: int = 64) -> torch.Tensor:
-    """Features of n synthetic faces drawn with `seed`, rendered at `size` pixels."""
-    from core.data.faces import make_faces
+def face_real_features(split: str, n: int, size: int = 64) -> torch.Tensor:
+    """Features of the first n synthetic faces of a split, rendered at `size` pixels."""
+    from core.data.faces import face_split
 
-    images = make_faces(n, seed=seed, size=size).images
-    return face_features(images, value_range=(0, 1))
+    return face_features(face_split(split, n, size=size).images, value_range=(0, 1))
 
 
-def face_baseline(n: int, size: int = 64) -> dict:
-    """Real vs real for faces: two independent draws of n synthetic faces at `size` pixels."""
-    return compare(face_real_features(n, FACE_BASELINE_SEED, size), face_real_features(n, FACE_REFERENCE_SEED, size))
+def face_baseline(n: int, size: int = 64, seed: int = 0) -> dict:
+    """Real vs real for faces: n train-split faces against n test-split faces at `size` pixels."""
+    return compare(face_real_features("train", n, size), face_real_features("test", n, size), seed)
 
 
 def face_quality(samples: torch.Tensor, value_range=(0, 1), seed: int = 0) -> dict:
-    """FID/KID of generated faces [N, 3, H, H] against N real synthetic faces at the same H, plus baseline.
+    """FID/KID of generated faces [N, 3, H, H] against N real test faces at the same H, plus baseline.
 
     The real faces are drawn at the samples' resolution, so a 32-px model is not penalised
     for blur that only comes from its resolution.
@@ -90,7 +92,19 @@ def face_quality(samples: torch.Tensor, value_range=(0, 1), seed: int = 0) -> di
     if samples.dim() != 4 or samples.shape[1] != 3:
         raise ValueError(f"Face samples must be [N, 3, H, H], got shape {tuple(samples.shape)}.")
     n, size = len(samples), samples.shape[-1]
-    scores = compare(face_features(samples, value_range), face_real_features(n, FACE_REFERENCE_SEED, size), seed)
-    baseline = face_baseline(n, size)
+    scores = compare(face_features(samples, value_range), face_real_features("test", n, size), seed)
+    baseline = face_baseline(n, size, seed)
     return {"n": n, "size": size, **scores,
             **{f"real_{k}": v for k, v in baseline.items() if k != "kid_subset_size"}}
+
+
+def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of [N, C, H, W] images, edges reflected: a calibrated way to damage
+    real images and see how far FID/KID move (bench.fid_baseline, tests)."""
+    radius = max(1, int(3 * sigma + 0.5))
+    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1) / sigma) ** 2)
+    taps = (taps / taps.sum()).to(images.dtype)
+    channels = images.shape[1]
+    x = F.pad(images, (radius, radius, radius, radius), mode="reflect")
+    x = F.conv2d(x, taps.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), groups=channels)
+    return F.conv2d(x, taps.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), groups=channels)

@@ -1,0 +1,38 @@
+import json
+
+from bench import fid_baseline, report
+
+
+def _write_result(folder, name, figures, quick=False):
+    record = {"name": name, "date": "2026-01-02T03:04:05", "quick": quick,
+              "machine": {"device": "cpu", "cpu_count": 2, "torch": "2.x"}, "figures": figures}
+    (folder / f"{name}.json").write_text(json.dumps(record))
+
+
+def test_fill_formats_dotted_figures():
+    figures = {"fashion": {"real_fid": 1.23456, "n": 10000}}
+    assert report.fill("{fashion.real_fid:.2f} (n = {fashion.n})", figures) == "1.23 (n = 10000)"
+
+
+def test_declared_rows_are_filled_from_the_latest_results(tmp_path):
+    _write_result(tmp_path, "fid_baseline", {"fashion": {
+        "n": 2000, "classifier_accuracy": 0.9312, "real_fid": 0.5, "real_kid_x1000": 0.01,
+        "real_kid_std_x1000": 0.2, "noise_fid": 40.0, "blur_fid": 30.0}}, quick=True)
+    text = report.table(tmp_path, ["fid_baseline"])
+    assert "| 93.12% (quick) |" in text
+    assert "0.50 (n = 2000) (quick)" in text
+    # The face figures are absent from this result: their rows say so instead of failing.
+    assert text.count(report.MISSING) == 2
+    assert "fid_baseline: 2026-01-02T03:04:05, cpu, 2 CPUs" in text
+
+
+def test_benchmarks_without_rows_list_their_numbers_against_their_target(tmp_path):
+    _write_result(tmp_path, "startup", {"build_app_median_s": 2.5, "build_app_s": [2.4, 2.6], "target_s": 5.0})
+    text = report.table(tmp_path, ["startup"])
+    assert "| `bench/startup.py` | `build_app_median_s` | target_s: 5 | 2.5 |" in text
+    assert "build_app_s" not in text  # lists are not single figures
+
+
+def test_a_benchmark_that_never_ran_is_listed_as_not_run(tmp_path):
+    text = report.table(tmp_path, ["fid_baseline"])
+    assert text.count(report.MISSING) == len(fid_baseline.README_ROWS)

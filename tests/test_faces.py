@@ -6,6 +6,15 @@ from core.data.faces import (FACE_ATTRIBUTES, HAIR_COLOURS, SMILE_THRESHOLD, _HA
                              make_faces, render_faces)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny tensors: one thread is fastest, and it never stalls on a busy machine.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def upright(factors, **overrides):
     """The same faces, centred, untilted and at a known scale, so features sit at known pixels."""
     n = len(factors["tilt"])

@@ -1,0 +1,361 @@
+"""Variational autoencoders: the model, its loss, training, and the latent-space tools of the VAE tab.
+
+A VAE encodes an image to a Gaussian q(z|x) = N(mu, diag(exp(logvar))) instead of a point, samples
+z = mu + sigma * eps (the reparameterisation trick: the randomness is an input, so gradients flow
+through mu and sigma), and decodes z back to an image. The loss is the negative ELBO, with a weight
+beta on its KL term:
+
+    loss = reconstruction + beta * KL(q(z|x) || N(0, I))
+
+reconstruction is the binary cross-entropy summed over pixels (nats per image). beta = 1 is the true
+ELBO; beta > 1 pulls codes harder towards the prior, trading sharpness for a smoother, fuller latent
+space that decodes well everywhere. Foster's book writes the same trade-off as a weight on a
+per-pixel mean; "beta = 500" there is beta = 32 * 32 / 500 = 2.05 here for 32x32 Fashion-MNIST.
+
+Latent-space tools: attribute vectors (mean code of images with an attribute minus the mean without,
+Foster's smile vector), interpolation (core.latent), and per-dimension KL, which tells which of the
+200 face dimensions the model actually uses (the rest stay at the prior and decode to nothing).
+
+    python -m core.train vae --dataset fashion            # 2-D latent map (assets/checkpoints/vae/fashion_2d.pt)
+    python -m core.train vae --dataset faces              # 200-D synthetic faces (assets/checkpoints/vae/faces_200d.pt)
+    python -m core.train vae --dataset celeba --data-dir ~/data/celeba --out runs/celeba.pt
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core import latent
+from core.checkpoints import build_model, load_resume, load_shipped, make_card, save_checkpoint, save_resume
+from core.registry import shipped_path
+from core.runtime import make_generator, pick_device
+
+DEFAULT_ATTRIBUTE_STRENGTH = 1.5  # multiples of an attribute vector added by default (the tab's sliders span -4..4)
+
+
+@dataclass
+class VAEConfig:
+    image_size: int = 32
+    channels: int = 1
+    latent_dim: int = 2
+    widths: list[int] = field(default_factory=lambda: [32, 64, 128])  # channels of each stride-2 stage
+
+    def __post_init__(self):
+        self.widths = list(self.widths)
+        if self.image_size % 2 ** len(self.widths):
+            raise ValueError(f"Image size {self.image_size} must be divisible by 2^{len(self.widths)} "
+                             f"(one halving per encoder stage).")
+
+
+def _stage(cin, cout, transpose=False):
+    conv = nn.ConvTranspose2d if transpose else nn.Conv2d
+    return nn.Sequential(conv(cin, cout, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout),
+                         nn.LeakyReLU(0.2))
+
+
+class VAE(nn.Module):
+    """Convolutional encoder (stride-2 stages) -> (mu, logvar); decoder mirrors it back to pixels."""
+
+    def __init__(self, config: VAEConfig):
+        super().__init__()
+        self.config = config
+        w = config.widths
+        self.bottom = config.image_size // 2 ** len(w)  # spatial size after the last stage
+        flat = w[-1] * self.bottom ** 2
+        self.encoder = nn.Sequential(*[_stage(cin, cout) for cin, cout in zip([config.channels] + w[:-1], w)],
+                                     nn.Flatten())
+        self.to_mu = nn.Linear(flat, config.latent_dim)
+        self.to_logvar = nn.Linear(flat, config.latent_dim)
+        self.from_z = nn.Sequential(nn.Linear(config.latent_dim, flat), nn.LeakyReLU(0.2))
+        ups = [_stage(cin, cout, transpose=True) for cin, cout in zip(w[::-1][:-1], w[::-1][1:])]
+        self.decoder = nn.Sequential(*ups, nn.ConvTranspose2d(w[0], config.channels, 4, stride=2, padding=1))
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.encoder(x)
+        return self.to_mu(h), self.to_logvar(h).clamp(-30, 20)
+
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.from_z(z).view(-1, self.config.widths[-1], self.bottom, self.bottom)
+        return self.decoder(h)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Codes [N, latent_dim] -> images [N, C, H, W] in [0, 1]."""
+        return torch.sigmoid(self.decode_logits(z))
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
+        mu, logvar = self.encode(x)
+        return self.decode_logits(reparameterize(mu, logvar, generator)), mu, logvar
+
+
+def reparameterize(mu, logvar, generator: torch.Generator | None = None) -> torch.Tensor:
+    eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+    return mu + torch.exp(0.5 * logvar) * eps
+
+
+def kl_per_dimension(mu, logvar) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, 1)) for each sample and dimension, in closed form: [N, D]."""
+    return 0.5 * (mu * mu + logvar.exp() - 1 - logvar)
+
+
+def vae_loss(model: VAE, x, beta: float, generator=None) -> dict[str, torch.Tensor]:
+    """Per-image means of: loss = reconstruction + beta * kl (both logged separately)."""
+    logits, mu, logvar = model(x, generator)
+    recon = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1).mean()
+    kl = kl_per_dimension(mu, logvar).sum(1).mean()
+    return {"loss": recon + beta * kl, "recon": recon, "kl": kl}
+
+
+@torch.no_grad()
+def evaluate(model: VAE, images, batch_size: int = 500, seed: int = 0) -> dict[str, float]:
+    """Validation ELBO (beta = 1, one posterior sample, nats per image; higher is better) and its terms."""
+    model.eval()
+    gen = make_generator(seed)
+    total = {"recon": 0.0, "kl": 0.0}
+    for i in range(0, len(images), batch_size):
+        x = as_float(images[i:i + batch_size])
+        terms = vae_loss(model, x, 1.0, gen)
+        for k in total:
+            total[k] += terms[k].item() * len(x)
+    recon, kl = total["recon"] / len(images), total["kl"] / len(images)
+    return {"elbo": -(recon + kl), "recon": recon, "kl": kl}
+
+
+def as_float(images: torch.Tensor) -> torch.Tensor:
+    """Stored uint8 images -> float in [0, 1]; float images pass through."""
+    return images.float().div(255) if images.dtype == torch.uint8 else images.float()
+
+
+@torch.no_grad()
+def encode_all(model: VAE, images, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mu, logvar) of every image, in batches."""
+    model.eval()
+    parts = [model.encode(as_float(images[i:i + batch_size])) for i in range(0, len(images), batch_size)]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+@torch.no_grad()
+def sample(model: VAE, n: int, generator: torch.Generator) -> torch.Tensor:
+    """n images decoded from codes drawn from the prior N(0, I)."""
+    model.eval()
+    z = torch.randn(n, model.config.latent_dim, generator=generator)
+    return model.decode(z)
+
+
+def attribute_vectors(codes: torch.Tensor, labels: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """For each attribute: mean code of the images that have it minus the mean of those that don't."""
+    vectors = {}
+    for name, has in labels.items():
+        has = has.bool()
+        if has.all() or not has.any():
+            continue  # no contrast to measure
+        vectors[name] = codes[has].mean(0) - codes[~has].mean(0)
+    return vectors
+
+
+def apply_attributes(z: torch.Tensor, vectors: dict[str, torch.Tensor], strengths: dict[str, float]) -> torch.Tensor:
+    """z + sum of strength * vector; unknown names are refused, strengths clamped to [-4, 4]."""
+    z = z.clone()
+    for name, strength in strengths.items():
+        if name not in vectors:
+            raise ValueError(f"There is no attribute vector called {name!r}.")
+        z = z + max(-4.0, min(4.0, float(strength))) * vectors[name]
+    return z
+
+
+def active_dimensions(mu, logvar) -> torch.Tensor:
+    """Mean KL per latent dimension over a data set, [D]; dimensions near 0 are unused by the model."""
+    return kl_per_dimension(mu, logvar).mean(0)
+
+
+def morph(model: VAE, z0, z1, steps: int, mode: str = "slerp") -> torch.Tensor:
+    """Decoded frames walking from code z0 to z1 (inclusive): [steps, C, H, W]."""
+    with torch.no_grad():
+        return model.decode(latent.interpolate(z0.reshape(1, -1), z1.reshape(1, -1), steps, mode)[:, 0])
+
+
+# --- shipped models ---------------------------------------------------------------------------
+
+SHIPPED = {"fashion": "fashion_2d", "faces": "faces_200d"}
+
+
+@functools.lru_cache(maxsize=None)
+def load_vae(name: str):
+    """(model, checkpoint) of a shipped VAE, built once per process and shared read-only."""
+    ckpt = load_shipped("vae", name)
+    return build_model(ckpt, VAE, VAEConfig).requires_grad_(False), ckpt
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+def load_dataset(args) -> dict:
+    """Training and validation images (uint8 [N, C, H, W]) plus what the extras need, per --dataset."""
+    if args.dataset == "fashion":
+        from core.data.fashion_mnist import CLASS_NAMES, load_fashion_mnist, to_float
+
+        to_uint8 = lambda x: (to_float(x, 32) * 255).round().to(torch.uint8)
+        train_x, _ = load_fashion_mnist("train", args.data_dir)
+        test_x, test_y = load_fashion_mnist("test", args.data_dir)
+        return {"train": to_uint8(train_x), "valid": to_uint8(test_x), "valid_labels": test_y,
+                "class_names": CLASS_NAMES, "description": "Fashion-MNIST train (60k), validated on the test set (10k), "
+                "zero-padded to 32x32"}
+    if args.dataset == "faces":
+        from core.data.faces import face_split
+
+        def faces(split, n):
+            batches = [face_split(split, min(2000, n - i), size=args.image_size, start=i) for i in range(0, n, 2000)]
+            images = torch.cat([(b.images * 255).round().to(torch.uint8) for b in batches])
+            labels = {k: torch.cat([b.labels[k] for b in batches]) for k in batches[0].labels}
+            return images, labels
+        train_x, train_labels = faces("train", args.train_size)
+        valid_x, valid_labels = faces("validation", args.valid_size)
+        return {"train": train_x, "train_labels": train_labels, "valid": valid_x, "valid_labels": valid_labels,
+                "description": f"synthetic faces (core.data.faces): train split faces 0-{args.train_size - 1}, "
+                f"validation split faces 0-{args.valid_size - 1}, {args.image_size}x{args.image_size}"}
+    from core.data.celeba import load_celeba
+
+    train_x, train_labels = load_celeba(args.data_dir, "train", args.image_size, limit=args.train_size)
+    valid_x, valid_labels = load_celeba(args.data_dir, "validation", args.image_size, limit=args.valid_size)
+    if len(valid_x) == 0:  # no partition file: hold out the last images
+        cut = max(1, len(train_x) // 10)
+        train_x, valid_x = train_x[:-cut], train_x[-cut:]
+        valid_labels = {k: v[-cut:] for k, v in train_labels.items()}
+        train_labels = {k: v[:-cut] for k, v in train_labels.items()}
+    return {"train": train_x, "train_labels": train_labels, "valid": valid_x, "valid_labels": valid_labels,
+            "description": f"CelebA aligned crops from {args.data_dir}, centre-cropped to {args.image_size}x{args.image_size}"}
+
+
+# --- training -------------------------------------------------------------------------------------
+
+DATASET_DEFAULTS = {
+    "fashion": {"latent": 2, "widths": "16,32,64", "beta": 32 * 32 / 500, "image_size": 32, "epochs": 10},
+    "faces": {"latent": 200, "widths": "24,48,96,192", "beta": 2.0, "image_size": 64, "epochs": 30},
+    "celeba": {"latent": 200, "widths": "32,64,128,256", "beta": 2.0, "image_size": 64, "epochs": 10},
+}
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", choices=sorted(DATASET_DEFAULTS), default="fashion")
+    parser.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX folder or CelebA folder")
+    parser.add_argument("--latent", type=int, default=None, help="latent dimensions (fashion 2, faces 200)")
+    parser.add_argument("--widths", default=None, help="channels per encoder stage, comma-separated")
+    parser.add_argument("--beta", type=float, default=None, help="weight of the KL term (fashion 2.05, faces 2)")
+    parser.add_argument("--image-size", type=int, default=None)
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--train-size", type=int, default=40000, help="faces/CelebA images to train on")
+    parser.add_argument("--valid-size", type=int, default=2000, help="faces/CelebA validation images")
+
+
+def train_vae(model: VAE, train_x, valid_x, *, beta, epochs, batch_size, lr, seed=0, minutes=None,
+              state=None, on_checkpoint=None):
+    """Train, yielding an event per step ({"step", "epoch", "loss", "recon", "kl"}) and per epoch
+    ({"valid_elbo", ...}). `state` (from a resume file) continues a run; `on_checkpoint(state)` is
+    called every ~3 minutes with everything needed to resume."""
+    from core.train import Every
+
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    state = state or {"epoch": 0, "step": 0, "elapsed_s": 0.0, "curves": []}
+    if "optimizer" in state:
+        opt.load_state_dict(state["optimizer"])
+    gen = make_generator(seed + state["step"])  # a fresh stream per resume, so a resumed run never repeats batches
+    steps_per_epoch = math.ceil(len(train_x) / batch_size)
+    started, saver = time.monotonic() - state["elapsed_s"], Every(180)
+    while state["epoch"] < epochs:
+        model.train()
+        order = torch.randperm(len(train_x), generator=gen)
+        sums = {"loss": 0.0, "recon": 0.0, "kl": 0.0}
+        for i in range(steps_per_epoch):
+            x = as_float(train_x[order[i * batch_size:(i + 1) * batch_size]])
+            terms = vae_loss(model, x, beta, gen)
+            opt.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            opt.step()
+            state["step"] += 1
+            for k in sums:
+                sums[k] += terms[k].item()
+            yield {"step": state["step"], "epoch": state["epoch"], **{k: v.item() for k, v in terms.items()}}
+            out_of_time = minutes is not None and time.monotonic() - started > minutes * 60
+            if out_of_time:
+                break
+        state["epoch"] += 1
+        state["elapsed_s"] = time.monotonic() - started
+        valid = evaluate(model, valid_x)
+        point = {"epoch": state["epoch"], "step": state["step"], "wall_s": round(state["elapsed_s"], 1),
+                 **{f"train_{k}": round(v / (i + 1), 3) for k, v in sums.items()},
+                 **{f"valid_{k}": round(v, 3) for k, v in valid.items()}}
+        state["curves"].append(point)
+        yield point
+        if on_checkpoint and (saver.due() or out_of_time):
+            on_checkpoint({**state, "model": model.state_dict(), "optimizer": opt.state_dict()})
+        if out_of_time:
+            break
+    return state
+
+
+def train_main(args) -> Path:
+    from core.train import progress
+
+    defaults = DATASET_DEFAULTS[args.dataset]
+    for key in ("latent", "widths", "beta", "image_size", "epochs"):
+        if getattr(args, key) is None:
+            setattr(args, key, defaults[key])
+    device = pick_device(args.device)
+    if device.type != "cpu":
+        print(f"note: training on {device} is not wired up; the VAE trains on the CPU")  # small models
+    out = Path(args.out) if args.out else shipped_path("vae", "fashion_2d" if args.dataset == "fashion" else "faces_200d")
+    resume_path = out.with_name(out.name + ".resume.pt")
+    torch.manual_seed(args.seed)  # weight initialisation only; sampling uses explicit generators
+    data = load_dataset(args)
+    config = VAEConfig(image_size=args.image_size, channels=data["train"].shape[1], latent_dim=args.latent,
+                       widths=[int(w) for w in str(args.widths).split(",")])
+    model = VAE(config)
+    state = None
+    if args.resume:
+        state = load_resume(resume_path)
+        model.load_state_dict(state.pop("model"))
+    steps_per_epoch = math.ceil(len(data["train"]) / args.batch_size)
+    events = train_vae(model, data["train"], data["valid"], beta=args.beta, epochs=args.epochs,
+                       batch_size=args.batch_size, lr=args.lr, seed=args.seed, minutes=args.minutes, state=state,
+                       on_checkpoint=lambda s: save_resume(resume_path, s))
+    curves = []
+    for event in progress(events, total=steps_per_epoch * args.epochs, desc=f"vae {args.dataset}"):
+        if "valid_elbo" in event:
+            curves.append(event)
+            print(f"epoch {event['epoch']}: train recon {event['train_recon']:.1f} kl {event['train_kl']:.2f}, "
+                  f"validation ELBO {event['valid_elbo']:.1f}", flush=True)
+    if state is not None:
+        curves = state["curves"]
+    return _save(out, model, config, args, data, curves)
+
+
+def _save(out: Path, model: VAE, config: VAEConfig, args, data, curves) -> Path:
+    """Checkpoint + card, with the extras the tab needs (test-set codes for the map, attribute vectors)."""
+    valid = evaluate(model, data["valid"])
+    mu, logvar = encode_all(model, data["valid"])
+    kl_dims = active_dimensions(mu, logvar)
+    extras = {"kl_per_dim": kl_dims.float()}
+    metrics = {"valid_elbo": round(valid["elbo"], 2), "valid_recon": round(valid["recon"], 2),
+               "valid_kl": round(valid["kl"], 2), "beta": args.beta,
+               "active_dims_kl_over_0.1": int((kl_dims > 0.1).sum())}
+    if "class_names" in data:  # the 2-D map: every test image's code and class
+        extras.update(map_codes=mu.half(), map_labels=data["valid_labels"].to(torch.uint8),
+                      class_names=list(data["class_names"]))
+    if "train_labels" in data:  # attribute vectors from the training codes
+        train_mu, _ = encode_all(model, data["train"][:20000])
+        labels = {k: v[:20000] for k, v in data["train_labels"].items()}
+        vectors = attribute_vectors(train_mu, labels)
+        extras.update(attribute_names=list(vectors), attribute_vectors=torch.stack(list(vectors.values())).half(),
+                      code_std=train_mu.std(0).float())
+    card = make_card(data=data["description"], wall_time_s=curves[-1]["wall_s"] if curves else 0.0, metrics=metrics,
+                     epochs=curves[-1]["epoch"] if curves else 0, steps=curves[-1]["step"] if curves else 0,
+                     batch_size=args.batch_size, learning_rate=args.lr, curves=curves)
+    return save_checkpoint(out, model, config, card, extras, half=True)

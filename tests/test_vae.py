@@ -1,0 +1,142 @@
+"""VAE model, loss, latent tools, the CelebA loader and the training entry point, on tiny data."""
+import math
+
+import pytest
+import torch
+from PIL import Image
+
+from core.checkpoints import load_checkpoint
+from core.data.celeba import load_celeba
+from core.runtime import make_generator
+from core.vae import (VAE, VAEConfig, apply_attributes, attribute_vectors, evaluate, kl_per_dimension, morph,
+                      sample, vae_loss)
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny tensors: one thread is fastest, and it never stalls on a busy machine.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+TINY = VAEConfig(image_size=16, channels=3, latent_dim=4, widths=[8, 16])
+
+
+def test_kl_matches_the_closed_form():
+    mu = torch.tensor([[0.0, 1.0, -2.0]])
+    logvar = torch.tensor([[0.0, 0.0, math.log(4.0)]])
+    expected = torch.distributions.kl_divergence(torch.distributions.Normal(mu, (0.5 * logvar).exp()),
+                                                 torch.distributions.Normal(0.0, 1.0))
+    assert torch.allclose(kl_per_dimension(mu, logvar), expected, atol=1e-6)
+    assert kl_per_dimension(mu, logvar)[0, 0] == 0  # the prior itself costs nothing
+    assert torch.isclose(kl_per_dimension(mu, logvar)[0, 1], torch.tensor(0.5))  # mu^2 / 2
+
+
+def test_encode_decode_shapes_and_sampling():
+    torch.manual_seed(0)
+    model = VAE(TINY).eval()
+    x = torch.rand(5, 3, 16, 16)
+    mu, logvar = model.encode(x)
+    assert mu.shape == logvar.shape == (5, 4)
+    images = model.decode(mu)
+    assert images.shape == x.shape and 0 <= images.min() and images.max() <= 1
+    a, b = sample(model, 3, make_generator(1)), sample(model, 3, make_generator(1))
+    assert a.shape == (3, 3, 16, 16) and torch.equal(a, b)
+    with pytest.raises(ValueError, match="divisible"):
+        VAEConfig(image_size=30, widths=[8, 16])
+
+
+def test_loss_falls_on_a_tiny_batch_and_logs_both_terms():
+    torch.manual_seed(0)
+    model = VAE(TINY)
+    x = torch.rand(8, 3, 16, 16).round()  # a fixed batch to memorise
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    gen = make_generator(0)
+    first = vae_loss(model, x, beta=1.0, generator=gen)
+    assert torch.isclose(first["loss"], first["recon"] + first["kl"])
+    for _ in range(80):
+        terms = vae_loss(model, x, beta=1.0, generator=gen)
+        opt.zero_grad()
+        terms["loss"].backward()
+        opt.step()
+    assert terms["loss"].item() < 0.85 * first["loss"].item()
+    result = evaluate(model, x)
+    assert result["elbo"] == pytest.approx(-(result["recon"] + result["kl"]))
+
+
+def test_attribute_vector_is_the_difference_of_means():
+    codes = torch.tensor([[1.0, 0.0], [3.0, 2.0], [0.0, 0.0], [0.0, 4.0]])
+    labels = {"smiling": torch.tensor([True, True, False, False]), "everyone": torch.ones(4, dtype=torch.bool)}
+    vectors = attribute_vectors(codes, labels)
+    assert torch.allclose(vectors["smiling"], torch.tensor([2.0, 1.0]) - torch.tensor([0.0, 2.0]))
+    assert "everyone" not in vectors  # no contrast, no vector
+    z = torch.zeros(1, 2)
+    assert torch.allclose(apply_attributes(z, vectors, {"smiling": 9.0}), 4.0 * vectors["smiling"])  # clamped to 4
+    with pytest.raises(ValueError, match="frowning"):
+        apply_attributes(z, vectors, {"frowning": 1.0})
+
+
+def test_morph_starts_and_ends_at_the_two_faces():
+    torch.manual_seed(0)
+    model = VAE(TINY).eval()
+    z0, z1 = torch.randn(4), torch.randn(4)
+    frames = morph(model, z0, z1, steps=5)
+    assert frames.shape == (5, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(frames[0], model.decode(z0[None])[0], atol=1e-5)
+        assert torch.allclose(frames[-1], model.decode(z1[None])[0], atol=1e-5)
+    same = morph(model, z0, z0, steps=3)  # morphing a face with itself is a still picture
+    assert torch.allclose(same[0], same[1], atol=1e-5)
+
+
+ATTRS = ["5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs", "Big_Lips",
+         "Big_Nose", "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows", "Chubby", "Double_Chin",
+         "Eyeglasses", "Goatee", "Gray_Hair", "Heavy_Makeup", "High_Cheekbones", "Male", "Mouth_Slightly_Open",
+         "Mustache", "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin", "Pointy_Nose", "Receding_Hairline",
+         "Rosy_Cheeks", "Sideburns", "Smiling", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat",
+         "Wearing_Lipstick", "Wearing_Necklace", "Wearing_Necktie", "Young"]
+
+
+def write_fake_celeba(root, n=12):
+    """torchvision's CelebA layout with n solid-colour 178x218 'photos'; odd images are smiling."""
+    folder = root / "celeba"
+    (folder / "img_align_celeba").mkdir(parents=True)
+    rows, parts = [], []
+    for i in range(n):
+        name = f"{i + 1:06d}.jpg"
+        Image.new("RGB", (178, 218), (20 * i, 100, 200 - 10 * i)).save(folder / "img_align_celeba" / name)
+        values = ["1" if (j == ATTRS.index("Smiling") and i % 2) else "-1" for j in range(40)]
+        rows.append(f"{name} " + " ".join(values))
+        parts.append(f"{name} {0 if i < n - 4 else 1}")
+    (folder / "list_attr_celeba.txt").write_text(f"{n}\n" + " ".join(ATTRS) + "\n" + "\n".join(rows) + "\n")
+    (folder / "list_eval_partition.txt").write_text("\n".join(parts) + "\n")
+    return folder
+
+
+def test_celeba_loader_reads_torchvisions_layout(tmp_path):
+    write_fake_celeba(tmp_path)
+    images, labels = load_celeba(tmp_path, "train", size=32)
+    assert images.shape == (8, 3, 32, 32) and images.dtype == torch.uint8
+    assert len(labels) == 40 and labels["smiling"].tolist() == [i % 2 == 1 for i in range(8)]
+    assert abs(int(images[3, 0].float().mean()) - 60) <= 2  # image 4's red channel (20 * 3)
+    valid, _ = load_celeba(tmp_path / "celeba", "validation", size=32)
+    assert len(valid) == 4
+    with pytest.raises(ValueError, match="CelebA"):
+        load_celeba(tmp_path / "nowhere", "train")
+
+
+def test_training_on_celeba_writes_a_checkpoint_with_attribute_vectors(tmp_path):
+    from core.train import main
+
+    write_fake_celeba(tmp_path)
+    out = tmp_path / "vae.pt"
+    main(["vae", "--dataset", "celeba", "--data-dir", str(tmp_path), "--image-size", "16", "--latent", "4",
+          "--widths", "8,16", "--epochs", "2", "--batch-size", "4", "--threads", "1", "--out", str(out)])
+    ckpt = load_checkpoint(out)
+    assert ckpt.config["latent_dim"] == 4
+    names = ckpt.extras["attribute_names"]
+    assert "smiling" in names and ckpt.extras["attribute_vectors"].shape == (len(names), 4)
+    assert [p["epoch"] for p in ckpt.card["curves"]] == [1, 2]
+    assert {"valid_elbo", "valid_recon", "valid_kl"} <= set(ckpt.card["metrics"])
+    assert out.with_suffix(".json").is_file()

@@ -1,0 +1,476 @@
+"""Denoising diffusion: add noise step by step, train a U-Net to predict it, then remove it.
+
+The pieces, in the order of Generative Deep Learning's diffusion chapter:
+
+* **Schedules** map a diffusion time t in [0, 1] to a *signal rate* and a *noise rate* with
+  signal² + noise² = 1. t = 0 is the data itself; t = 1 is (almost) pure noise.
+* **Forward process** q(x_t | x_0): x_t = signal(t) · x_0 + noise(t) · ε, in one jump for any t.
+* **U-Net** ε_θ(x_t, noise variance): residual blocks, skip connections, and a sinusoidal
+  embedding of the noise level. It sees the noise *level*, not a step index, so it can be sampled
+  with any schedule and any number of steps whose noise levels it was trained on.
+* **Training**: pick a random t, noise a clean image, regress the noise (MSE or MAE). Sampling uses
+  an exponential moving average (EMA) of the weights, which gives visibly cleaner images.
+* **Samplers** (kept apart from the network, like a diffusers scheduler): DDPM (ancestral) and DDIM
+  with η from 0 (deterministic) to 1. Each step returns the next, less noisy x and the network's
+  current guess of the clean image x_0, so a viewer can show both.
+
+Time runs *backwards* while sampling: from t = 1 (noise) down to t = 0 (image).
+Images live in [-1, 1] inside this module; `sample()` returns them in [0, 1].
+
+    python -m core.train diffusion --data fashion --minutes 60 --threads 1
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SCHEDULES = ("cosine", "offset-cosine", "linear")
+SAMPLERS = ("DDIM", "DDPM")
+MAX_STEPS = 1000  # the finest time grid a sampler may use (the DDPM paper's T)
+MIN_SIGNAL_RATE = 0.01  # cosine stops here: at signal 0 the clean image could not be recovered
+
+
+# --- schedules and the forward process ----------------------------------------------
+
+def schedule_rates(schedule: str, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(signal rate, noise rate) at diffusion times t in [0, 1]; signal² + noise² = 1.
+
+    linear:        the DDPM paper's betas rising linearly from 1e-4 to 0.02 over 1000 steps
+                   (in continuous time, so any t works).
+    cosine:        signal = cos(angle) with the angle growing linearly in t: noise is added
+                   evenly instead of destroying the image early, as the linear schedule does.
+    offset-cosine: the book's version, angles between acos(0.95) and acos(0.02), so training
+                   never sees noise-free or signal-free images; t = 0 is still the data itself.
+    """
+    t = torch.as_tensor(t, dtype=torch.float32).clamp(0.0, 1.0)
+    if schedule == "linear":
+        beta_start, beta_end, steps = 1e-4, 0.02, 1000
+        # log of prod(1 - beta) ~ -integral of beta over the steps, with beta linear in t
+        log_alpha_bar = -steps * (beta_start * t + 0.5 * (beta_end - beta_start) * t ** 2)
+        signal = torch.exp(0.5 * log_alpha_bar)
+        return signal, torch.sqrt((1.0 - signal ** 2).clamp_min(0.0))
+    if schedule == "cosine":
+        angle = t * math.acos(MIN_SIGNAL_RATE)
+    elif schedule == "offset-cosine":
+        start, end = math.acos(0.95), math.acos(0.02)
+        angle = torch.where(t > 0, start + t * (end - start), torch.zeros_like(t))
+    else:
+        raise ValueError(f"Unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}.")
+    return torch.cos(angle), torch.sin(angle)
+
+
+def _per_image(rate: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return rate.reshape(-1, *([1] * (x.dim() - 1))) if rate.dim() else rate
+
+
+def add_noise(x0: torch.Tensor, t, noise: torch.Tensor, schedule: str) -> torch.Tensor:
+    """The forward process q(x_t | x_0): jump straight to time t (a number or one per image)."""
+    signal, noise_rate = schedule_rates(schedule, torch.as_tensor(t, dtype=torch.float32))
+    return _per_image(signal, x0) * x0 + _per_image(noise_rate, x0) * noise
+
+
+# --- the network ---------------------------------------------------------------------
+
+@dataclass
+class DiffusionConfig:
+    channels: int = 1            # 1 for Fashion-MNIST, 3 for colour
+    image_size: int = 32
+    widths: tuple = (32, 64, 128)  # channels per resolution level; each level halves the size
+    patch: int = 1                # >1 folds patch x patch pixels into channels first (4x cheaper at 2)
+    blocks_per_level: int = 1
+    attention: bool = True        # self-attention at the lowest resolution only (cheap there)
+    embedding_dim: int = 32
+    schedule: str = "cosine"      # the schedule the network was trained with
+    loss: str = "mse"             # "mse" or "mae" on the predicted noise
+
+    def __post_init__(self):
+        self.widths = tuple(int(w) for w in self.widths)
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"Unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}.")
+
+
+def sinusoidal_embedding(noise_variance: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sines and cosines of the noise variance at frequencies from 1 to 1000 (log-spaced), so the
+    network can tell nearby noise levels apart at every scale, as positional encodings do."""
+    frequencies = torch.exp(torch.linspace(math.log(1.0), math.log(1000.0), dim // 2,
+                                           device=noise_variance.device))
+    angles = 2 * math.pi * noise_variance.reshape(-1, 1) * frequencies
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+
+
+def _norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(8, channels), channels)
+
+
+class ResidualBlock(nn.Module):
+    """Two 3x3 convolutions with the noise embedding added in between, plus a shortcut."""
+
+    def __init__(self, in_channels: int, out_channels: int, embedding_dim: int):
+        super().__init__()
+        self.norm1 = _norm(in_channels)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.embedding = nn.Linear(embedding_dim, out_channels)
+        self.norm2 = _norm(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+
+    def forward(self, x, embedding):
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.embedding(embedding)[:, :, None, None]
+        h = self.conv2(F.silu(self.norm2(h)))
+        return h + self.shortcut(x)
+
+
+class SelfAttention(nn.Module):
+    """Every pixel looks at every other one: lets the lowest level coordinate the whole image."""
+
+    def __init__(self, channels: int, heads: int = 4):
+        super().__init__()
+        self.norm = _norm(channels)
+        self.attention = nn.MultiheadAttention(channels, heads, batch_first=True)
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        tokens = self.norm(x).flatten(2).transpose(1, 2)
+        out, _ = self.attention(tokens, tokens, tokens, need_weights=False)
+        return x + out.transpose(1, 2).reshape(n, c, h, w)
+
+
+class UNet(nn.Module):
+    """Predicts the noise in x_t given the noise variance.
+
+    Down path: residual blocks then 2x average pooling per level, keeping each block's output.
+    Up path: 2x upsampling, concatenate the kept output of the same level (the skip connection,
+    which carries fine detail the bottleneck cannot), residual blocks.
+    """
+
+    def __init__(self, config: DiffusionConfig):
+        super().__init__()
+        self.config = config
+        widths, emb = config.widths, config.embedding_dim * 4
+        self.embed = nn.Sequential(nn.Linear(config.embedding_dim, emb), nn.SiLU(), nn.Linear(emb, emb))
+        folded = config.channels * config.patch ** 2
+        self.stem = nn.Conv2d(folded, widths[0], 3, padding=1)
+        self.down = nn.ModuleList()
+        skip_widths, width = [], widths[0]
+        for level, level_width in enumerate(widths):
+            for _ in range(config.blocks_per_level):
+                self.down.append(ResidualBlock(width, level_width, emb))
+                width = level_width
+                skip_widths.append(width)
+        self.middle1 = ResidualBlock(width, width, emb)
+        self.attention = SelfAttention(width) if config.attention else nn.Identity()
+        self.middle2 = ResidualBlock(width, width, emb)
+        self.up = nn.ModuleList()
+        for level_width in reversed(widths):
+            for _ in range(config.blocks_per_level):
+                self.up.append(ResidualBlock(width + skip_widths.pop(), level_width, emb))
+                width = level_width
+        self.head = nn.Sequential(_norm(width), nn.SiLU(), nn.Conv2d(width, folded, 3, padding=1))
+        nn.init.zeros_(self.head[-1].weight)  # start by predicting "no noise": a calm first step
+        nn.init.zeros_(self.head[-1].bias)
+
+    def forward(self, x_t: torch.Tensor, noise_variance: torch.Tensor) -> torch.Tensor:
+        n_levels, per_level = len(self.config.widths), self.config.blocks_per_level
+        emb = self.embed(sinusoidal_embedding(noise_variance.expand(x_t.shape[0]), self.config.embedding_dim))
+        # Folding 2x2 pixels into channels (pixel unshuffle) quarters the cost of every layer;
+        # the network still sees every pixel, only at a coarser grid.
+        h = self.stem(F.pixel_unshuffle(x_t, self.config.patch))
+        skips = []
+        for i, block in enumerate(self.down):
+            h = block(h, emb)
+            skips.append(h)
+            if (i + 1) % per_level == 0 and (i + 1) // per_level < n_levels:
+                h = F.avg_pool2d(h, 2)
+        h = self.middle2(self.attention(self.middle1(h, emb)), emb)
+        for i, block in enumerate(self.up):
+            h = block(torch.cat([h, skips.pop()], dim=1), emb)
+            if (i + 1) % per_level == 0 and (i + 1) // per_level < n_levels:
+                h = F.interpolate(h, scale_factor=2, mode="nearest")
+        return F.pixel_shuffle(self.head(h), self.config.patch)
+
+
+def predict_noise(model: UNet, x_t: torch.Tensor, t: float, schedule: str) -> torch.Tensor:
+    _, noise_rate = schedule_rates(schedule, torch.tensor([float(t)]))
+    return model(x_t, (noise_rate ** 2).to(x_t.device))
+
+
+# --- samplers ------------------------------------------------------------------------
+
+class StepOutput(NamedTuple):
+    prev_sample: torch.Tensor   # x at the next (earlier, less noisy) time
+    pred_original: torch.Tensor  # the network's current guess of the clean image x_0
+
+
+class Sampler:
+    """Walks diffusion time from 1 down to 0 in `steps` equal steps; the network is not part of it.
+
+    DDIM (eta = 0) moves deterministically along the line between the predicted x_0 and the
+    predicted noise; eta = 1 adds fresh noise each step (then DDIM equals DDPM); DDPM is the
+    original ancestral step, the mean of q(x_prev | x_t, x_0) plus noise of the posterior's width.
+    """
+
+    def __init__(self, kind: str = "DDIM", steps: int = 50, eta: float = 0.0, schedule: str = "cosine",
+                 clip_x0: bool = True):
+        if kind not in SAMPLERS:
+            raise ValueError(f"Unknown sampler {kind!r}; choose DDIM or DDPM.")
+        steps = int(steps)
+        if not 1 <= steps <= MAX_STEPS:
+            raise ValueError(f"Steps must be between 1 and {MAX_STEPS}; {steps} was asked for.")
+        if not 0.0 <= float(eta) <= 1.0:
+            raise ValueError(f"η (eta) must be between 0 (deterministic) and 1 (fully random); got {eta}.")
+        schedule_rates(schedule, torch.zeros(1))  # fails early on an unknown schedule name
+        self.kind, self.steps, self.eta, self.schedule, self.clip_x0 = kind, steps, float(eta), schedule, clip_x0
+        # times[0] = 1 (pure noise) ... times[steps] = 0 (the image): time runs backwards
+        self.times = torch.linspace(1.0, 0.0, steps + 1)
+
+    def rates(self, i: int) -> tuple[float, float]:
+        signal, noise = schedule_rates(self.schedule, self.times[i])
+        return float(signal), float(noise)
+
+    def step(self, noise_pred: torch.Tensor, t: float, x_t: torch.Tensor, t_prev: float,
+             generator: torch.Generator | None = None, variance_noise: torch.Tensor | None = None) -> StepOutput:
+        """One step from time t to the earlier time t_prev, given the network's noise prediction."""
+        signal, noise = schedule_rates(self.schedule, torch.tensor(float(t)))
+        signal_prev, noise_prev = schedule_rates(self.schedule, torch.tensor(float(t_prev)))
+        # Undo the forward process with the predicted noise: x_t = signal·x_0 + noise·ε.
+        x0 = (x_t - noise * noise_pred) / signal
+        if self.clip_x0:
+            # The data lives in [-1, 1]; at high noise the guess overshoots. Keep ε consistent with it.
+            x0 = x0.clamp(-1.0, 1.0)
+            noise_pred = (x_t - signal * x0) / noise.clamp_min(1e-8)
+        alpha, alpha_prev = signal ** 2, signal_prev ** 2
+        # Width of the posterior q(x_prev | x_t, x_0) (DDPM's beta-tilde); DDIM scales it by eta.
+        posterior_var = (noise_prev ** 2 / noise.clamp_min(1e-8) ** 2) * (1 - alpha / alpha_prev)
+        if self.kind == "DDPM":
+            beta = 1 - alpha / alpha_prev  # the noise added between t_prev and t
+            mean = (signal_prev * beta / noise ** 2) * x0 + ((alpha / alpha_prev).sqrt() * noise_prev ** 2 / noise ** 2) * x_t
+            std = posterior_var.sqrt()
+        else:
+            std = self.eta * posterior_var.sqrt()
+            # Re-noise the x_0 guess to the earlier time using the *predicted* noise direction.
+            mean = signal_prev * x0 + (noise_prev ** 2 - std ** 2).clamp_min(0).sqrt() * noise_pred
+        if float(std) > 0:
+            if variance_noise is None:
+                variance_noise = torch.randn(x_t.shape, generator=generator, device=x_t.device)
+            mean = mean + std * variance_noise
+        return StepOutput(mean, x0)
+
+
+class Frame(NamedTuple):
+    step: int          # 1 .. steps
+    t: float           # the time this step arrived at (runs from 1 towards 0)
+    signal_rate: float
+    noise_rate: float
+    x_t: torch.Tensor  # in [-1, 1]
+    x0: torch.Tensor   # the network's guess of the clean image, in [-1, 1]
+
+
+@torch.no_grad()
+def denoise(model: UNet, sampler: Sampler, start_noise: torch.Tensor,
+            generator: torch.Generator | None = None) -> Iterator[Frame]:
+    """Run the reverse process from `start_noise`, yielding a Frame after every step."""
+    x = start_noise
+    for i in range(sampler.steps):
+        t, t_prev = float(sampler.times[i]), float(sampler.times[i + 1])
+        noise_pred = predict_noise(model, x, t, sampler.schedule)
+        x, x0 = sampler.step(noise_pred, t, x, t_prev, generator=generator)
+        signal, noise = sampler.rates(i + 1)
+        yield Frame(i + 1, t_prev, signal, noise, x, x0)
+
+
+def start_noise(n: int, config: DiffusionConfig, generator: torch.Generator) -> torch.Tensor:
+    return torch.randn(n, config.channels, config.image_size, config.image_size, generator=generator)
+
+
+def sample(model: UNet, n: int, generator: torch.Generator, steps: int = 50, kind: str = "DDIM",
+           eta: float = 0.0, schedule: str | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """n images in [0, 1] (pure given the generator). `noise` overrides the start noise."""
+    sampler = Sampler(kind, steps, eta, schedule or model.config.schedule)
+    x = start_noise(n, model.config, generator) if noise is None else noise
+    for frame in denoise(model, sampler, x, generator):
+        x = frame.x_t
+    return to_unit(x)
+
+
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    return ((x + 1) / 2).clamp(0, 1)
+
+
+# --- loading shipped models ----------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def load_model(name: str) -> UNet:
+    """A shipped diffusion model (EMA weights), built once and shared read-only."""
+    from core.checkpoints import build_model, load_shipped
+
+    model = build_model(load_shipped("diffusion", name), UNet, DiffusionConfig)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+# --- training ------------------------------------------------------------------------
+
+def diffusion_loss(model: UNet, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Noise a batch at random times and score the network's noise prediction."""
+    config = model.config
+    t = torch.rand(x0.shape[0], generator=generator, device=x0.device).clamp_min(1e-4)
+    noise = torch.randn(x0.shape, generator=generator, device=x0.device)
+    signal, noise_rate = schedule_rates(config.schedule, t)
+    x_t = _per_image(signal, x0) * x0 + _per_image(noise_rate, x0) * noise
+    pred = model(x_t, noise_rate ** 2)
+    return F.l1_loss(pred, noise) if config.loss == "mae" else F.mse_loss(pred, noise)
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p, 1.0 - decay)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)
+
+
+def load_training_images(data: str, size: int, data_dir=None, limit: int | None = None) -> tuple[torch.Tensor, str]:
+    """Training images in [-1, 1] and a one-line description for the model card."""
+    if data == "fashion":
+        from core.data.fashion_mnist import load_fashion_mnist, to_float
+
+        images, _ = load_fashion_mnist("train", data_dir=data_dir)
+        x = to_float(images[:limit], size)
+        description = f"Fashion-MNIST train ({len(x)} images), zero-padded 28->32"
+        if size != 32:
+            x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+            description += f", resized to {size}"
+    elif data == "faces":
+        from core.data.faces import make_faces
+
+        n = limit or 20000
+        x = make_faces(n, seed=0).images
+        if x.shape[-1] != size:
+            x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+        description = f"synthetic faces from core.data.faces (make_faces({n}, seed=0)), resized to {size}x{size}"
+    else:
+        raise ValueError(f"Unknown data {data!r}; choose fashion or faces.")
+    return x * 2 - 1, description
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", choices=("fashion", "faces"), default="fashion")
+    parser.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files")
+    parser.add_argument("--limit", type=int, default=None, help="use only this many training images")
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--widths", default="32,64,128", help="channels per level, comma separated")
+    parser.add_argument("--blocks", type=int, default=1, help="residual blocks per level")
+    parser.add_argument("--patch", type=int, default=2, help="fold patch x patch pixels into channels first")
+    parser.add_argument("--no-attention", action="store_true")
+    parser.add_argument("--schedule", choices=SCHEDULES, default="cosine")
+    parser.add_argument("--loss", choices=("mse", "mae"), default="mse")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--ema", type=float, default=0.999, help="EMA decay of the sampling weights")
+    parser.add_argument("--steps", type=int, default=100_000, help="optimizer steps (--minutes may stop earlier)")
+    parser.add_argument("--save-every", type=float, default=180, help="seconds between resumable saves")
+
+
+def train(model: UNet, images: torch.Tensor, steps: int, batch_size: int = 64, lr: float = 1e-3,
+          weight_decay: float = 1e-4, ema_decay: float = 0.999, generator: torch.Generator | None = None,
+          ema: UNet | None = None, optimizer=None, start_step: int = 0) -> Iterator[dict]:
+    """The training loop as a generator: yields {"step", "loss"} after every optimizer step.
+
+    The EMA copy's decay ramps up from 0 so that early samples are not an average of noise.
+    """
+    ema = ema if ema is not None else copy.deepcopy(model).requires_grad_(False)
+    optimizer = optimizer or torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    model.train()
+    for step in range(start_step + 1, steps + 1):
+        # A short warm-up keeps AdamW's first, badly estimated steps small.
+        for group in optimizer.param_groups:
+            group["lr"] = lr * min(1.0, step / 200)
+        batch = images[torch.randint(len(images), (batch_size,), generator=generator)]
+        loss = diffusion_loss(model, batch, generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        update_ema(ema, model, min(ema_decay, (1 + step) / (10 + step)))
+        yield {"step": step, "loss": loss.item()}
+
+
+def train_main(args) -> Path:
+    from core.checkpoints import load_resume, make_card, save_checkpoint, save_resume
+    from core.registry import shipped_path
+    from core.runtime import make_generator, pick_device
+    from core.train import Every, progress
+
+    name = "fashion32" if args.data == "fashion" else f"faces{args.size}"
+    out = Path(args.out) if args.out else shipped_path("diffusion", name)
+    resume_path = out.with_name(out.name + ".resume.pt")
+    device = pick_device(args.device)
+    images, data_description = load_training_images(args.data, args.size, args.data_dir, args.limit)
+    images = images.to(device)
+    config = DiffusionConfig(channels=images.shape[1], image_size=args.size,
+                             widths=tuple(int(w) for w in args.widths.split(",")), blocks_per_level=args.blocks,
+                             patch=args.patch,
+                             attention=not args.no_attention, schedule=args.schedule, loss=args.loss)
+    model = UNet(config).to(device)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    generator = make_generator(args.seed, device)
+    start_step, elapsed_before, curve = 0, 0.0, []
+    commands = [make_card(data="", wall_time_s=0)["command"]]  # this run's command line
+    if args.resume:
+        state = load_resume(resume_path)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        start_step, elapsed_before, curve = state["step"], state["elapsed_s"], state["curve"]
+        commands = state["commands"] + commands
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"{data_description}; {n_params / 1e6:.2f}M parameters; from step {start_step}")
+
+    started = time.monotonic()
+    save_timer = Every(args.save_every)
+    running, step = [], start_step
+
+    def save() -> None:
+        wall = elapsed_before + time.monotonic() - started
+        save_resume(resume_path, {"model": model.state_dict(), "ema": ema.state_dict(),
+                                  "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+                                  "step": step, "elapsed_s": wall, "curve": curve, "commands": commands})
+        # A run continued with --resume lists every command line that contributed, first one first.
+        card = make_card(data=data_description, wall_time_s=wall, device=device, steps=step,
+                         command=commands[0], resumed_with=commands[1:],
+                         batch_size=args.batch_size, parameters=n_params,
+                         optimizer=f"AdamW lr {args.lr} wd {args.weight_decay}, 200-step warm-up, grad clip 1",
+                         ema_decay=args.ema, weights="EMA, float16",
+                         metrics={"final_loss": curve[-1][1] if curve else None},
+                         training_curve={"step_and_mean_loss": curve})
+        save_checkpoint(out, ema, config, card, half=True)
+
+    events = train(model, images, args.steps, args.batch_size, args.lr, args.weight_decay, args.ema,
+                   generator, ema, optimizer, start_step)
+    for event in progress(events, total=args.steps, desc=f"diffusion {name}"):
+        step = event["step"]
+        running.append(event["loss"])
+        if step % 100 == 0:
+            curve.append([step, round(sum(running) / len(running), 5)])
+            running = []
+        if save_timer.due():
+            save()
+        if args.minutes is not None and time.monotonic() - started > args.minutes * 60:
+            break
+    save()
+    return out

@@ -1,0 +1,157 @@
+import pytest
+import torch
+
+from core.diffusion import (SCHEDULES, DiffusionConfig, Sampler, UNet, add_noise, denoise, diffusion_loss,
+                            sample, schedule_rates, train)
+from core.runtime import make_generator
+
+TINY = DiffusionConfig(channels=1, image_size=8, widths=(8, 16), attention=True, embedding_dim=8, patch=1)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny tensors: a second thread only adds synchronisation cost on a busy machine.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_model(seed=0, config=TINY):
+    torch.manual_seed(seed)  # weights only; sampling below always uses explicit generators
+    model = UNet(config).eval()
+    # The head starts at zero (predicts "no noise"); give it weights so samplers see a real signal.
+    torch.nn.init.normal_(model.head[-1].weight, std=0.1)
+    return model
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_schedule_rates_are_on_the_unit_circle_and_monotone(schedule):
+    t = torch.linspace(0, 1, 1001)
+    signal, noise = schedule_rates(schedule, t)
+    assert torch.allclose(signal ** 2 + noise ** 2, torch.ones_like(t), atol=1e-5)
+    assert (signal[1:] <= signal[:-1]).all() and (noise[1:] >= noise[:-1]).all()
+    assert signal[0] == 1 and noise[0] == 0      # t = 0 is the data
+    assert signal[-1] < 0.05 and noise[-1] > 0.99  # t = 1 is (almost) pure noise
+
+
+def test_unknown_schedule_is_a_clear_error():
+    with pytest.raises(ValueError, match="schedule"):
+        schedule_rates("quadratic", torch.zeros(1))
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_noising_at_t0_returns_the_image_and_at_t1_is_mostly_noise(schedule):
+    gen = make_generator(1)
+    x0 = torch.rand(4, 1, 8, 8, generator=gen) * 2 - 1
+    eps = torch.randn(x0.shape, generator=gen)
+    assert torch.equal(add_noise(x0, 0.0, eps, schedule), x0)
+    x1 = add_noise(x0, 1.0, eps, schedule)
+    assert (x1 - eps).abs().max() < 0.1
+    per_image = add_noise(x0, torch.tensor([0.0, 0.3, 0.6, 1.0]), eps, schedule)
+    assert torch.equal(per_image[0], x0[0]) and torch.allclose(per_image[3], x1[3])
+
+
+def test_ddim_eta0_is_deterministic_for_a_fixed_start_noise():
+    model = tiny_model()
+    noise = torch.randn(3, 1, 8, 8, generator=make_generator(5))
+    a = sample(model, 3, make_generator(1), steps=10, noise=noise)
+    b = sample(model, 3, make_generator(999), steps=10, noise=noise)  # eta 0: the generator is never used
+    assert torch.equal(a, b)
+    c = sample(model, 3, make_generator(1), steps=10, eta=1.0, noise=noise)
+    d = sample(model, 3, make_generator(2), steps=10, eta=1.0, noise=noise)
+    assert not torch.equal(c, d)  # eta 1 does draw fresh noise
+
+
+@pytest.mark.parametrize("clip", [False, True])
+@pytest.mark.parametrize("kind", ["DDIM", "DDPM"])
+def test_step_returns_x0_consistent_with_the_noise_prediction(kind, clip):
+    sampler = Sampler(kind, steps=20, eta=0.5, schedule="cosine", clip_x0=clip)
+    gen = make_generator(3)
+    x_t = torch.randn(2, 1, 8, 8, generator=gen)
+    eps = torch.randn(2, 1, 8, 8, generator=gen)
+    out = sampler.step(eps, 0.6, x_t, 0.55, generator=gen)
+    signal, noise = schedule_rates("cosine", torch.tensor(0.6))
+    if not clip:  # x_t = signal * x0 + noise * eps, exactly
+        assert torch.allclose(signal * out.pred_original + noise * eps, x_t, atol=1e-5)
+    else:  # clipped x0 stays in the data range
+        assert out.pred_original.abs().max() <= 1.0
+    assert out.prev_sample.shape == x_t.shape
+
+
+def test_ddpm_equals_ddim_with_eta_1():
+    gen = make_generator(4)
+    x_t, eps, z = (torch.randn(2, 1, 8, 8, generator=gen) for _ in range(3))
+    ddpm = Sampler("DDPM", 10, schedule="linear").step(eps, 0.5, x_t, 0.4, variance_noise=z)
+    ddim = Sampler("DDIM", 10, eta=1.0, schedule="linear").step(eps, 0.5, x_t, 0.4, variance_noise=z)
+    assert torch.allclose(ddpm.prev_sample, ddim.prev_sample, atol=1e-5)
+
+
+@pytest.mark.parametrize("clip", [False, True])
+@pytest.mark.parametrize("eta", [0.0, 0.7])
+def test_ddim_step_matches_diffusers(eta, clip):
+    diffusers = pytest.importorskip("diffusers", reason="diffusers (dev dependency) is not installed")
+    T, steps = 1000, 20
+    # diffusers counts training steps 0..T-1; ours is continuous time with t = (k + 1) / T and t = 0 = data.
+    t_grid = torch.arange(1, T + 1, dtype=torch.float64) / T
+    alpha_bar = schedule_rates("cosine", t_grid)[0].double() ** 2
+    betas = 1 - alpha_bar / torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar[:-1]])
+    reference = diffusers.DDIMScheduler(num_train_timesteps=T, trained_betas=betas.numpy(), clip_sample=clip,
+                                        clip_sample_range=1.0, set_alpha_to_one=True, steps_offset=0,
+                                        timestep_spacing="leading")
+    reference.set_timesteps(steps)
+    ours = Sampler("DDIM", steps, eta=eta, schedule="cosine", clip_x0=clip)
+    gen = make_generator(7)
+    x_t = torch.randn(2, 1, 8, 8, generator=gen) * 1.5
+    eps = torch.randn(2, 1, 8, 8, generator=gen)
+    z = torch.randn(2, 1, 8, 8, generator=gen)
+    for k in (int(reference.timesteps[0]), 450, int(reference.timesteps[-1])):
+        expected = reference.step(eps, k, x_t, eta=eta, use_clipped_model_output=clip,
+                                  variance_noise=z if eta > 0 else None)
+        got = ours.step(eps, (k + 1) / T, x_t, (k + 1 - T // steps) / T, variance_noise=z)
+        assert torch.allclose(got.prev_sample, expected.prev_sample, atol=1e-4), k
+        assert torch.allclose(got.pred_original, expected.pred_original_sample, atol=1e-4), k
+
+
+def test_sampler_refuses_bad_settings_with_sentences():
+    for kwargs, match in [({"steps": 0}, "Steps"), ({"steps": 5000}, "Steps"), ({"eta": 1.5}, "eta"),
+                          ({"eta": -0.1}, "eta"), ({"kind": "PNDM"}, "sampler"), ({"schedule": "x"}, "schedule")]:
+        with pytest.raises(ValueError, match=match):
+            Sampler(**kwargs)
+
+
+def test_denoise_yields_every_step_with_time_running_backwards():
+    model = tiny_model()
+    sampler = Sampler("DDIM", steps=4, schedule="offset-cosine")
+    frames = list(denoise(model, sampler, torch.randn(2, 1, 8, 8, generator=make_generator(0))))
+    assert [f.step for f in frames] == [1, 2, 3, 4]
+    assert [round(f.t, 2) for f in frames] == [0.75, 0.5, 0.25, 0.0]
+    assert frames[-1].signal_rate == 1.0 and frames[-1].noise_rate == 0.0
+    # the last step lands on the clean-image guess
+    assert torch.allclose(frames[-1].x_t, frames[-1].x0, atol=1e-6)
+
+
+def test_patch_folding_keeps_the_shape():
+    config = DiffusionConfig(channels=3, image_size=8, widths=(8, 16), attention=False, embedding_dim=8, patch=2)
+    model = UNet(config)
+    x = torch.randn(2, 3, 8, 8)
+    assert model(x, torch.tensor([0.3, 0.9])).shape == x.shape
+
+
+def test_a_tiny_model_learns_to_predict_noise():
+    # Data with structure a network can learn: each image is one of two fixed patterns.
+    gen = make_generator(0)
+    patterns = torch.rand(2, 1, 8, 8, generator=gen) * 2 - 1
+    images = patterns[torch.arange(256) % 2]
+    torch.manual_seed(0)
+    model = UNet(DiffusionConfig(channels=1, image_size=8, widths=(8, 16), attention=False, embedding_dim=8))
+
+    def eval_loss():
+        with torch.no_grad():
+            return sum(diffusion_loss(model, images[:64], make_generator(s)).item() for s in range(4)) / 4
+
+    before = eval_loss()
+    for _ in train(model, images, steps=60, batch_size=16, lr=5e-3, generator=make_generator(1)):
+        pass
+    after = eval_loss()
+    assert after < 0.7 * before, (before, after)

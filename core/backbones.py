@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-BACKBONE_NAMES = ["efficientnet_lite0", "vgg19", "googlenet", "inception_v3"]
-OFFLINE_DEFAULT = "efficientnet_lite0"
+from core.backbone_layers import BACKBONE_NAMES, OFFLINE_DEFAULT  # noqa: F401 - re-exported
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

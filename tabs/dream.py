@@ -1,6 +1,278 @@
-"""DeepDream tab (placeholder until issue #4 lands)."""
-from tabs.common import not_built_yet
+"""DeepDream tab: amplify what an ImageNet convnet half-sees in a photo, octave by octave.
 
+The picture grows live while it dreams; beside it the objective climbs iteration by iteration,
+the octave sizes are listed, and heat maps show where the chosen layers fire before and after:
+the dream is the network's own detectors, turned up. A zoom section makes the classic endless
+zoom animation. Handlers are plain functions (tests call them); the network loads on first use.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import gradio as gr
+
+from core.backbone_layers import BACKBONE_LABELS, BACKBONE_NAMES, DREAM_LAYERS, LAYER_NAMES, OFFLINE_DEFAULT
+from tabs.common import queue, user_errors
+
+TAB = "dream"
+LAYER_SLOTS = 4  # Inception v3's book setting uses four layers
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples" / "dream"
+PREVIEW_EVERY_S = 0.4  # stream the picture this often; every iteration would flood the browser
+INTRO = """### DeepDream
+Gradient **ascent** on the pixels: the photo is changed, step by step, so that the chosen layers of an
+ImageNet network fire harder. Whatever those layers faintly detect (eyes, fur, arches) gets drawn in.
+It runs over **octaves**: a small copy first, then larger ones, re-adding the detail lost by shrinking,
+so coarse patterns grow fine texture. The network's weights never change.
+Shallow layers (Lite0 blocks 2-7) paint swirls and textures; middle ones (block 10) paint eyes and animals."""
+
+
+def layer_slot_values(backbone_name: str) -> list:
+    """Default (layer, weight) for each slot; unused slots are (None, 1.0)."""
+    defaults = list(DREAM_LAYERS[backbone_name].items())
+    defaults += [(None, 1.0)] * (LAYER_SLOTS - len(defaults))
+    return [value for pair in defaults[:LAYER_SLOTS] for value in pair]
+
+
+def collect_layers(slot_values) -> dict[str, float]:
+    """(layer, weight, layer, weight, ...) from the slots -> {layer: weight}, summing repeats."""
+    layers = {}
+    for layer, weight in zip(slot_values[::2], slot_values[1::2]):
+        if layer:
+            layers[layer] = layers.get(layer, 0.0) + float(weight or 0.0)
+    return layers
+
+
+def _load_input(image, from_noise: bool, max_side: int, seed):
+    """The picture to dream on as a tensor, plus notes for the user (resized, converted, ...)."""
+    from core.data.images import pil_to_tensor, prepare_image
+    from core.dream import noise_image
+    from core.runtime import make_generator
+
+    max_side = int(min(max(max_side, 64), 1024))
+    if from_noise:
+        return noise_image(max_side * 3 // 4, max_side, make_generator(seed)), ["started from smooth noise"]
+    picture, notes = prepare_image(image, max_side=max_side)
+    return pil_to_tensor(picture), notes
+
+
+def _backbone(name: str):
+    from core.backbones import load_backbone
+
+    backbone = load_backbone(name)
+    if backbone.name != name:
+        gr.Warning(backbone.source)
+    return backbone
+
+
+def _config(backbone, requested: str, slot_values, octaves, scale, iterations, step, jitter, max_loss):
+    from core.dream import DreamConfig
+
+    config = DreamConfig(layers=collect_layers(slot_values), octaves=int(octaves), octave_scale=float(scale),
+                         iterations=int(iterations), step=float(step), jitter=int(jitter),
+                         max_loss=float(max_loss) if max_loss and max_loss > 0 else None)
+    if backbone.name != requested:
+        # After a failed download the layers picked for VGG & co. do not exist in Lite0: use its defaults.
+        config.layers = dict(DREAM_LAYERS[backbone.name])
+    return config
+
+
+def _heat_overlay(image, energy):
+    """Photo in grey with the activation energy painted over it in 'inferno' colours."""
+    import matplotlib
+    import numpy as np
+    from PIL import Image
+
+    heat = matplotlib.colormaps["inferno"](energy.numpy())[..., :3]
+    grey = np.asarray(image.convert("L"), dtype=np.float32)[..., None] / 255.0
+    return Image.fromarray((255 * (0.35 * grey + 0.65 * heat)).astype(np.uint8))
+
+
+def _why(backbone, config, sizes, losses, seconds, notes) -> str:
+    layers = " + ".join(f"{w:g} × mean(activation²) of **{name}**" for name, w in config.layers.items())
+    octaves = " → ".join(f"{w}×{h}" for h, w in sizes)
+    lines = [f"**Objective being maximised:** {layers}",
+             f"**Octave sizes** (scale {config.octave_scale:g}): {octaves}",
+             f"**Network:** {backbone.source}"]
+    if losses:
+        lines.append(f"**Objective:** {losses[0]:.3g} at the first step → {losses[-1]:.3g} at the last "
+                     f"({len(losses)} steps, {seconds:.1f} s, {seconds / len(losses):.2f} s per step)")
+    if notes:
+        lines.append("**Notes:** " + "; ".join(notes))
+    return "\n\n".join(lines)
+
+
+def _loss_table(rows):
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=["step", "objective", "octave"])
+
+
+def run_dream(image, from_noise, guide, backbone_name, *settings):
+    """Stream (picture, status, objective curve, explanation, heat maps, PNG file) while dreaming.
+
+    `settings`: the LAYER_SLOTS (layer, weight) pairs, then octaves, scale, iterations, step,
+    jitter, max_loss, seed, max_side.
+    """
+    from core.data.images import pil_to_tensor, prepare_image, tensor_to_pil
+    from core.dream import activation_map, dream
+    from core.runtime import make_generator
+
+    slots, (octaves, scale, iterations, step, jitter, max_loss, seed, max_side) = \
+        settings[:2 * LAYER_SLOTS], settings[2 * LAYER_SLOTS:]
+    if int(iterations or 0) < 1:
+        raise ValueError("Choose at least one iteration per octave (0 would return the photo unchanged).")
+    generator = make_generator(seed)
+    picture, notes = _load_input(image, from_noise, max_side, seed)
+    guide_tensor = None
+    if guide is not None:
+        guide_picture, guide_notes = prepare_image(guide, max_side=512)
+        guide_tensor = pil_to_tensor(guide_picture)
+        notes += ["guide image: " + n for n in guide_notes] + ["guided: growing the guide's features"]
+    for note in notes:
+        gr.Info(note)
+    backbone = _backbone(backbone_name)
+    config = _config(backbone, backbone_name, slots, octaves, scale, iterations, step, jitter, max_loss)
+
+    start, last_shown, rows, update = time.perf_counter(), 0.0, [], None
+    for update in dream(backbone, picture, config, generator, guide_tensor):
+        rows.append((len(rows) + 1, update.loss, str(update.octave)))
+        if update.note:
+            notes.append(update.note)
+        now = time.perf_counter()
+        if now - last_shown >= PREVIEW_EVERY_S or update.iteration == config.iterations or update.note:
+            last_shown = now
+            status = (f"Octave {update.octave}/{len(update.octave_sizes)} ({update.image.shape[-1]}×"
+                      f"{update.image.shape[-2]}), iteration {update.iteration}: objective {update.loss:.3g}")
+            yield (tensor_to_pil(update.image), f"{status} · {100 * update.progress:.0f}% done",
+                   _loss_table(rows), gr.skip(), gr.skip(), gr.skip())
+    seconds = time.perf_counter() - start
+    result = tensor_to_pil(update.image)
+    before = _heat_overlay(tensor_to_pil(picture), activation_map(backbone, picture, config.layers))
+    after = _heat_overlay(result, activation_map(backbone, update.image, config.layers))
+    with tempfile.NamedTemporaryFile(prefix="deepdream_", suffix=".png", delete=False) as handle:
+        result.save(handle.name)
+    why = _why(backbone, config, update.octave_sizes, [r[1] for r in rows], seconds, notes)
+    yield (result, f"Done in {seconds:.1f} s.", _loss_table(rows), why,
+           [(before, "where the layers fire in the input"), (after, "where they fire in the dream")], handle.name)
+
+
+def run_zoom(image, from_noise, backbone_name, *settings):
+    """Stream (latest frame, status, animation file) for the zoom animation.
+
+    `settings`: the LAYER_SLOTS (layer, weight) pairs, then step, jitter, seed, frame size,
+    frames, zoom per frame, iterations per frame, format ("GIF" or "MP4").
+    """
+    from core.data.images import tensor_to_pil
+    from core.dream import save_animation, zoom_dream
+    from core.runtime import make_generator
+
+    slots, (step, jitter, seed, frame_size, frames, zoom, frame_iterations, video_format) = \
+        settings[:2 * LAYER_SLOTS], settings[2 * LAYER_SLOTS:]
+    if int(frame_iterations or 0) < 1:
+        raise ValueError("Choose at least one iteration per frame.")
+    generator = make_generator(seed)
+    picture, notes = _load_input(image, from_noise, frame_size, seed)
+    for note in notes:
+        gr.Info(note)
+    backbone = _backbone(backbone_name)
+    config = _config(backbone, backbone_name, slots, 1, 1.4, frame_iterations, step, jitter, 0)
+    pictures, start = [], time.perf_counter()
+    for index, frame in zoom_dream(backbone, picture, config, int(frames), float(zoom), generator):
+        pictures.append(tensor_to_pil(frame))
+        yield pictures[-1], f"Frame {index}/{int(frames)} ({time.perf_counter() - start:.1f} s)", gr.skip()
+    suffix = ".mp4" if video_format == "MP4" else ".gif"
+    with tempfile.NamedTemporaryFile(prefix="deepdream_zoom_", suffix=suffix, delete=False) as handle:
+        path = handle.name
+    try:
+        save_animation(pictures, path)
+    except ValueError as exc:  # no video writer installed: a GIF is still worth having
+        gr.Warning(str(exc))
+        path = save_animation(pictures, path[:-4] + ".gif")
+    yield pictures[-1], f"{len(pictures)} frames in {time.perf_counter() - start:.1f} s → {Path(path).name}", path
+
+
+def change_backbone(backbone_name: str):
+    """New layer choices and the backbone's default layers for the slots."""
+    if backbone_name not in BACKBONE_NAMES:
+        raise ValueError(f"Unknown backbone {backbone_name!r}.")
+    values = layer_slot_values(backbone_name)
+    updates = []
+    for layer, weight in zip(values[::2], values[1::2]):
+        updates += [gr.Dropdown(choices=LAYER_NAMES[backbone_name], value=layer), gr.Slider(value=weight)]
+    return updates
+
+
+# --- layout -----------------------------------------------------------------------------------
 
 def build() -> None:
-    not_built_yet("DeepDream", "Gradient ascent on the activations of an ImageNet convnet, over octaves.", 4)
+    gr.Markdown(INTRO)
+    examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    with gr.Row():
+        with gr.Column(scale=1):
+            image = gr.Image(label="photo to dream on", type="filepath", image_mode=None, sources=["upload", "clipboard"])
+            if examples:
+                gr.Examples(examples, inputs=[image], label="examples")
+            from_noise = gr.Checkbox(value=False, label="start from noise instead of the photo")
+            with gr.Accordion("Guide image (optional): grow its features instead of the layers' loudest", open=False):
+                guide = gr.Image(label="guide", type="filepath", image_mode=None, sources=["upload", "clipboard"])
+            backbone = gr.Dropdown([(BACKBONE_LABELS[n], n) for n in BACKBONE_NAMES], value=OFFLINE_DEFAULT,
+                                   label="network (online ones fall back to Lite0 when they cannot be downloaded)")
+            slots = []
+            defaults = layer_slot_values(OFFLINE_DEFAULT)
+            for i in range(LAYER_SLOTS):
+                with gr.Row():
+                    slots.append(gr.Dropdown(LAYER_NAMES[OFFLINE_DEFAULT], value=defaults[2 * i], label=f"layer {i + 1}",
+                                             allow_custom_value=False, scale=2))
+                    slots.append(gr.Slider(0, 3, value=defaults[2 * i + 1], step=0.1, label="weight", scale=1))
+            with gr.Row():
+                octaves = gr.Slider(1, 6, value=3, step=1, label="octaves")
+                scale = gr.Slider(1.1, 2.0, value=1.4, step=0.05, label="octave scale")
+                iterations = gr.Slider(0, 100, value=20, step=1, label="iterations per octave")
+            with gr.Row():
+                step = gr.Slider(0.002, 0.1, value=0.02, step=0.002, label="step (mean pixel change per iteration)")
+                jitter = gr.Slider(0, 64, value=16, step=1, label="jitter (px)")
+                max_loss = gr.Number(value=0, label="max objective per octave (0 = no limit)")
+            with gr.Row():
+                seed = gr.Number(value=0, precision=0, label="seed")
+                max_side = gr.Slider(128, 1024, value=512, step=32, label="working size (longer side, px)")
+            with gr.Row():
+                run_button = gr.Button("Dream", variant="primary")
+                stop_button = gr.Button("Stop")
+        with gr.Column(scale=1):
+            result = gr.Image(label="dream (live)", type="pil", format="png", interactive=False)
+            status = gr.Markdown()
+            curve = gr.LinePlot(x="step", y="objective", color="octave", label="objective per iteration",
+                                title="objective per iteration (it climbs: that is gradient ascent)")
+            why = gr.Markdown()
+            maps = gr.Gallery(label="where the chosen layers fire (bright = strong)", columns=2, height=260)
+            png = gr.File(label="download PNG")
+
+    with gr.Accordion("Zoom animation: dream, zoom in a little, dream again ...", open=False):
+        with gr.Row():
+            frames = gr.Slider(2, 120, value=12, step=1, label="frames")
+            zoom = gr.Slider(1.0, 1.3, value=1.05, step=0.01, label="zoom per frame")
+            frame_iterations = gr.Slider(1, 30, value=5, step=1, label="iterations per frame")
+            frame_size = gr.Slider(128, 512, value=320, step=32, label="frame size (px)")
+            video_format = gr.Radio(["GIF", "MP4"], value="GIF", label="format")
+        with gr.Row():
+            zoom_button = gr.Button("Make the animation", variant="primary")
+            zoom_stop = gr.Button("Stop")
+        with gr.Row():
+            zoom_frame = gr.Image(label="latest frame", type="pil", interactive=False)
+            zoom_status = gr.Markdown()
+            animation = gr.File(label="animation")
+
+    backbone.change(user_errors(change_backbone), [backbone], slots, **queue(f"{TAB}-ui", 8))
+    dream_event = run_button.click(
+        user_errors(run_dream),
+        [image, from_noise, guide, backbone, *slots, octaves, scale, iterations, step, jitter, max_loss, seed, max_side],
+        [result, status, curve, why, maps, png], **queue(TAB, 1))
+    stop_button.click(None, None, None, cancels=[dream_event], **queue(f"{TAB}-ui", 8))
+    zoom_event = zoom_button.click(
+        user_errors(run_zoom),
+        [image, from_noise, backbone, *slots, step, jitter, seed, frame_size, frames, zoom, frame_iterations,
+         video_format],
+        [zoom_frame, zoom_status, animation], **queue(TAB, 1))
+    zoom_stop.click(None, None, None, cancels=[zoom_event], **queue(f"{TAB}-ui", 8))

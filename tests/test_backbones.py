@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from core import backbones
+from core.backbone_layers import LAYER_NAMES
 from core.backbones import BACKBONE_NAMES, load_backbone
 from core.data.images import center_crop_square, pil_to_tensor, prepare_image
 
@@ -34,6 +35,7 @@ def test_lite0_layout_and_frozen(lite0):
     assert lite0.layer_names[0] == "stem" and lite0.layer_names[-1] == "head"
     assert "block1.expand" not in lite0.layer_names  # the first block has no expansion conv
     assert lite0.layer_names.index("block5.expand") == lite0.layer_names.index("block5") - 1
+    assert lite0.layer_names == LAYER_NAMES["efficientnet_lite0"]  # the UI's torch-free list is exact
     assert not lite0.training and not any(p.requires_grad for p in lite0.parameters())
     assert load_backbone("efficientnet_lite0") is lite0  # cached and shared
 
@@ -85,7 +87,7 @@ def test_failed_download_falls_back_to_the_offline_network(monkeypatch, lite0):
 def test_torchvision_wiring_with_random_weights(name, layers):
     # The online weights cannot be downloaded here; the wrapping code is the same with random weights.
     model = backbones.build_torchvision(name, weights=None).eval()
-    assert all(layer in model.layer_names for layer in layers)
+    assert model.layer_names == LAYER_NAMES[name] and all(layer in model.layer_names for layer in layers)
     with torch.no_grad():
         out = model(torch.rand(1, 3, 40, 48), layers)  # inception_v3 enlarges inputs below 75 px itself
         assert model.classify(torch.rand(1, 3, 64, 64)).shape == (1, 1000)

@@ -1,0 +1,189 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from core.backbones import load_backbone
+from core.data.images import pil_to_tensor
+from core.dream import (DreamConfig, activation_objective, ascent_step, dream, guide_objective, make_objective,
+                        noise_image, octave_sizes, resize, run_dream, save_animation, zoom_dream)
+from core.runtime import make_generator
+
+LAYERS = {"block10": 1.0}
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return load_backbone("efficientnet_lite0")
+
+
+@pytest.fixture(scope="module")
+def photo():
+    """A small natural-looking picture made here: smooth blobs of colour plus fine texture."""
+    gen = torch.Generator().manual_seed(3)
+    coarse = torch.rand(1, 3, 6, 8, generator=gen)
+    return (0.8 * resize(coarse, (72, 96)) + 0.2 * torch.rand(1, 3, 72, 96, generator=gen)).clamp(0, 1)
+
+
+def quick(**overrides) -> DreamConfig:
+    settings = dict(layers=LAYERS, octaves=2, iterations=2, step=0.02, jitter=4)
+    return DreamConfig(**{**settings, **overrides})
+
+
+def test_one_step_raises_the_chosen_layers_activation(backbone, photo):
+    objective = make_objective(backbone, LAYERS, None)
+    before = float(objective(photo))
+    stepped, reported = ascent_step(backbone, photo, objective, step=0.02, jitter=0, generator=make_generator(0))
+    assert reported == pytest.approx(before, rel=1e-4)
+    assert float(objective(stepped)) > before * 1.05
+    assert stepped.shape == photo.shape and 0 <= stepped.min() and stepped.max() <= 1
+
+
+def test_octave_sizes_are_as_configured():
+    assert octave_sizes(512, 400, 3, 1.4) == [(261, 204), (366, 286), (512, 400)]
+    assert octave_sizes(100, 300, 1, 1.4) == [(100, 300)]
+    # Never below the network's 32-pixel minimum: a small image gets fewer distinct octaves.
+    assert octave_sizes(40, 60, 4, 2.0) == [(32, 48), (40, 60)]
+
+
+def test_dream_keeps_the_size_and_reports_each_step(backbone, photo):
+    updates = list(dream(backbone, photo, quick(octaves=3, octave_scale=1.3), make_generator(1)))
+    assert len(updates) == 6
+    assert updates[0].octave_sizes == octave_sizes(72, 96, 3, 1.3)
+    for update in updates:
+        assert tuple(update.image.shape[-2:]) == update.octave_sizes[update.octave - 1]
+    assert [u.progress for u in updates] == pytest.approx([i / 6 for i in range(1, 7)])
+    assert updates[-1].image.shape == photo.shape
+    assert not torch.allclose(updates[-1].image, photo, atol=0.01)  # it really changed the picture
+
+
+def test_same_seed_same_dream_other_seed_other_dream(backbone, photo):
+    first, _ = run_dream(backbone, photo, quick(), make_generator(7))
+    again, _ = run_dream(backbone, photo, quick(), make_generator(7))
+    other, _ = run_dream(backbone, photo, quick(), make_generator(8))  # other jitter shifts
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
+
+
+def test_lost_detail_is_put_back_between_octaves(backbone, photo):
+    # With a negligible step the dream must return the photo itself, fine texture included;
+    # without re-injection it would come back as the blurred small octave enlarged.
+    barely, _ = run_dream(backbone, photo, quick(octaves=3, octave_scale=2.0, step=1e-6), make_generator(0))
+    blurred = resize(resize(photo, (32, 43)), photo.shape[-2:])
+    assert (barely - photo).abs().max() < 0.01
+    assert (blurred - photo).abs().max() > 0.1
+
+
+def test_guide_mode_changes_the_objective(backbone, photo):
+    guide = torch.zeros(1, 3, 64, 64)
+    guide[:, 0, ::8, :] = 1.0  # red stripes
+    guide_features = {"block10": backbone(guide, ["block10"])["block10"].detach()}
+    activations = backbone(photo, ["block10"])
+    assert float(guide_objective(activations, guide_features, LAYERS)) != pytest.approx(
+        float(activation_objective(activations, LAYERS)))
+    # A guided step climbs the guide objective, and the guided dream differs from the plain one.
+    objective = make_objective(backbone, LAYERS, guide_features)
+    stepped, before = ascent_step(backbone, photo, objective, 0.02, 0, make_generator(0))
+    assert float(objective(stepped)) > before
+    plain, _ = run_dream(backbone, photo, quick(), make_generator(2))
+    guided, _ = run_dream(backbone, photo, quick(), make_generator(2), guide=guide)
+    assert (plain - guided).abs().mean() > 1e-3
+
+
+def test_max_loss_stops_an_octave_early(backbone, photo):
+    updates = list(dream(backbone, photo, quick(iterations=10, max_loss=1e-9), make_generator(0)))
+    assert [u.iteration for u in updates] == [1, 1]
+    assert "max loss" in updates[0].note and updates[-1].progress == 1.0
+    assert updates[-1].image.shape == photo.shape
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (dict(iterations=0), "at least one iteration"),
+    (dict(layers={}), "at least one layer"),
+    (dict(layers={"block10": 0.0}), "at least one layer"),
+    (dict(layers={"mixed4": 1.0}), "no layer mixed4"),
+    (dict(octave_scale=1.0), "octave scale"),
+    (dict(step=float("nan")), "step size"),
+])
+def test_bad_settings_are_refused_with_a_sentence(backbone, photo, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        next(dream(backbone, photo, quick(**overrides), make_generator(0)))
+
+
+def test_noise_start_and_zoom_animation(backbone, tmp_path):
+    canvas = noise_image(48, 64, make_generator(5))
+    assert canvas.shape == (1, 3, 48, 64) and torch.equal(canvas, noise_image(48, 64, make_generator(5)))
+    assert 0.25 <= canvas.min() and canvas.max() <= 0.75 and canvas.std() > 0.01
+    frames = list(zoom_dream(backbone, canvas, quick(octaves=1, iterations=1), 3, 1.1, make_generator(0)))
+    assert [i for i, _ in frames] == [0, 1, 2, 3]
+    assert all(f.shape == canvas.shape for _, f in frames) and torch.equal(frames[0][1], canvas)
+    from core.data.images import tensor_to_pil
+
+    path = save_animation([tensor_to_pil(f) for _, f in frames], tmp_path / "zoom.gif")
+    assert Image.open(path).n_frames == 4
+    with pytest.raises(ValueError, match="frames"):
+        next(zoom_dream(backbone, canvas, quick(), 0, 1.1, make_generator(0)))
+
+
+# --- the tab's handlers, with every kind of awkward upload ----------------------------------------
+
+def _run_tab(image, **overrides):
+    from tabs import dream as tab
+
+    settings = dict(octaves=1, scale=1.4, iterations=1, step=0.02, jitter=0, max_loss=0, seed=0, max_side=96)
+    settings.update(overrides)
+    slots = tab.layer_slot_values("efficientnet_lite0")
+    return list(tab.run_dream(image, False, None, "efficientnet_lite0", *slots, *settings.values()))
+
+
+def _save(tmp_path, name, image, **params):
+    path = tmp_path / name
+    image.save(path, **params)
+    return str(path)
+
+
+def _awkward_uploads(tmp_path):
+    rgb = Image.fromarray((np.random.default_rng(0).random((40, 80, 3)) * 255).astype(np.uint8))
+    exif = rgb.getexif()
+    exif[274] = 6  # "rotate 90° clockwise to view"
+    return {
+        "rgba": (_save(tmp_path, "a.png", rgb.convert("RGBA")), (80, 40)),
+        "palette": (_save(tmp_path, "p.png", rgb.convert("P")), (80, 40)),
+        "grayscale": (_save(tmp_path, "g.png", rgb.convert("L")), (80, 40)),
+        "16-bit": (_save(tmp_path, "i16.png", Image.fromarray((np.arange(3200).reshape(40, 80) * 20).astype(np.uint16))),
+                   (80, 40)),
+        "cmyk": (_save(tmp_path, "c.jpg", rgb.convert("CMYK")), (80, 40)),
+        "exif-rotated": (_save(tmp_path, "r.jpg", rgb, exif=exif), (40, 80)),
+        "huge": (_save(tmp_path, "huge.png", Image.new("RGB", (4100, 1200), (90, 140, 200))), (96, 32)),  # aspect kept until the 32-px minimum
+    }
+
+
+def test_tab_handles_awkward_uploads(tmp_path):
+    for kind, (path, expected_size) in _awkward_uploads(tmp_path).items():
+        outputs = _run_tab(path)
+        result, status, curve, why, maps, png = outputs[-1]
+        assert result.size == expected_size, kind
+        assert Image.open(png).size == expected_size and "Done" in status, kind
+        assert len(curve) == 1 and "block10" in why and len(maps) == 2, kind
+
+
+def test_tab_refuses_bad_uploads_with_a_sentence(tmp_path):
+    not_an_image = tmp_path / "notes.txt"
+    not_an_image.write_text("hello")
+    tiny = _save(tmp_path, "tiny.png", Image.new("RGB", (20, 50)))
+    for image, message in ((str(not_an_image), "not an image"), (tiny, "at least 32"), (None, "No image")):
+        with pytest.raises(ValueError, match=message):
+            _run_tab(image)
+    with pytest.raises(ValueError, match="at least one iteration"):
+        _run_tab(tiny, iterations=0)
+
+
+def test_tab_backbone_switch_and_noise_zoom(tmp_path):
+    from tabs import dream as tab
+
+    updates = tab.change_backbone("inception_v3")
+    assert [u.value for u in updates[::2]] == ["Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e"]
+    assert [u.value for u in updates[1::2]] == [1.0, 1.5, 2.0, 2.5]
+    slots = tab.layer_slot_values("efficientnet_lite0")
+    outputs = list(tab.run_zoom(None, True, "efficientnet_lite0", *slots, 0.02, 4, 0, 64, 2, 1.1, 1, "GIF"))
+    assert Image.open(outputs[-1][2]).n_frames == 3

@@ -1,0 +1,610 @@
+"""Character language models: a tokenizer, two networks (CharLSTM, GPT), training and sampling.
+
+A character language model reads text one character at a time and predicts a probability for
+every possible next character. Generating text is repeating that: pick a character from the
+distribution, append it, predict again. *Temperature* reshapes the distribution before the pick:
+p_i ** (1/T), renormalised. T < 1 sharpens it (safe, repetitive text), T > 1 flattens it
+(surprising, eventually nonsense), T = 0 is the argmax (greedy) and T = 1 is the model itself.
+
+    python -m core.train text --model gpt --corpus tinyshakespeare.txt --minutes 90
+    python -m core.train text --model lstm --corpus nietzsche.txt --minutes 30
+
+Layout of this module, top to bottom: the tokenizer and corpus reading; the two networks, each
+with a config dataclass and the same call `logits, state = model(ids, state)`; the samplers
+(temperature, top-k, top-p) and `sample()`, a generator yielding one character at a time with its
+full next-character distribution; the Trainer (AdamW, warmup + cosine, gradient clipping,
+periodic validation loss); and the `python -m core.train text` entry point.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+MAX_CORPUS_BYTES = 20_000_000  # larger files are refused rather than read (and held) whole
+MAX_SAMPLE_LENGTH = 2000  # characters per sample() call
+MAX_TEMPERATURE = 5.0
+VALIDATION_FRACTION = 0.1  # the last 10% of a corpus, as in nanoGPT's shakespeare_char
+
+
+# --- tokenizer and corpora ------------------------------------------------------------
+
+class CharTokenizer:
+    """Each distinct character of the training text is one token; the alphabet is saved with the model."""
+
+    def __init__(self, chars: str):
+        self.chars = chars
+        self.index = {c: i for i, c in enumerate(chars)}
+
+    @classmethod
+    def from_text(cls, text: str) -> "CharTokenizer":
+        return cls("".join(sorted(set(text))))
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    def unknown(self, text: str) -> list[str]:
+        """Characters of `text` this model has never seen, in order of first appearance."""
+        return list(dict.fromkeys(c for c in text if c not in self.index))
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text`; characters outside the alphabet are dropped (see `unknown`)."""
+        return [self.index[c] for c in text if c in self.index]
+
+    def decode(self, ids) -> str:
+        return "".join(self.chars[int(i)] for i in ids)
+
+
+def decode_corpus(raw: bytes, name: str = "the file") -> str:
+    """Bytes of a user's text file -> str, refusing what is not usable text, with a reason."""
+    if not raw.strip():
+        raise ValueError(f"{name} is empty.")
+    if len(raw) > MAX_CORPUS_BYTES:
+        raise ValueError(f"{name} is {len(raw) / 1e6:.1f} MB; the limit is {MAX_CORPUS_BYTES / 1e6:.0f} MB.")
+    if b"\x00" in raw[:65536]:
+        raise ValueError(f"{name} looks binary (it contains NUL bytes); please give a plain .txt file.")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{name} is not UTF-8 text (bad byte at position {exc.start}); "
+                         "save it as UTF-8 and try again.") from None
+    return text.replace("\r\n", "\n")
+
+
+def read_corpus(path, max_bytes: int = MAX_CORPUS_BYTES) -> str:
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"No text file at {path}.")
+    if path.stat().st_size > max_bytes:
+        raise ValueError(f"{path.name} is {path.stat().st_size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB.")
+    return decode_corpus(path.read_bytes(), path.name)
+
+
+def split_corpus(ids: torch.Tensor, fraction: float = VALIDATION_FRACTION) -> tuple[torch.Tensor, torch.Tensor]:
+    """Contiguous split: the model is judged on text that follows, never interleaves, what it trained on."""
+    cut = int(len(ids) * (1 - fraction))
+    return ids[:cut], ids[cut:]
+
+
+# --- CharLSTM -------------------------------------------------------------------------
+
+@dataclass
+class CharLSTMConfig:
+    vocab_size: int = 65
+    n_embd: int = 64
+    hidden: int = 384
+    n_layer: int = 2
+    dropout: float = 0.2
+
+
+class CharLSTM(nn.Module):
+    """Embedding -> stacked LSTM -> linear head. The recurrent state is the model's memory of the past."""
+
+    def __init__(self, config: CharLSTMConfig):
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.n_embd)
+        self.lstm = nn.LSTM(config.n_embd, config.hidden, config.n_layer, batch_first=True,
+                            dropout=config.dropout if config.n_layer > 1 else 0.0)
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.hidden, config.vocab_size)
+
+    def forward(self, ids: torch.Tensor, state=None):
+        """ids (B, T) -> logits (B, T, vocab) and the LSTM state (h, c) after the last character."""
+        out, state = self.lstm(self.embed(ids), state)
+        return self.head(self.drop(out)), state
+
+    @torch.no_grad()
+    def next_logits(self, new_ids: torch.Tensor, state=None):
+        """Feed the new characters (1, T); return the next-character logits (vocab,) and the carried state."""
+        logits, state = self(new_ids, state)
+        return logits[0, -1], state
+
+
+# --- GPT ------------------------------------------------------------------------------
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 65
+    block_size: int = 256  # the longest context the model attends over (learned positions)
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 256
+    dropout: float = 0.1
+
+
+class CausalSelfAttention(nn.Module):
+    """Each position mixes the values of earlier positions, weighted by query-key similarity."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0, "n_embd must be divisible by n_head"
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd)
+        self.proj = nn.Linear(config.n_embd, config.n_embd)
+        self.resid_drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, past=None):
+        """`past` is this layer's cached (keys, values) of earlier positions, used when sampling:
+        a new character then costs one query against the cache instead of re-reading the context."""
+        B, T, C = x.shape
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+                   for t in self.qkv(x).split(C, dim=2))
+        if past is not None:
+            assert T == 1, "with a cache, feed one character at a time"
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        # One new query may see the whole cache; a fresh sequence needs the causal mask.
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=past is None and T > 1,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).reshape(B, T, C)
+        return self.resid_drop(self.proj(y)), (k, v)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attention(norm(x)), then x + MLP(norm(x))."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(config.n_embd)
+        self.attn = CausalSelfAttention(config)
+        self.ln2 = nn.LayerNorm(config.n_embd)
+        self.mlp = nn.Sequential(nn.Linear(config.n_embd, 4 * config.n_embd), nn.GELU(),
+                                 nn.Linear(4 * config.n_embd, config.n_embd), nn.Dropout(config.dropout))
+
+    def forward(self, x, past=None):
+        attended, kv = self.attn(self.ln1(x), past)
+        x = x + attended
+        return x + self.mlp(self.ln2(x)), kv
+
+
+class GPT(nn.Module):
+    """A small decoder-only transformer: token + learned position embeddings, pre-norm blocks, linear head."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
+        self.pos_emb = nn.Embedding(config.block_size, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd)
+        self.head = nn.Linear(config.n_embd, config.vocab_size)
+        self.apply(self._init_weights)
+        # Residual projections start small so the stack begins close to the identity (GPT-2's trick).
+        for name, p in self.named_parameters():
+            if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear):
+            nn.init.zeros_(module.bias)
+
+    def forward(self, ids: torch.Tensor, cache=None):
+        """ids (B, T) -> logits (B, T, vocab) and the per-layer key/value cache.
+
+        With a `cache` (from the previous call), `ids` is the one next character."""
+        start = 0 if cache is None else cache[0][0].shape[2]
+        if start + ids.shape[1] > self.config.block_size:
+            raise ValueError(f"context of {start + ids.shape[1]} exceeds block_size {self.config.block_size}")
+        positions = torch.arange(start, start + ids.shape[1], device=ids.device)
+        x = self.drop(self.tok_emb(ids) + self.pos_emb(positions))
+        new_cache = []
+        for i, block in enumerate(self.blocks):
+            x, kv = block(x, None if cache is None else cache[i])
+            new_cache.append(kv)
+        return self.head(self.ln_f(x)), new_cache
+
+    @torch.no_grad()
+    def next_logits(self, new_ids: torch.Tensor, state=None):
+        """Feed the new characters (1, T); return the next-character logits (vocab,) and the state.
+
+        The state is (recent ids, key/value cache). Learned positions stop at block_size, so when the
+        cache is full the last half-block is re-read from scratch: that happens once every
+        block_size/2 characters, keeping the cost per character flat however long the text."""
+        recent = new_ids if state is None else torch.cat([state[0], new_ids], dim=1)
+        recent = recent[:, -self.config.block_size:]
+        cache = None if state is None else state[1]
+        if cache is None or new_ids.shape[1] > 1 or cache[0][0].shape[2] >= self.config.block_size:
+            if cache is not None:  # window slides: keep the last half-block of context
+                recent = recent[:, -(self.config.block_size // 2):]
+            logits, cache = self(recent)
+        else:
+            logits, cache = self(new_ids, cache)
+        return logits[0, -1], (recent, cache)
+
+
+MODELS = {"gpt": (GPT, GPTConfig), "lstm": (CharLSTM, CharLSTMConfig)}
+
+
+def model_kind(model: nn.Module) -> str:
+    return "gpt" if isinstance(model, GPT) else "lstm"
+
+
+def context_length(model: nn.Module, default: int = 128) -> int:
+    """How many characters a training window holds: the GPT's block; for the LSTM a training choice."""
+    return model.config.block_size if isinstance(model, GPT) else default
+
+
+# --- sampling -------------------------------------------------------------------------
+
+def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """softmax(logits / T), which equals p ** (1/T) renormalised. T = 0 is the argmax, as a one-hot."""
+    if temperature == 0:
+        return F.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
+    return torch.softmax(logits.float() / temperature, dim=-1)
+
+
+def top_k_filter(probs: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the k most likely characters (k <= 0 keeps all) and renormalise."""
+    if k <= 0 or k >= probs.shape[-1]:
+        return probs
+    kth = probs.topk(k, dim=-1).values[..., -1:]
+    kept = torch.where(probs >= kth, probs, torch.zeros_like(probs))
+    return kept / kept.sum(-1, keepdim=True)
+
+
+def top_p_filter(probs: torch.Tensor, p: float) -> torch.Tensor:
+    """Nucleus sampling: keep the smallest set of most likely characters whose mass reaches p.
+
+    The most likely character is always kept, so p = 0 is greedy and p = 1 keeps everything."""
+    if p >= 1:
+        return probs
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    mass_before = sorted_probs.cumsum(-1) - sorted_probs
+    keep_sorted = mass_before < p
+    keep_sorted[..., 0] = True
+    keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+    kept = torch.where(keep, probs, torch.zeros_like(probs))
+    return kept / kept.sum(-1, keepdim=True)
+
+
+def sampling_distribution(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0,
+                          top_p: float = 1.0) -> torch.Tensor:
+    """The distribution a character is actually drawn from: temperature, then top-k, then top-p."""
+    return top_p_filter(top_k_filter(apply_temperature(logits, temperature), top_k), top_p)
+
+
+def entropy(probs: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy in nats: 0 when certain, log(vocab) when every character is equally likely."""
+    return -(probs * probs.clamp_min(1e-30).log()).sum(-1)
+
+
+def check_sampling_options(length: int, temperature: float, top_k: int, top_p: float) -> None:
+    if not 1 <= length <= MAX_SAMPLE_LENGTH:
+        raise ValueError(f"Length must be between 1 and {MAX_SAMPLE_LENGTH} characters (got {length}).")
+    if not (math.isfinite(temperature) and 0 <= temperature <= MAX_TEMPERATURE):
+        raise ValueError(f"Temperature must be between 0 and {MAX_TEMPERATURE:g} (got {temperature}).")
+    if top_k < 0:
+        raise ValueError(f"top-k must be 0 (off) or a positive number of characters (got {top_k}).")
+    if not (math.isfinite(top_p) and 0 <= top_p <= 1):
+        raise ValueError(f"top-p must be between 0 and 1 (got {top_p}).")
+
+
+@dataclass
+class PreparedPrompt:
+    text: str  # what the model actually reads
+    ids: list[int]
+    dropped: list[str]  # characters the model does not know, removed from the prompt
+    started_from_newline: bool
+
+
+def prepare_prompt(tokenizer: CharTokenizer, prompt: str) -> PreparedPrompt:
+    """Drop characters outside the alphabet; an empty prompt starts from a newline, like a new paragraph."""
+    dropped = tokenizer.unknown(prompt)
+    ids = tokenizer.encode(prompt)
+    started = not ids
+    if started:
+        ids = tokenizer.encode("\n") or [0]
+    return PreparedPrompt(tokenizer.decode(ids), ids, dropped, started)
+
+
+@dataclass
+class SampleStep:
+    """One sampled character and why it was chosen."""
+    char: str
+    prob: float  # its probability under the distribution it was drawn from
+    model_prob: float  # its probability under the model itself (T = 1): low means surprising
+    probs: torch.Tensor  # the sampling distribution (after temperature, top-k, top-p), (vocab,)
+    model_probs: torch.Tensor  # the model's own distribution, (vocab,)
+
+
+@torch.no_grad()
+def sample(model: nn.Module, tokenizer: CharTokenizer, prompt_ids: list[int], length: int,
+           temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+           generator: torch.Generator | None = None) -> Iterator[SampleStep]:
+    """Generate `length` characters after the prompt, yielding each as soon as it is chosen.
+
+    The network is read only: all memory of the text so far lives in the local `state`
+    (LSTM hidden state or GPT key/value cache), so concurrent calls never interfere."""
+    check_sampling_options(length, temperature, top_k, top_p)
+    if not prompt_ids:
+        raise ValueError("The prompt has no characters this model knows.")
+    device = next(model.parameters()).device
+    logits, state = model.next_logits(torch.tensor([prompt_ids], device=device))
+    for _ in range(length):
+        model_probs = torch.softmax(logits.float(), dim=-1)
+        probs = sampling_distribution(logits, temperature, top_k, top_p)
+        if temperature == 0:
+            token = int(logits.argmax())  # greedy, exactly: no random draw at all
+        else:
+            token = int(torch.multinomial(probs.cpu(), 1, generator=generator))
+        yield SampleStep(tokenizer.chars[token], float(probs[token]), float(model_probs[token]),
+                         probs.cpu(), model_probs.cpu())
+        logits, state = model.next_logits(torch.tensor([[token]], device=device), state)
+
+
+@torch.no_grad()
+def next_char_logits(model: nn.Module, prompt_ids: list[int]) -> torch.Tensor:
+    """The model's logits for the character after the prompt (vocab,)."""
+    device = next(model.parameters()).device
+    if isinstance(model, GPT):
+        prompt_ids = prompt_ids[-model.config.block_size:]
+    return model.next_logits(torch.tensor([prompt_ids], device=device))[0]
+
+
+def entropy_by_temperature(logits: torch.Tensor, temperatures) -> list[float]:
+    """Entropy (nats) of the next-character distribution at each temperature: it rises with T."""
+    return [float(entropy(apply_temperature(logits, t))) for t in temperatures]
+
+
+# --- training -------------------------------------------------------------------------
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 32
+    context: int = 128  # characters per training window (the GPT's block_size)
+    max_steps: int = 5000
+    minutes: float | None = None  # time budget: the learning-rate schedule runs to whichever ends first
+    lr: float = 1e-3
+    min_lr_fraction: float = 0.1  # cosine decays to lr * this
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0  # without clipping, LSTMs occasionally take a huge step and diverge
+    eval_every: int = 250
+    eval_windows: int = 128  # fixed validation windows, so successive evaluations are comparable
+
+
+def loss_on_windows(model: nn.Module, ids: torch.Tensor, starts: torch.Tensor, context: int,
+                    batch_size: int = 64) -> float:
+    """Mean cross-entropy (nats/char) over windows ids[s : s+context] predicting the next character."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    offsets = torch.arange(context)
+    with torch.no_grad():
+        for chunk in starts.split(batch_size):
+            device = next(model.parameters()).device
+            x = ids[chunk[:, None] + offsets].to(device)
+            y = ids[chunk[:, None] + offsets + 1].to(device)
+            logits, _ = model(x)
+            total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum"))
+            count += y.numel()
+    model.train(was_training)
+    return total / count
+
+
+def split_loss(model: nn.Module, ids: torch.Tensor, context: int) -> float:
+    """Loss over a whole split in non-overlapping windows (every character predicted once),
+    the way nanoGPT's shakespeare_char reports validation loss."""
+    starts = torch.arange(0, len(ids) - context - 1, context)
+    return loss_on_windows(model, ids, starts, context)
+
+
+class Trainer:
+    """Next-character prediction with AdamW, warmup + cosine decay and gradient clipping.
+
+    `run()` is a generator of events ({"step", "loss", "lr", and "val_loss" when evaluated}), so the
+    CLI shows them with tqdm and the tab draws a live loss curve. The best weights by validation
+    loss are kept and are what `best_model()` returns."""
+
+    def __init__(self, model: nn.Module, train_ids: torch.Tensor, val_ids: torch.Tensor,
+                 config: TrainConfig, seed: int = 0):
+        if len(train_ids) <= config.context + 1 or len(val_ids) <= config.context + 1:
+            raise ValueError(f"The text is too short to train on: it needs more than "
+                             f"{int((config.context + 2) / VALIDATION_FRACTION)} characters "
+                             f"for windows of {config.context}.")
+        self.model, self.config = model, config
+        self.train_ids, self.val_ids = train_ids, val_ids
+        self.rng = torch.Generator().manual_seed(seed)
+        # Fixed validation windows: every evaluation scores the same text.
+        fixed = torch.Generator().manual_seed(seed + 1)
+        self.val_starts = torch.randint(len(val_ids) - config.context - 1, (config.eval_windows,), generator=fixed)
+        decay = [p for p in model.parameters() if p.dim() >= 2]  # weights decay; biases and norms do not
+        no_decay = [p for p in model.parameters() if p.dim() < 2]
+        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                            {"params": no_decay, "weight_decay": 0.0}], lr=config.lr,
+                                           betas=(0.9, 0.99))
+        self.step, self.elapsed_s = 0, 0.0
+        self.curve: list[dict] = []  # {"step", "elapsed_s", "train_loss", "val_loss"}
+        self.best_val, self.best_state = float("inf"), None
+
+    def progress(self) -> float:
+        """Fraction of the run done: steps or time budget, whichever is further along."""
+        done = self.step / self.config.max_steps
+        if self.config.minutes:
+            done = max(done, self.elapsed_s / (60 * self.config.minutes))
+        return min(done, 1.0)
+
+    def learning_rate(self) -> float:
+        c = self.config
+        if self.step < c.warmup_steps:
+            return c.lr * (self.step + 1) / c.warmup_steps
+        cosine = 0.5 * (1 + math.cos(math.pi * self.progress()))
+        return c.lr * (c.min_lr_fraction + (1 - c.min_lr_fraction) * cosine)
+
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.config
+        starts = torch.randint(len(self.train_ids) - c.context - 1, (c.batch_size,), generator=self.rng)
+        window = starts[:, None] + torch.arange(c.context)
+        device = next(self.model.parameters()).device
+        return self.train_ids[window].to(device), self.train_ids[window + 1].to(device)
+
+    def evaluate(self) -> float:
+        return loss_on_windows(self.model, self.val_ids, self.val_starts, self.config.context)
+
+    def run(self) -> Iterator[dict]:
+        self.model.train()
+        recent = []
+        while self.progress() < 1.0:
+            started = time.monotonic()
+            lr = self.learning_rate()
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            x, y = self.batch()
+            logits, _ = self.model(x)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+            self.optimizer.step()
+            self.step += 1
+            recent.append(loss.item())
+            event = {"step": self.step, "loss": recent[-1], "lr": lr}
+            if self.step % self.config.eval_every == 0 or self.progress() >= 1.0:
+                event["val_loss"] = self._record(sum(recent) / len(recent))
+                recent = []
+            self.elapsed_s += time.monotonic() - started
+            yield event
+
+    def _record(self, train_loss: float) -> float:
+        val = self.evaluate()
+        self.curve.append({"step": self.step, "elapsed_s": round(self.elapsed_s, 1),
+                           "train_loss": round(train_loss, 4), "val_loss": round(val, 4)})
+        if val < self.best_val:
+            self.best_val = val
+            self.best_state = copy.deepcopy(self.model.state_dict())
+        return val
+
+    def best_model(self) -> nn.Module:
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        return self.model.eval()
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "step": self.step, "elapsed_s": self.elapsed_s, "curve": self.curve, "rng": self.rng.get_state(),
+                "best_val": self.best_val, "best_state": self.best_state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.elapsed_s, self.curve = state["step"], state["elapsed_s"], state["curve"]
+        self.rng.set_state(state["rng"])
+        self.best_val, self.best_state = state["best_val"], state["best_state"]
+
+
+def build_model(kind: str, vocab_size: int, **sizes) -> nn.Module:
+    """A fresh model of `kind` ("gpt" or "lstm"); `sizes` are config fields (n_layer, n_embd, ...)."""
+    model_cls, config_cls = MODELS[kind]
+    return model_cls(config_cls(vocab_size=vocab_size, **sizes))
+
+
+@functools.lru_cache(maxsize=None)
+def load_shipped_model(name: str) -> tuple[nn.Module, CharTokenizer, dict]:
+    """A shipped model (built once, shared read-only by every session), its tokenizer and its card."""
+    from core.checkpoints import build_model as rebuild, load_shipped
+
+    ckpt = load_shipped("text", name)
+    model_cls, config_cls = MODELS[ckpt.extras["kind"]]
+    return rebuild(ckpt, model_cls, config_cls), CharTokenizer(ckpt.extras["chars"]), ckpt.card
+
+
+# --- python -m core.train text ----------------------------------------------------------
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", choices=sorted(MODELS), default="gpt")
+    parser.add_argument("--corpus", required=True, help="any UTF-8 text file")
+    parser.add_argument("--name", help="checkpoint name (default: <model>_<corpus file stem>)")
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--width", type=int, default=256, help="GPT n_embd or LSTM hidden size")
+    parser.add_argument("--heads", type=int, default=4, help="GPT attention heads")
+    parser.add_argument("--embed", type=int, default=64, help="LSTM character embedding size")
+    parser.add_argument("--context", type=int, default=128, help="characters per training window (GPT block_size)")
+    parser.add_argument("--dropout", type=float, default=0.1)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=10_000, help="maximum optimizer steps")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--weight-decay", type=float, default=0.1)
+    parser.add_argument("--eval-every", type=int, default=250)
+    parser.add_argument("--half", action="store_true", help="store float16 weights (half the file size)")
+
+
+def train_main(args) -> Path:
+    from core.checkpoints import load_resume, make_card, save_checkpoint, save_resume
+    from core.registry import shipped_path
+    from core.runtime import pick_device
+    from core.train import Every, progress
+
+    corpus_path = Path(args.corpus)
+    text = read_corpus(corpus_path)
+    tokenizer = CharTokenizer.from_text(text)
+    train_ids, val_ids = split_corpus(torch.tensor(tokenizer.encode(text), dtype=torch.long))
+    if args.model == "gpt":
+        sizes = dict(n_layer=args.layers, n_head=args.heads, n_embd=args.width, block_size=args.context,
+                     dropout=args.dropout)
+    else:
+        sizes = dict(n_layer=args.layers, hidden=args.width, n_embd=args.embed, dropout=args.dropout)
+    torch.manual_seed(args.seed)  # weight initialisation; the trainer has its own generator for batches
+    device = pick_device(args.device)
+    model = build_model(args.model, len(tokenizer), **sizes).to(device)
+    config = TrainConfig(batch_size=args.batch_size, context=args.context, max_steps=args.steps,
+                         minutes=args.minutes, lr=args.lr, warmup_steps=args.warmup,
+                         weight_decay=args.weight_decay, eval_every=args.eval_every)
+    trainer = Trainer(model, train_ids, val_ids, config, seed=args.seed)
+    out = Path(args.out) if args.out else shipped_path("text", args.name or f"{args.model}_{corpus_path.stem}")
+    resume_path = out.with_name(out.name + ".resume.pt")
+    if args.resume:
+        trainer.load_state_dict(load_resume(resume_path))
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"{args.model}: {n_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}, "
+          f"{len(train_ids):,} train / {len(val_ids):,} validation characters")
+    save_every = Every(180)
+    for event in progress(trainer.run(), total=config.max_steps, desc=f"{args.model} {corpus_path.stem}"):
+        if "val_loss" in event:
+            print(f"step {event['step']}: train {trainer.curve[-1]['train_loss']:.4f} "
+                  f"val {event['val_loss']:.4f} ({trainer.elapsed_s / 60:.1f} min)", flush=True)
+        if save_every.due():
+            save_resume(resume_path, trainer.state_dict())
+    save_resume(resume_path, trainer.state_dict())
+    model = trainer.best_model()
+    metrics = {"val_loss_nats_per_char": round(trainer.best_val, 4), "parameters": n_params,
+               "val_loss_full_split": round(split_loss(model, val_ids, config.context), 4)}
+    card = make_card(data=f"{corpus_path.name}: {len(text):,} characters, first 90% train, last 10% validation",
+                     wall_time_s=trainer.elapsed_s, metrics=metrics, device=device, steps=trainer.step,
+                     train_config=asdict(config), curve=trainer.curve)
+    return save_checkpoint(out, model, model.config, card, half=args.half,
+                           extras={"kind": args.model, "chars": tokenizer.chars})

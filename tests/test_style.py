@@ -1,0 +1,188 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from core import style
+from core.data.images import pil_to_tensor
+from core.style import Recipe, StyleSettings, gram_matrix, stylize
+
+TINY = Recipe(content_layer="conv2", style_layers=("conv1", "conv2"), style_layer_weights=(1.0, 1.0),
+              content_weight=1.0, style_weight=100.0, tv_weight=1.0)
+
+
+class TinyNet(nn.Module):
+    """A two-layer random convnet with the Backbone call signature: fast, and enough to test the maths."""
+    name = "tiny"
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, images, layers):
+        out = {"conv1": torch.relu(self.conv1(images - 0.5))}
+        out["conv2"] = torch.relu(self.conv2(out["conv1"]))
+        return {name: out[name] for name in layers}
+
+
+@pytest.fixture(scope="module")
+def net():
+    # One thread: on a busy shared CPU, two spinning OpenMP threads run tiny convolutions 20x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield TinyNet()
+    torch.set_num_threads(threads)
+
+
+def _gradient(w=48, h=40):
+    """A smooth, coloured content image (mid-range values, so colour maths is not clipped)."""
+    y, x = np.mgrid[0:h, 0:w]
+    array = np.stack([0.3 + 0.4 * x / w, 0.3 + 0.4 * y / h, 0.5 + 0.1 * np.sin(x / 5)], axis=-1)
+    return Image.fromarray((array * 255).astype(np.uint8))
+
+
+def _stripes(w=48, h=48, colours=((230, 40, 40), (40, 40, 230))):
+    array = np.zeros((h, w, 3), np.uint8)
+    for i in range(w):
+        array[:, i] = colours[(i // 3) % 2]
+    return Image.fromarray(array)
+
+
+def _run(net, content=None, styles=None, **settings):
+    settings = {"size": 64, "iterations": 20, "report_every": 5, **settings}
+    steps = list(stylize(net, content or _gradient(), styles or [(_stripes(), 1.0)],
+                         StyleSettings(**settings), recipe=TINY))
+    return steps
+
+
+def test_gram_matrix_of_a_known_tensor():
+    features = torch.tensor([[1.0, 2.0, 3.0, 4.0], [1.0, 0.0, 0.0, 1.0]]).reshape(1, 2, 2, 2)
+    expected = torch.tensor([[30.0, 5.0], [5.0, 2.0]]) / 4  # dot products over 4 positions, averaged
+    assert torch.allclose(gram_matrix(features), expected[None])
+
+
+def test_gram_matrix_does_not_depend_on_image_size():
+    texture = torch.rand(1, 4, 5, 5)
+    assert torch.allclose(gram_matrix(texture), gram_matrix(texture.repeat(1, 1, 3, 3)), atol=1e-6)
+
+
+def test_total_variation_of_flat_and_striped_images():
+    assert style.total_variation(torch.full((1, 3, 8, 8), 0.4)) == 0
+    stripes = torch.zeros(1, 3, 8, 8)
+    stripes[..., ::2] = 1.0  # every horizontal neighbour differs by 1, vertical ones not at all
+    assert style.total_variation(stripes).item() == pytest.approx(1.0)
+
+
+def test_style_loss_falls_and_output_has_the_requested_size(net):
+    for optimizer in ("lbfgs", "adam"):
+        steps = _run(net, optimizer=optimizer, iterations=30)
+        assert steps[-1].done and steps[-1].iteration >= 20
+        assert steps[-1].losses["style"] < 0.5 * steps[0].losses["style"], optimizer
+    # 48x40 content at size 64: the long side becomes 64, the aspect ratio is kept.
+    assert steps[-1].image.shape == (1, 3, 53, 64)
+    assert 0 <= steps[-1].image.min() and steps[-1].image.max() <= 1
+
+
+def test_style_weight_zero_stays_close_to_the_content(net):
+    content = pil_to_tensor(_gradient().resize((64, 53), Image.LANCZOS))
+    plain = _run(net, style_weight=0.0)[-1].image
+    styled = _run(net)[-1].image
+    plain_change = (plain - content).abs().mean().item()
+    assert plain_change < 0.02
+    assert (styled - content).abs().mean().item() > 3 * plain_change
+
+
+def test_luminance_transfer_keeps_the_contents_chrominance(net):
+    content = pil_to_tensor(_gradient().resize((64, 53), Image.LANCZOS))
+    chroma = style.rgb_to_yiq(content)[:, 1:]
+    kept = style.rgb_to_yiq(_run(net, colour="luminance")[-1].image)[:, 1:]
+    changed = style.rgb_to_yiq(_run(net, colour="none")[-1].image)[:, 1:]
+    assert (kept - chroma).abs().mean() < 0.01
+    assert (changed - chroma).abs().mean() > 3 * (kept - chroma).abs().mean()
+
+
+def test_colour_statistics_matching(net):
+    source = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 0.8
+    reference = pil_to_tensor(_gradient())
+
+    def stats(x):
+        pixels = x[0].reshape(3, -1)
+        return pixels.mean(1), torch.cov(pixels, correction=0)
+    matched = style.match_colour_statistics(source, reference)
+    assert torch.allclose(stats(matched)[0], stats(reference)[0], atol=0.01)
+    assert torch.allclose(stats(matched)[1], stats(reference)[1], atol=0.002)
+    # Transferring from the recoloured style keeps the output's mean colour near the content's.
+    content_mean = stats(reference)[0]
+    kept = stats(_run(net, colour="statistics")[-1].image)[0]
+    changed = stats(_run(net, colour="none")[-1].image)[0]
+    assert (kept - content_mean).abs().sum() < (changed - content_mean).abs().sum()
+
+
+def test_same_seed_same_image_other_seed_other_image(net):
+    first = _run(net, init="noise", seed=3, iterations=5)[-1].image
+    again = _run(net, init="noise", seed=3, iterations=5)[-1].image
+    other = _run(net, init="noise", seed=4, iterations=5)[-1].image
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
+
+
+def test_blend_strength_and_scale(net):
+    alone = _run(net, iterations=10)[-1].image
+    blended_out = _run(net, styles=[(_stripes(), 1.0), (_gradient(), 0.0)], iterations=10)[-1].image
+    assert torch.equal(alone, blended_out)  # a style with blend weight 0 contributes nothing
+    half = _run(net, styles=[(_stripes(), 1.0), (_gradient(), 1.0)], iterations=10)[-1].image
+    assert not torch.equal(alone, half)
+    # Strength 0: the style target is the content's own Gram matrices, so nothing needs to change.
+    full = _run(net, iterations=5)[0].losses["style"]
+    assert _run(net, strength=0.0, iterations=5)[0].losses["style"] < 1e-3 * full
+    assert _run(net, style_scale=2.0, iterations=5)[0].losses["style"] != pytest.approx(full)
+
+
+@pytest.mark.parametrize("settings, styles, message", [
+    ({"content_weight": 0, "style_weight": 0, "tv_weight": 0}, None, "All three loss weights are zero"),
+    ({"style_weight": -1.0}, None, "zero or positive"),
+    ({"content_weight": math.nan}, None, "zero or positive"),
+    ({"optimizer": "sgd"}, None, "Unknown optimizer"),
+    ({}, [], "Upload a style image"),
+    ({}, [(_stripes(), 0.0), (_gradient(), -2.0)], "blend weight zero"),
+])
+def test_bad_settings_give_sentences(net, settings, styles, message):
+    with pytest.raises(ValueError, match=message):
+        list(stylize(net, _gradient(), [(_stripes(), 1.0)] if styles is None else styles,
+                     StyleSettings(**settings), recipe=TINY))
+
+
+def test_out_of_range_numbers_are_clamped_with_a_note(net):
+    steps = _run(net, size=8, iterations=2, strength=3.0)
+    assert max(steps[-1].image.shape[-2:]) == style.MIN_SIZE
+    assert any("size 8" in note for note in steps[0].notes)
+    assert any("strength 3" in note for note in steps[0].notes)
+
+
+def test_elongated_and_small_inputs_are_adjusted(net):
+    steps = _run(net, content=_gradient(400, 40), styles=[(_stripes(300, 32), 1.0)], iterations=2)
+    h, w = steps[-1].image.shape[-2:]
+    assert w / h == pytest.approx(style.MAX_ASPECT, rel=0.05)
+    assert any("content image (400x40)" in note for note in steps[0].notes)
+    assert any("style #1" in note for note in steps[0].notes)
+
+
+def test_recipes_name_real_layers():
+    from torchvision import models
+
+    from core import backbones
+
+    lite0 = backbones.load_backbone("efficientnet_lite0")
+    with torch.device("meta"):  # only the layer structure is needed, not 550 MB of weights
+        vgg_layers = list(backbones._vgg19_stages(models.vgg19()))
+    for name, layer_names in (("efficientnet_lite0", lite0.layer_names), ("vgg19", vgg_layers)):
+        recipe = style.RECIPES[name]
+        assert {recipe.content_layer, *recipe.style_layers} <= set(layer_names), name
+        assert len(recipe.style_layers) == len(recipe.style_layer_weights)

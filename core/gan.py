@@ -1,0 +1,450 @@
+"""Generative adversarial networks: DCGAN, WGAN-GP and the conditional GAN (CGAN).
+
+The forger and the art dealer: a generator G turns random noise z into images, a
+discriminator D (called a *critic* when it scores instead of classifying) tells them from real
+ones, and each is trained against the other. Three variants share one pair of networks:
+
+    DCGAN    transposed convolutions + batch norm + ReLU in G (tanh output), strided convolutions
+             + batch norm + LeakyReLU in D, binary cross-entropy with label smoothing and noise.
+    WGAN-GP  D becomes a critic with no batch norm and no sigmoid; its score gap between real and
+             fake estimates the Wasserstein distance. A gradient penalty (weight 10) keeps the
+             critic 1-Lipschitz; it takes several steps per generator step; Adam(0.5, 0.9).
+    CGAN     a one-hot class label is appended to z, and given to D as extra constant image
+             channels, so the user can ask for "a sneaker".
+
+    python -m core.train gan --model dcgan --data fashion --minutes 30
+    python -m core.train gan --model cgan --data fashion --minutes 30
+    python -m core.train gan --model wgan-gp --data faces --minutes 35
+
+Sampling is pure: `sample(G, n, generator, labels, truncation)` with an explicit torch.Generator.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.checkpoints import load_resume, make_card, save_checkpoint, save_resume
+from core.data.images import image_grid, pil_to_tensor, tensor_to_pil
+from core.latent import interpolate  # noqa: F401  (latent walks: gan.interpolate(z0, z1, steps, mode))
+from core.registry import shipped_path
+from core.runtime import hardware_description, make_generator, pick_device
+from core.train import Every, progress
+
+
+@dataclass
+class GANConfig:
+    """The networks' shape; saved in the checkpoint so it rebuilds its own generator."""
+    image_size: int = 32      # a power of two >= 8: G doubles 4x4 up to it
+    channels: int = 1         # 1 for Fashion-MNIST, 3 for faces
+    z_dim: int = 100
+    width: int = 32           # channels of G's last / D's first layer; doubled at each lower resolution
+    num_classes: int = 0      # > 0 makes a conditional GAN
+    loss: str = "bce"         # "bce" (DCGAN, CGAN) or "wgan-gp"
+
+    def __post_init__(self):
+        if self.image_size < 8 or self.image_size & (self.image_size - 1):
+            raise ValueError(f"image_size must be a power of two >= 8, not {self.image_size}.")
+        if self.loss not in ("bce", "wgan-gp"):
+            raise ValueError(f"loss must be 'bce' or 'wgan-gp', not {self.loss!r}.")
+
+    @property
+    def levels(self) -> int:  # upsamplings from 4x4 to image_size
+        return int(math.log2(self.image_size)) - 2
+
+
+@dataclass
+class TrainConfig:
+    """How the two networks are trained (recorded in the model card)."""
+    batch_size: int = 64
+    epochs: int = 10
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999      # WGAN-GP: 0.9
+    critic_steps: int = 1     # WGAN-GP: several critic updates per generator update
+    gp_weight: float = 10.0
+    label_smoothing: float = 0.1  # DCGAN: real targets 0.9 ...
+    label_noise: float = 0.05     # ... plus/minus a little noise, so D never becomes certain
+    ema_decay: float = 0.999  # 0 turns the moving average of G's weights off
+
+
+PRESETS = {  # --model name -> (config changes, training changes)
+    "dcgan": ({"loss": "bce"}, {}),
+    "cgan": ({"loss": "bce", "num_classes": 10}, {}),
+    "wgan-gp": ({"loss": "wgan-gp"}, {"beta2": 0.9, "critic_steps": 3, "label_smoothing": 0.0, "label_noise": 0.0}),
+}
+
+
+# --- networks -------------------------------------------------------------------------------
+
+class Generator(nn.Module):
+    """z (+ one-hot label) -> image in [-1, 1]: a 4x4 seed grown by transposed convolutions."""
+
+    def __init__(self, cfg: GANConfig):
+        super().__init__()
+        self.cfg = cfg
+        ch = cfg.width * 2 ** (cfg.levels - 1)
+        layers = [nn.ConvTranspose2d(cfg.z_dim + cfg.num_classes, ch, 4, 1, 0, bias=False),
+                  nn.BatchNorm2d(ch), nn.ReLU(True)]
+        for _ in range(cfg.levels - 1):
+            layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch // 2), nn.ReLU(True)]
+            ch //= 2
+        layers += [nn.ConvTranspose2d(ch, cfg.channels, 4, 2, 1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.cfg.num_classes:
+            z = torch.cat([z, F.one_hot(labels, self.cfg.num_classes).to(z.dtype)], dim=1)
+        return self.net(z[:, :, None, None])
+
+
+class Critic(nn.Module):
+    """image (+ label planes) -> one score per image (a logit for DCGAN, a free score for WGAN)."""
+
+    def __init__(self, cfg: GANConfig):
+        super().__init__()
+        self.cfg = cfg
+        # Batch norm mixes the samples of a batch, which breaks the per-sample gradient penalty.
+        norm = nn.BatchNorm2d if cfg.loss == "bce" else (lambda ch: nn.Identity())
+        ch = cfg.width
+        layers = [nn.Conv2d(cfg.channels + cfg.num_classes, ch, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        for _ in range(cfg.levels - 1):
+            layers += [nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=False), norm(ch * 2), nn.LeakyReLU(0.2, True)]
+            ch *= 2
+        # A WGAN critic needs no final bias: a constant added to every score cancels in the loss.
+        layers += [nn.Conv2d(ch, 1, 4, 1, 0, bias=cfg.loss == "bce")]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.cfg.num_classes:
+            planes = F.one_hot(labels, self.cfg.num_classes).to(x.dtype)[:, :, None, None]
+            x = torch.cat([x, planes.expand(-1, -1, *x.shape[-2:])], dim=1)
+        return self.net(x).flatten()
+
+
+# --- sampling (pure) ------------------------------------------------------------------------
+
+def noise(cfg: GANConfig, n: int, generator: torch.Generator, truncation: float | None = None) -> torch.Tensor:
+    """n latent vectors. Truncation < 1 draws from a narrower normal: more typical, less varied images."""
+    z = torch.randn(n, cfg.z_dim, generator=generator)
+    if truncation is not None:
+        if not 0 < truncation <= 1:
+            raise ValueError(f"Truncation must be in (0, 1], not {truncation}.")
+        z = z * truncation
+    return z
+
+
+def check_labels(cfg: GANConfig, n: int, labels) -> torch.Tensor | None:
+    if not cfg.num_classes:
+        if labels is not None:
+            raise ValueError("This GAN is not conditional: it takes no class labels.")
+        return None
+    if labels is None:
+        raise ValueError(f"This conditional GAN needs a class label (0-{cfg.num_classes - 1}) for each image.")
+    labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+    if labels.numel() == 1:
+        labels = labels.expand(n)
+    if labels.numel() != n or labels.min() < 0 or labels.max() >= cfg.num_classes:
+        raise ValueError(f"Give one class label in 0-{cfg.num_classes - 1} per image ({n} images).")
+    return labels
+
+
+@torch.no_grad()
+def generate(G: Generator, z: torch.Tensor, labels=None) -> torch.Tensor:
+    """Decode given latent vectors to images in [0, 1] (latent walks reuse the same z)."""
+    labels = check_labels(G.cfg, len(z), labels)
+    return (G.eval()(z, labels) + 1) / 2
+
+
+def sample(G: Generator, n: int, generator: torch.Generator, labels=None, truncation: float | None = None):
+    """n new images in [0, 1], [n, C, H, W]; the same generator seed gives the same images."""
+    if not 1 <= n <= 1024:
+        raise ValueError(f"Ask for between 1 and 1024 images, not {n}.")
+    return generate(G, noise(G.cfg, n, generator, truncation), labels)
+
+
+# --- losses and one training step -----------------------------------------------------------
+
+def gradient_penalty(critic: Critic, real, fake, generator: torch.Generator, labels=None) -> torch.Tensor:
+    """E[(||grad_x critic(x)|| - 1)^2] at random points x on lines between real and fake images."""
+    eps = torch.rand(real.size(0), 1, 1, 1, generator=generator, device=real.device)
+    mixed = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    (grads,) = torch.autograd.grad(critic(mixed, labels).sum(), mixed, create_graph=True)
+    return ((grads.flatten(1).norm(dim=1) - 1) ** 2).mean()
+
+
+def train_step(G, D, opt_g, opt_d, real, labels, tcfg: TrainConfig, generator: torch.Generator) -> dict:
+    """Update D (critic_steps times) then G on one batch of real images in [-1, 1]; returns the losses."""
+    n, cfg = real.size(0), G.cfg
+    z_like = lambda: torch.randn(n, cfg.z_dim, generator=generator, device=real.device)  # noqa: E731
+    logs = {}
+    for _ in range(tcfg.critic_steps):
+        with torch.no_grad():
+            fake = G(z_like(), labels)
+        real_score, fake_score = D(real, labels), D(fake, labels)
+        if cfg.loss == "bce":
+            noise_ = lambda: (torch.rand(n, generator=generator, device=real.device) * 2 - 1) * tcfg.label_noise  # noqa: E731
+            real_target = 1 - tcfg.label_smoothing + noise_()
+            fake_target = (noise_().abs())
+            loss_d = (F.binary_cross_entropy_with_logits(real_score, real_target)
+                      + F.binary_cross_entropy_with_logits(fake_score, fake_target))
+            logs.update(d_real=torch.sigmoid(real_score).mean().item(), d_fake=torch.sigmoid(fake_score).mean().item())
+        else:
+            gp = gradient_penalty(D, real, fake, generator, labels)
+            wasserstein = real_score.mean() - fake_score.mean()
+            loss_d = -wasserstein + tcfg.gp_weight * gp
+            logs.update(wasserstein=wasserstein.item(), gp=gp.item())
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+    fake_score = D(G(z_like(), labels), labels)
+    # Non-saturating generator loss: G wants D to call its fakes real.
+    loss_g = (F.binary_cross_entropy_with_logits(fake_score, torch.ones_like(fake_score)) if cfg.loss == "bce"
+              else -fake_score.mean())
+    opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    opt_g.step()
+    return {"loss_d": loss_d.item(), "loss_g": loss_g.item(), **logs}
+
+
+@torch.no_grad()
+def ema_update(ema: Generator, G: Generator, decay: float) -> None:
+    for e, p in zip(ema.parameters(), G.parameters()):
+        e.lerp_(p, 1 - decay)
+
+
+@torch.no_grad()
+def recalibrate_batch_norm(G: Generator, generator: torch.Generator, batches: int = 8, batch_size: int = 128):
+    """Averaged weights need their own batch-norm statistics: measure them on fresh noise."""
+    labels = None
+    for m in G.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # a plain average over the batches below
+    G.train()
+    for _ in range(batches):
+        if G.cfg.num_classes:
+            labels = torch.randint(G.cfg.num_classes, (batch_size,), generator=generator)
+        G(torch.randn(batch_size, G.cfg.z_dim, generator=generator), labels)
+    for m in G.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = 0.1
+    G.eval()
+
+
+# --- data -----------------------------------------------------------------------------------
+
+class ImageData:
+    """A whole dataset held as uint8 [N, C, S, S] (small), served as float batches in [-1, 1]."""
+
+    def __init__(self, images_uint8: torch.Tensor, labels: torch.Tensor | None, description: str,
+                 class_names: list[str] | None = None):
+        self.images, self.labels, self.description = images_uint8, labels, description
+        self.class_names = class_names
+
+    def __len__(self):
+        return len(self.images)
+
+    def batch(self, index: torch.Tensor):
+        x = self.images[index].float().div_(127.5).sub_(1)
+        return x, (self.labels[index] if self.labels is not None else None)
+
+
+def load_data(name: str, image_size: int, data_dir=None, faces: int = 20000, seed: int = 0) -> ImageData:
+    if name == "fashion":
+        from core.data.fashion_mnist import CLASS_NAMES, load_fashion_mnist, to_float
+
+        images, labels = load_fashion_mnist("train", data_dir)
+        x = torch.cat([(to_float(images[i:i + 5000], image_size) * 255).round().to(torch.uint8)
+                       for i in range(0, len(images), 5000)])
+        return ImageData(x, labels, f"Fashion-MNIST train ({len(x)} images, zero-padded 28->{image_size})",
+                         CLASS_NAMES)
+    if name == "faces":
+        from core.data.faces import make_faces
+
+        chunks = []
+        for start in range(0, faces, 1000):
+            batch = make_faces(min(1000, faces - start), seed=seed, size=64, start=start).images
+            if image_size != 64:
+                batch = F.interpolate(batch, size=image_size, mode="area")
+            chunks.append((batch * 255).round().to(torch.uint8))
+        x = torch.cat(chunks)
+        return ImageData(x, None, f"synthetic faces from core.data.faces ({len(x)} images, seed {seed}, "
+                                  f"{image_size}x{image_size})")
+    raise ValueError(f"Unknown data {name!r}: use 'fashion' or 'faces'.")
+
+
+# --- training loop --------------------------------------------------------------------------
+
+EARLY_FRAMES = {50 * 2 ** k for k in range(8)}  # extra timeline frames in the first epoch: 50, 100, 200, ...
+
+def snapshot_inputs(cfg: GANConfig, seed: int):
+    """The fixed noise (and labels) whose images form the per-epoch timeline."""
+    n = 10 * 8 if cfg.num_classes else 64
+    z = torch.randn(n, cfg.z_dim, generator=make_generator(seed + 7919))
+    labels = torch.arange(cfg.num_classes).repeat_interleave(8) if cfg.num_classes else None
+    return z, labels
+
+
+def snapshot(G: Generator, z, labels) -> torch.Tensor:
+    """One timeline frame: the fixed batch as a uint8 grid [C, H, W] (eight images a row)."""
+    grid = pil_to_tensor(image_grid(generate(G, z, labels), nrow=8))[0, :G.cfg.channels]
+    return (grid * 255).round().to(torch.uint8)
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", choices=sorted(PRESETS), default="dcgan")
+    parser.add_argument("--data", choices=["fashion", "faces"], default="fashion")
+    parser.add_argument("--data-dir", default=None, help="folder with Fashion-MNIST IDX files")
+    parser.add_argument("--faces", type=int, default=20000, help="how many synthetic faces to draw")
+    parser.add_argument("--image-size", type=int, default=None, help="default: 32 (fashion), 64 (faces)")
+    parser.add_argument("--width", type=int, default=32)
+    parser.add_argument("--z-dim", type=int, default=100)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--ema", type=float, default=0.999, help="EMA decay of G's weights (0: off)")
+
+
+def default_out(args) -> Path:
+    return shipped_path("gan", f"{args.model.replace('-', '')}_{args.data}")
+
+
+def train_main(args) -> Path:
+    out = Path(args.out) if args.out else default_out(args)
+    device = pick_device(args.device)
+    size = args.image_size or (64 if args.data == "faces" else 32)
+    cfg_changes, train_changes = PRESETS[args.model]
+    cfg = GANConfig(image_size=size, channels=3 if args.data == "faces" else 1, z_dim=args.z_dim,
+                    width=args.width, **cfg_changes)
+    tcfg = TrainConfig(batch_size=args.batch_size, epochs=args.epochs, lr_g=args.lr, lr_d=args.lr,
+                       ema_decay=args.ema, **train_changes)
+    if cfg.num_classes and args.data != "fashion":
+        raise ValueError("The conditional GAN is trained on Fashion-MNIST's 10 classes.")
+    data = load_data(args.data, size, args.data_dir, args.faces, args.seed)
+    resume = load_resume(out.with_name(out.name + ".resume.pt")) if args.resume else None
+    return train(cfg, tcfg, data, out, seed=args.seed, minutes=args.minutes, device=device, resume=resume)
+
+
+def train(cfg: GANConfig, tcfg: TrainConfig, data: ImageData, out: Path, seed: int = 0,
+          minutes: float | None = None, device=None, resume: dict | None = None) -> Path:
+    """Train until tcfg.epochs or `minutes`; writes the checkpoint each epoch and at the end."""
+    device = torch.device(device or "cpu")
+    torch.manual_seed(seed)  # weight initialisation only; every random draw below uses `gen`
+    G, D = Generator(cfg).to(device), Critic(cfg).to(device)
+    opt_g = torch.optim.Adam(G.parameters(), tcfg.lr_g, betas=(tcfg.beta1, tcfg.beta2))
+    opt_d = torch.optim.Adam(D.parameters(), tcfg.lr_d, betas=(tcfg.beta1, tcfg.beta2))
+    ema = copy.deepcopy(G)
+    gen = make_generator(seed, device)
+    state = {"step": 0, "wall_time_s": 0.0, "history": [], "frames": [], "frame_steps": []}
+    if resume:
+        G.load_state_dict(resume["G"]), D.load_state_dict(resume["D"]), ema.load_state_dict(resume["ema"])
+        opt_g.load_state_dict(resume["opt_g"]), opt_d.load_state_dict(resume["opt_d"])
+        gen.set_state(resume["gen"])
+        state = {k: resume[k] for k in state}
+    steps_per_epoch = len(data) // tcfg.batch_size
+    total = steps_per_epoch * tcfg.epochs
+    fixed_z, fixed_labels = snapshot_inputs(cfg, seed)
+    resume_path = out.with_name(out.name + ".resume.pt")
+
+    def save_state():
+        save_resume(resume_path, {"G": G.state_dict(), "D": D.state_dict(), "ema": ema.state_dict(),
+                                  "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+                                  "gen": gen.get_state(), **state})
+
+    def shipped_generator():
+        # The averaged weights are smoother than the live ones; without EMA ship G itself.
+        ship = copy.deepcopy(ema if tcfg.ema_decay else G).cpu()
+        recalibrate_batch_norm(ship, make_generator(seed + 1))
+        return ship
+
+    def record_frame(ship):
+        state["frames"].append(snapshot(ship, fixed_z, fixed_labels))
+        state["frame_steps"].append(state["step"])
+
+    def write_checkpoint(ship):
+        frames = torch.stack(state["frames"]) if state["frames"] else torch.zeros(0)
+        epochs = state["step"] / steps_per_epoch
+        card = make_card(data=data.description, wall_time_s=state["wall_time_s"], device=device,
+                         metrics={k: v for k, v in state["history"][-1].items() if k != "step"}
+                         if state["history"] else {},
+                         steps=state["step"], epochs=round(epochs, 2), training=asdict(tcfg),
+                         class_names=data.class_names if cfg.num_classes else None,
+                         parameters={"generator": sum(p.numel() for p in G.parameters()),
+                                     "critic": sum(p.numel() for p in D.parameters())},
+                         curves=state["history"],
+                         timeline={"file": out.stem + ".timeline.png", "steps": state["frame_steps"],
+                                   "epochs": [round(s / steps_per_epoch, 2) for s in state["frame_steps"]],
+                                   "frame_height": int(frames.shape[-2]) if len(frames) else 0})
+        save_checkpoint(out, ship, cfg, card, half=True)
+        if len(frames):  # the frames stacked top to bottom, one PNG the tab slices by epoch
+            strip = torch.cat(list(frames), dim=1).float() / 255
+            tensor_to_pil(strip).save(out.with_name(out.stem + ".timeline.png"), optimize=True)
+
+    if not state["frames"]:
+        record_frame(shipped_generator())  # step 0: pure noise, the start of the story
+    deadline = time.monotonic() + 60 * minutes if minutes else None
+    saver, started = Every(180), time.monotonic()
+    window: list[dict] = []
+
+    def steps():
+        while state["step"] < total and (deadline is None or time.monotonic() < deadline):
+            step = state["step"]
+            epoch, i = divmod(step, steps_per_epoch)
+            order = torch.randperm(len(data), generator=make_generator(seed * 1000 + epoch))
+            real, labels = data.batch(order[i * tcfg.batch_size:(i + 1) * tcfg.batch_size])
+            real = real.to(device)
+            labels = labels.to(device) if (labels is not None and cfg.num_classes) else None
+            G.train(), D.train()
+            logs = train_step(G, D, opt_g, opt_d, real, labels, tcfg, gen)
+            if tcfg.ema_decay:  # warm-up: early on, the average must not remember the random start
+                ema_update(ema, G, min(tcfg.ema_decay, (1 + step) / (10 + step)))
+            state["step"] = step + 1
+            yield {"step": state["step"], **logs}
+
+    tick = time.monotonic()
+    for event in progress(steps(), total=total, desc=f"gan {out.stem}"):
+        window.append(event)
+        step = event["step"]
+        if not math.isfinite(event["loss_d"] + event["loss_g"]):
+            raise RuntimeError(f"Training diverged at step {step} (loss is not finite).")
+        if step % 25 == 0 or step == total:
+            keys = [k for k in window[0] if k != "step"]
+            state["history"].append({"step": step, **{k: round(sum(e[k] for e in window) / len(window), 4)
+                                                      for k in keys}})
+            window = []
+        now = time.monotonic()
+        state["wall_time_s"] += now - tick
+        tick = now
+        if step % steps_per_epoch == 0 or (step < steps_per_epoch and step in EARLY_FRAMES):
+            ship = shipped_generator()
+            record_frame(ship)
+            if step % steps_per_epoch == 0:
+                write_checkpoint(ship)
+        if saver.due():
+            save_state()
+    ship = shipped_generator()
+    if state["frame_steps"][-1] != state["step"]:
+        record_frame(ship)  # the last frame shows what is shipped
+    save_state()
+    write_checkpoint(ship)
+    print(f"{state['step']} steps, {state['step'] / steps_per_epoch:.2f} epochs, "
+          f"{state['wall_time_s'] / 60:.1f} min this model ({(time.monotonic() - started) / 60:.1f} this run); "
+          f"{hardware_description(device)}")
+    return out
+
+
+# --- loading shipped generators -------------------------------------------------------------
+
+def load_generator(ckpt) -> Generator:
+    from core.checkpoints import build_model
+
+    return build_model(ckpt, Generator, GANConfig)

@@ -1,0 +1,156 @@
+import json
+
+import pytest
+import torch
+
+from core import gan
+from core.gan import Critic, GANConfig, Generator, ImageData, TrainConfig
+from core.gan2d import Gan2D, distance_to_data, sample_real
+from core.runtime import make_generator
+
+TINY = dict(image_size=8, width=4, z_dim=6)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # These networks are tiny: on a busy machine, threads only wait for each other.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_gradient_penalty_equals_its_definition_on_a_tiny_critic():
+    critic = Critic(GANConfig(loss="wgan-gp", channels=1, **TINY))
+    real, fake = torch.randn(5, 1, 8, 8), torch.randn(5, 1, 8, 8)
+    penalty = gan.gradient_penalty(critic, real, fake, make_generator(3))
+    # By hand: the same random mixing weights, then each image's own gradient norm.
+    eps = torch.rand(5, 1, 1, 1, generator=make_generator(3))
+    expected = []
+    for i in range(5):
+        x = (eps[i] * real[i] + (1 - eps[i]) * fake[i]).unsqueeze(0).requires_grad_(True)
+        (grad,) = torch.autograd.grad(critic(x).sum(), x)
+        expected.append((grad.norm() - 1) ** 2)
+    assert penalty.item() == pytest.approx(torch.stack(expected).mean().item(), rel=1e-5)
+
+
+def test_gradient_penalty_of_a_linear_critic_is_its_weight_norm_gap():
+    w = torch.randn(1, 1, 8, 8)
+
+    def linear_critic(x, labels=None):
+        return (x * w).flatten(1).sum(1)
+
+    penalty = gan.gradient_penalty(linear_critic, torch.randn(4, 1, 8, 8), torch.randn(4, 1, 8, 8), make_generator(0))
+    assert penalty.item() == pytest.approx(((w.norm() - 1) ** 2).item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("preset", ["dcgan", "wgan-gp", "cgan"])
+def test_one_training_step_changes_both_networks(preset):
+    changes, train_changes = gan.PRESETS[preset]
+    cfg = GANConfig(**TINY, **changes)
+    tcfg = TrainConfig(batch_size=8, **train_changes)
+    torch.manual_seed(0)
+    G, D = Generator(cfg), Critic(cfg)
+    before_g = [p.detach().clone() for p in G.parameters()]
+    before_d = [p.detach().clone() for p in D.parameters()]
+    opt_g, opt_d = torch.optim.Adam(G.parameters(), 1e-3), torch.optim.Adam(D.parameters(), 1e-3)
+    labels = torch.randint(10, (8,)) if cfg.num_classes else None
+    logs = gan.train_step(G, D, opt_g, opt_d, torch.rand(8, 1, 8, 8) * 2 - 1, labels, tcfg, make_generator(0))
+    assert all(not torch.equal(a, b) for a, b in zip(before_g, G.parameters()))
+    assert all(not torch.equal(a, b) for a, b in zip(before_d, D.parameters()))
+    assert {"loss_d", "loss_g"} <= logs.keys()
+    if cfg.loss == "wgan-gp":
+        assert logs["gp"] >= 0 and "wasserstein" in logs
+
+
+def test_conditional_sampling_returns_the_requested_labels_shape():
+    G = Generator(GANConfig(num_classes=10, **TINY)).eval()
+    labels = [0, 3, 3, 9, 1, 2, 2]
+    images = gan.sample(G, len(labels), make_generator(0), labels=labels)
+    assert images.shape == (7, 1, 8, 8) and 0 <= images.min() and images.max() <= 1
+    assert gan.sample(G, 4, make_generator(0), labels=5).shape == (4, 1, 8, 8)  # one label for all
+    z = gan.noise(G.cfg, 1, make_generator(1)).expand(2, -1)
+    pair = gan.generate(G, z, [0, 9])
+    assert not torch.equal(pair[0], pair[1])  # the label, not only z, decides the image
+    with pytest.raises(ValueError, match="class label"):
+        gan.sample(G, 3, make_generator(0))
+    with pytest.raises(ValueError, match="0-9"):
+        gan.sample(G, 2, make_generator(0), labels=[1, 10])
+
+
+def test_unconditional_model_refuses_labels_and_bad_sizes():
+    G = Generator(GANConfig(**TINY)).eval()
+    with pytest.raises(ValueError, match="not conditional"):
+        gan.sample(G, 2, make_generator(0), labels=[1, 2])
+    with pytest.raises(ValueError, match="between 1 and"):
+        gan.sample(G, 0, make_generator(0))
+    with pytest.raises(ValueError, match="Truncation"):
+        gan.sample(G, 2, make_generator(0), truncation=0)
+
+
+def test_slerp_keeps_the_norm_between_the_endpoints_norms():
+    cfg = GANConfig()  # the real latent size: Gaussian noise of 100 dimensions
+    for seed in range(10):
+        z0, z1 = gan.noise(cfg, 1, make_generator(2 * seed)), gan.noise(cfg, 1, make_generator(2 * seed + 1))
+        walk = gan.interpolate(z0, z1, 9, mode="slerp")
+        low, high = sorted([z0.norm().item(), z1.norm().item()])
+        norms = walk.flatten(1).norm(dim=1)
+        assert walk.shape == (9, 1, cfg.z_dim)
+        assert ((norms >= low - 1e-4) & (norms <= high + 1e-4)).all()
+        # lerp cuts through the inside of the shell, where Gaussian samples never lie
+        assert gan.interpolate(z0, z1, 9, mode="lerp").flatten(1).norm(dim=1)[4] < 0.8 * low
+
+
+def test_the_same_seed_gives_the_same_grid_and_truncation_narrows_it():
+    G = Generator(GANConfig(**TINY)).eval()
+    a, b = gan.sample(G, 16, make_generator(42)), gan.sample(G, 16, make_generator(42))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, gan.sample(G, 16, make_generator(43)))
+    # eval-mode batch norm: an image does not depend on the others in its batch
+    z = gan.noise(G.cfg, 16, make_generator(42))
+    assert torch.allclose(gan.generate(G, z[:4]), gan.generate(G, z)[:4], atol=1e-6)
+    narrow = gan.sample(G, 64, make_generator(0), truncation=0.1)
+    wide = gan.sample(G, 64, make_generator(0))
+    assert narrow.std(dim=0).mean() < wide.std(dim=0).mean()
+
+
+def test_training_writes_checkpoint_card_timeline_and_resumes(tmp_path):
+    gen = make_generator(0)
+    images = (torch.rand(64, 1, 8, 8, generator=gen) * 255).to(torch.uint8)
+    data = ImageData(images, torch.randint(10, (64,), generator=gen), "64 random 8x8 images")
+    cfg, out = GANConfig(num_classes=10, **TINY), tmp_path / "tiny.pt"
+    gan.train(cfg, TrainConfig(batch_size=16, epochs=1), data, out)
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["steps"] == 4 and card["timeline"]["steps"] == [0, 4] and card["config"]["num_classes"] == 10
+    assert out.with_name("tiny.timeline.png").is_file()
+    resume = torch.load(out.with_name("tiny.pt.resume.pt"), weights_only=True)
+    gan.train(cfg, TrainConfig(batch_size=16, epochs=2), data, out, resume=resume)
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["steps"] == 8 and card["timeline"]["steps"] == [0, 4, 8]
+    from core.checkpoints import load_checkpoint
+
+    G = gan.load_generator(load_checkpoint(out))
+    assert gan.sample(G, 3, make_generator(0), labels=[1, 2, 3]).shape == (3, 1, 8, 8)
+
+
+def test_the_live_2d_gan_moves_generated_points_toward_the_data():
+    live = Gan2D("ring", seed=0)
+    real = sample_real("ring", 2000, make_generator(9))
+    start = distance_to_data(live.fake_points(), real)
+    live.train(300)
+    assert live.step == 300 and live.diverged is None and len(live.history) == 300
+    assert distance_to_data(live.fake_points(), real) < 0.3 * start
+    assert live.decision_map(16).shape == (16, 16)
+
+
+def test_the_live_2d_gan_reports_divergence_instead_of_crashing():
+    live = Gan2D("spiral", seed=0, lr_g=10, lr_d=10)
+    live.train(200)
+    assert live.diverged and "step" in live.diverged
+    step = live.step
+    live.train(10)  # a diverged game stays stopped
+    assert live.step == step
+    with pytest.raises(ValueError, match="learning rate"):
+        live.set_learning_rates(0, 1e-3)
+    with pytest.raises(ValueError, match="distribution"):
+        Gan2D("banana")

@@ -1,6 +1,189 @@
-"""Style transfer tab (placeholder until issue #5 lands)."""
-from tabs.common import not_built_yet
+"""Style transfer tab (Gatys): repaint a photo with the textures of one or more style images.
+
+The picture changes live while the optimiser works, and beside it the three loss terms fall
+(log scale): content (does it still show the photo?), style (do the Gram matrices match the
+painting's?) and total variation (is it free of pixel speckle?). Handlers are plain functions
+that tests call; the network loads on first use.
+"""
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import gradio as gr
+
+from core.backbone_layers import BACKBONE_LABELS, OFFLINE_DEFAULT
+from tabs.common import queue, user_errors
+
+TAB = "style"
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples" / "style"
+BACKBONES = ["efficientnet_lite0", "vgg19"]  # the ones core.style.RECIPES has layers for
+STYLE_SLOTS = 3
+# Slider starting points; tests check they equal core.style's StyleSettings and Lite0 recipe
+# (core.style cannot be imported here: it imports torch, and the app must start fast).
+DEFAULT_SIZE, DEFAULT_ITERATIONS = 256, 150
+DEFAULT_LOG_WEIGHTS = {"content": 0.0, "style": 3.0, "tv": 1.7}
+# Log-scale sliders: exponent range per term. The leftmost position switches the term off.
+LOG_RANGES = {"content": (-3.0, 3.0), "style": (-1.0, 6.0), "tv": (-1.0, 4.0)}
+INTRO = """### Style transfer (Gatys et al.)
+The network never changes: the **pixels** of the output are optimised so that a frozen ImageNet network
+sees the **content** of the photo (feature maps of one middle layer) and the **style** of the painting
+(Gram matrices of several layers: which features fire *together*, wherever they are), plus a little
+**total variation** to keep neighbouring pixels calm. Every term is divided by the size of its target,
+so a weight means the same on every layer, size and network."""
+
+
+def weight_from_slider(term: str, exponent: float) -> float:
+    """Slider exponent -> weight 10**exponent; the leftmost position means 0 (the term is off)."""
+    low, _ = LOG_RANGES[term]
+    return 0.0 if exponent is None or exponent <= low else 10.0 ** float(exponent)
+
+
+def backbone_defaults(backbone_name: str):
+    """Slider values (exponents) for the chosen network's recipe."""
+    from core.style import recipe_for
+
+    recipe = recipe_for(backbone_name)
+    return [gr.Slider(value=round(math.log10(getattr(recipe, f"{term}_weight")), 2))
+            for term in ("content", "style", "tv")]
+
+
+def _loss_table(rows):
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=["iteration", "log10 loss", "term"])
+
+
+def _load(path, what: str, max_side: int, notes: list[str]):
+    from core.data.images import prepare_image
+
+    if path is None:
+        return None
+    try:
+        image, image_notes = prepare_image(path, max_side=max_side)
+    except ValueError as exc:
+        raise ValueError(f"{what}: {exc}") from None
+    notes += [f"{what}: {note}" for note in image_notes]
+    return image
+
+
+def run_style(content, style_1, blend_1, style_2, blend_2, style_3, blend_3, backbone_name, size,
+              content_exp, style_exp, tv_exp, iterations, optimizer, init, colour, style_scale, strength_percent,
+              seed):
+    """Stream (picture, loss curves, status, PNG file) while the picture is optimised."""
+    from core.backbones import load_backbone
+    from core.data.images import tensor_to_pil
+    from core.style import StyleSettings, stylize
+
+    notes: list[str] = []
+    if content is None:
+        raise ValueError("Upload a content photo (or pick an example).")
+    # Uploads are cut to 1024 px here; stylize resizes them to the output and style sizes.
+    content_image = _load(content, "content image", 1024, notes)
+    styles = []
+    for index, (path, blend) in enumerate([(style_1, blend_1), (style_2, blend_2), (style_3, blend_3)], start=1):
+        image = _load(path, f"style image #{index}", 1024, notes)
+        if image is not None:
+            styles.append((image, float(blend or 0)))
+    settings = StyleSettings(
+        size=int(size or DEFAULT_SIZE), iterations=int(iterations or 0), optimizer=optimizer, init=init,
+        colour=colour, style_scale=float(style_scale or 1.0), strength=float(strength_percent or 0) / 100,
+        content_weight=weight_from_slider("content", content_exp), style_weight=weight_from_slider("style", style_exp),
+        tv_weight=weight_from_slider("tv", tv_exp), seed=seed, report_every=5 if optimizer == "adam" else 10)
+    backbone = load_backbone(backbone_name)
+    if backbone.name != backbone_name:
+        gr.Warning(backbone.source)
+        notes.append(backbone.source)
+
+    png = Path(tempfile.mkdtemp(prefix="style_")) / "style_transfer.png"
+    rows, start = [], time.perf_counter()
+    for step in stylize(backbone, content_image, styles, settings):
+        notes += step.notes
+        for note in step.notes:
+            gr.Info(note)
+        rows += [(step.iteration, math.log10(value), term) for term, value in step.losses.items() if value > 0]
+        picture = tensor_to_pil(step.image)
+        picture.save(png)  # every time, so Stop still leaves the latest picture to download
+        seconds = time.perf_counter() - start
+        losses = ", ".join(f"{term} {value:.3g}" for term, value in step.losses.items())
+        status = (f"{'Done' if step.done else 'Working'}: {step.iteration}/{step.total} iterations, "
+                  f"{seconds:.1f} s ({picture.width}×{picture.height}, {backbone.name}). Weighted losses: {losses}.")
+        if notes:
+            status += "\n\n**Notes:** " + "; ".join(notes)
+        yield picture, _loss_table(rows), status, str(png)
+
+
+# --- layout -----------------------------------------------------------------------------------
+
+def _examples(*names):
+    return [str(EXAMPLES_DIR / name) for name in names if (EXAMPLES_DIR / name).exists()]
 
 
 def build() -> None:
-    not_built_yet("Style transfer", "Gatys style transfer: content, Gram-matrix style and total-variation losses.", 5)
+    gr.Markdown(INTRO)
+    with gr.Row():
+        with gr.Column(scale=1):
+            with gr.Row():
+                content = gr.Image(label="content photo", type="filepath", image_mode=None,
+                                   sources=["upload", "clipboard"])
+                style_1 = gr.Image(label="style image", type="filepath", image_mode=None,
+                                   sources=["upload", "clipboard"])
+            with gr.Row():
+                gr.Examples(_examples("grace_hopper.jpg"), inputs=[content], label="content example")
+                gr.Examples(_examples("brush_strokes.png", "mosaic.png"), inputs=[style_1], label="style examples")
+            blends = [gr.Slider(0, 1, value=1.0, step=0.05, label="blend weight of style image")]
+            with gr.Accordion("Blend more styles (their Gram matrices are averaged with these weights)", open=False):
+                extra = []
+                for i in range(2, STYLE_SLOTS + 1):
+                    with gr.Row():
+                        extra.append(gr.Image(label=f"style image #{i}", type="filepath", image_mode=None,
+                                              sources=["upload", "clipboard"]))
+                        blends.append(gr.Slider(0, 1, value=1.0, step=0.05, label=f"blend weight #{i}"))
+            backbone = gr.Dropdown([(BACKBONE_LABELS[n], n) for n in BACKBONES], value=OFFLINE_DEFAULT,
+                                   label="network (VGG19 falls back to Lite0 when it cannot be downloaded)")
+            size = gr.Slider(64, 1024, value=DEFAULT_SIZE, step=32,
+                             label="output size (longer side, px; 256 takes seconds on a CPU, 1024 minutes)")
+            exponents = {}
+            with gr.Row():
+                for term, label in (("content", "content"), ("style", "style"), ("tv", "total variation")):
+                    low, high = LOG_RANGES[term]
+                    exponents[term] = gr.Slider(low, high, value=DEFAULT_LOG_WEIGHTS[term], step=0.1,
+                                                label=f"{label} weight = 10^x",
+                                                info="all the way left = off")
+            with gr.Row():
+                iterations = gr.Slider(1, 1000, value=DEFAULT_ITERATIONS, step=1,
+                                       label="iterations (network evaluations)")
+                optimizer = gr.Radio([("L-BFGS (fast to converge)", "lbfgs"), ("Adam", "adam")], value="lbfgs",
+                                     label="optimiser")
+            with gr.Row():
+                init = gr.Radio([("content photo", "content"), ("noise", "noise"), ("blend of both", "blend")],
+                                value="content", label="start from")
+                colour = gr.Radio([("no: take the painting's", "none"), ("yes, via luminance", "luminance"),
+                                   ("yes, via colour statistics", "statistics")], value="none",
+                                  label="keep the photo's colours?")
+            with gr.Row():
+                style_scale = gr.Slider(0.25, 2.0, value=1.0, step=0.05,
+                                        label="style scale (style image size / output size: bigger = bigger strokes)")
+                strength = gr.Slider(0, 100, value=100, step=1, label="style strength (%)")
+                seed = gr.Number(value=0, precision=0, label="seed (noise start)")
+            with gr.Row():
+                run_button = gr.Button("Paint", variant="primary")
+                stop_button = gr.Button("Stop")
+        with gr.Column(scale=1):
+            result = gr.Image(label="result (live)", type="pil", format="png", interactive=False,
+                              buttons=["download", "fullscreen"])
+            status = gr.Markdown()
+            curves = gr.LinePlot(x="iteration", y="log10 loss", color="term", label="weighted loss terms",
+                                 title="weighted loss terms (log10): all three should fall")
+            png = gr.File(label="download PNG")
+
+    backbone.change(user_errors(backbone_defaults), [backbone], list(exponents.values()), **queue(f"{TAB}-ui", 8))
+    paint_event = run_button.click(
+        user_errors(run_style),
+        [content, style_1, blends[0], extra[0], blends[1], extra[1], blends[2], backbone, size,
+         exponents["content"], exponents["style"], exponents["tv"], iterations, optimizer, init, colour,
+         style_scale, strength, seed],
+        [result, curves, status, png], **queue(TAB, 1))
+    stop_button.click(None, None, None, cancels=[paint_event], **queue(f"{TAB}-ui", 8))

@@ -175,14 +175,62 @@ def test_elongated_and_small_inputs_are_adjusted(net):
 
 
 def test_recipes_name_real_layers():
-    from torchvision import models
+    from core.backbone_layers import LAYER_NAMES  # checked against the built networks in test_backbones
 
-    from core import backbones
-
-    lite0 = backbones.load_backbone("efficientnet_lite0")
-    with torch.device("meta"):  # only the layer structure is needed, not 550 MB of weights
-        vgg_layers = list(backbones._vgg19_stages(models.vgg19()))
-    for name, layer_names in (("efficientnet_lite0", lite0.layer_names), ("vgg19", vgg_layers)):
-        recipe = style.RECIPES[name]
-        assert {recipe.content_layer, *recipe.style_layers} <= set(layer_names), name
+    for name, recipe in style.RECIPES.items():
+        assert {recipe.content_layer, *recipe.style_layers} <= set(LAYER_NAMES[name]), name
         assert len(recipe.style_layers) == len(recipe.style_layer_weights)
+
+
+# --- the tab's handlers (real EfficientNet-Lite0, tiny sizes) ------------------------------------
+
+def test_tab_defaults_match_core():
+    from tabs import style as tab
+
+    recipe, settings = style.RECIPES["efficientnet_lite0"], StyleSettings()
+    for term, exponent in tab.DEFAULT_LOG_WEIGHTS.items():
+        assert tab.weight_from_slider(term, exponent) == pytest.approx(getattr(recipe, f"{term}_weight"), rel=0.02)
+        assert tab.weight_from_slider(term, tab.LOG_RANGES[term][0]) == 0.0
+    assert (tab.DEFAULT_SIZE, tab.DEFAULT_ITERATIONS) == (settings.size, settings.iterations)
+    assert set(tab.BACKBONES) == set(style.RECIPES)
+
+
+def _tab_args(**changes):
+    from tabs import style as tab
+
+    args = {"content": str(tab.EXAMPLES_DIR / "grace_hopper.jpg"), "style_1": str(tab.EXAMPLES_DIR / "mosaic.png"),
+            "blend_1": 1.0, "style_2": str(tab.EXAMPLES_DIR / "brush_strokes.png"), "blend_2": 0.5,
+            "style_3": None, "blend_3": 1.0, "backbone_name": "efficientnet_lite0", "size": 64,
+            "content_exp": 0.0, "style_exp": 3.0, "tv_exp": 1.7, "iterations": 3, "optimizer": "lbfgs",
+            "init": "content", "colour": "luminance", "style_scale": 1.0, "strength_percent": 100, "seed": 0}
+    return {**args, **changes}
+
+
+def test_tab_paints_the_examples(net):
+    from tabs.style import run_style
+
+    picture, table, status, png = list(run_style(**_tab_args()))[-1]
+    assert max(picture.size) == 64 and picture.size == Image.open(png).size
+    assert set(table["term"]) == {"content", "style", "tv"} and status.startswith("Done")
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"content": "NOT_AN_IMAGE"}, "content image: That file is not an image"),
+    ({"style_1": "TINY"}, "style image #1: .*at least 32"),
+    ({"content": None}, "Upload a content photo"),
+    ({"style_1": None, "style_2": None}, "Upload a style image"),
+    ({"content_exp": -3.0, "style_exp": -1.0, "tv_exp": -1.0}, "All three loss weights are zero"),
+    ({"blend_1": 0.0, "blend_2": 0.0}, "blend weight zero"),
+])
+def test_tab_bad_input_gives_a_message(net, tmp_path, changes, message):
+    import gradio as gr
+
+    from tabs.common import user_errors
+    from tabs.style import run_style
+
+    (tmp_path / "notes.txt").write_text("not a picture")
+    Image.new("RGB", (20, 20)).save(tmp_path / "tiny.png")
+    paths = {"NOT_AN_IMAGE": str(tmp_path / "notes.txt"), "TINY": str(tmp_path / "tiny.png")}
+    changes = {k: paths.get(v, v) if isinstance(v, str) else v for k, v in changes.items()}
+    with pytest.raises(gr.Error, match=message):
+        list(user_errors(run_style)(**_tab_args(**changes)))

@@ -175,6 +175,16 @@ def active_dimensions(mu, logvar) -> torch.Tensor:
     return kl_per_dimension(mu, logvar).mean(0)
 
 
+def normal_grid(n: int, margin: float = 0.05) -> torch.Tensor:
+    """An n x n grid of 2-D codes [n * n, 2], evenly spaced in probability under the prior
+    (inverse normal CDF of margin .. 1 - margin), so each cell covers as much prior mass as
+    any other (Deep Learning with Python's decoded latent plane). Rows go from high z2 to low."""
+    n = max(2, min(30, int(n)))
+    values = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(margin, 1 - margin, n))
+    z1, z2 = torch.meshgrid(values, values.flip(0), indexing="xy")
+    return torch.stack([z1.reshape(-1), z2.reshape(-1)], 1)
+
+
 def morph(model: VAE, z0, z1, steps: int, mode: str = "slerp") -> torch.Tensor:
     """Decoded frames walking from code z0 to z1 (inclusive): [steps, C, H, W]."""
     with torch.no_grad():
@@ -350,12 +360,16 @@ def _save(out: Path, model: VAE, config: VAEConfig, args, data, curves) -> Path:
         extras.update(map_codes=mu.half(), map_labels=data["valid_labels"].to(torch.uint8),
                       class_names=list(data["class_names"]))
     if "train_labels" in data:  # attribute vectors from the training codes
-        train_mu, _ = encode_all(model, data["train"][:20000])
-        labels = {k: v[:20000] for k, v in data["train_labels"].items()}
+        train_mu, _ = encode_all(model, data["train"][:10000])
+        labels = {k: v[:10000] for k, v in data["train_labels"].items()}
         vectors = attribute_vectors(train_mu, labels)
         extras.update(attribute_names=list(vectors), attribute_vectors=torch.stack(list(vectors.values())).half(),
                       code_std=train_mu.std(0).float())
+    # Readable without torch, so the tab can label its sliders while the app is being built.
+    order = kl_dims.argsort(descending=True)[:12]
+    details = {"most_active_dims": order.tolist(), "most_active_kl": [round(kl_dims[i].item(), 3) for i in order],
+               "attribute_names": list(extras.get("attribute_names", []))}
     card = make_card(data=data["description"], wall_time_s=curves[-1]["wall_s"] if curves else 0.0, metrics=metrics,
                      epochs=curves[-1]["epoch"] if curves else 0, steps=curves[-1]["step"] if curves else 0,
-                     batch_size=args.batch_size, learning_rate=args.lr, curves=curves)
+                     batch_size=args.batch_size, learning_rate=args.lr, latent=details, curves=curves)
     return save_checkpoint(out, model, config, card, extras, half=True)

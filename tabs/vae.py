@@ -1,6 +1,363 @@
-"""VAE tab (placeholder until issue #6 lands)."""
-from tabs.common import not_built_yet
+"""VAE tab: Fashion-MNIST's 2-D latent map, and a 200-D face space with sliders, attribute vectors and morphing.
+
+Handlers are plain functions (tests call them directly); per-user face codes live in gr.State as
+lists of floats; the two shipped VAEs load on first use through core.vae.load_vae.
+"""
+from __future__ import annotations
+
+import gradio as gr
+
+from core.registry import list_shipped, read_card
+from tabs.common import queue, user_errors
+
+TAB = "vae"
+SLIDERS = "vae_sliders"          # slider drags get their own queue slot, so they never wait behind a morph
+FASHION, FACES = "fashion_2d", "faces_200d"
+MAP_SIZE, MAP_LEGEND = 480, 150  # pixels of the scatter and of the legend beside it
+SHOW = 256                       # decoded images are shown enlarged to this many pixels
+N_DIM_SLIDERS = 8
+CLASS_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+                 (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+
+
+def _enlarge(image, size=SHOW):
+    from PIL import Image
+
+    return image.resize((size, size), Image.BICUBIC)
+
+
+def _tensor_image(x, size=SHOW):
+    from core.data.images import tensor_to_pil
+
+    return _enlarge(tensor_to_pil(x), size)
+
+
+# --- Fashion-MNIST: the 2-D map ----------------------------------------------------------------
+
+def _map_extent(codes) -> float:
+    # A square window holding 99% of the test codes on each axis, so a few outliers don't shrink the map.
+    return float(codes.float().abs().quantile(0.995).clamp(min=1.0)) * 1.05
+
+
+def draw_map(marker=None):
+    """The scatter of every test image's code, coloured by class, with an optional marker at `marker` (z1, z2)."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from core.vae import load_vae
+
+    _, ckpt = load_vae(FASHION)
+    codes, labels = ckpt.extras["map_codes"].float(), ckpt.extras["map_labels"].long()
+    extent = _map_extent(codes)
+    canvas = np.full((MAP_SIZE, MAP_SIZE + MAP_LEGEND, 3), 255, dtype=np.uint8)
+    canvas[MAP_SIZE // 2, :MAP_SIZE] = canvas[:, MAP_SIZE // 2] = 225  # the axes z1 = 0 and z2 = 0
+    inside = (codes.abs() < extent).all(1)  # the 1% beyond the window are left out, not piled on its edge
+    codes, labels = codes[inside], labels[inside]
+    cols = ((codes[:, 0] / extent + 1) / 2 * (MAP_SIZE - 1)).round().long().clamp(0, MAP_SIZE - 2).numpy()
+    rows = ((1 - codes[:, 1] / extent) / 2 * (MAP_SIZE - 1)).round().long().clamp(0, MAP_SIZE - 2).numpy()
+    colours = np.array(CLASS_COLOURS, dtype=np.uint8)[labels.numpy()]
+    for dr in (0, 1):
+        for dc in (0, 1):  # 2x2 dots
+            canvas[rows + dr, cols + dc] = colours
+    image = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(image)
+    for i, name in enumerate(ckpt.extras["class_names"]):
+        top = 12 + 22 * i
+        draw.rectangle([MAP_SIZE + 10, top, MAP_SIZE + 24, top + 14], fill=CLASS_COLOURS[i])
+        draw.text((MAP_SIZE + 30, top + 1), name, fill=(0, 0, 0))
+    draw.text((MAP_SIZE + 10, MAP_SIZE - 40), f"z1, z2 in +-{extent:.1f}", fill=(90, 90, 90))
+    draw.text((MAP_SIZE + 10, MAP_SIZE - 24), "click to decode", fill=(90, 90, 90))
+    if marker is not None:
+        x = (marker[0] / extent + 1) / 2 * (MAP_SIZE - 1)
+        y = (1 - marker[1] / extent) / 2 * (MAP_SIZE - 1)
+        draw.ellipse([x - 7, y - 7, x + 7, y + 7], outline=(0, 0, 0), width=3)
+    return image
+
+
+def decode_map_click(evt: gr.SelectData):
+    """Decode the point of the map that was clicked; return the map with a marker, the image and its code."""
+    import torch
+
+    from core.vae import load_vae
+
+    if evt is None or evt.index is None:
+        raise ValueError("Click on the map to choose a point.")
+    x, y = evt.index[0], evt.index[1]
+    if x >= MAP_SIZE:
+        raise ValueError("That is the legend: click inside the map, on the left.")
+    model, ckpt = load_vae(FASHION)
+    extent = _map_extent(ckpt.extras["map_codes"])
+    z = (x / (MAP_SIZE - 1) * 2 - 1) * extent, (1 - y / (MAP_SIZE - 1) * 2) * extent
+    with torch.no_grad():
+        image = model.decode(torch.tensor([z], dtype=torch.float32))
+    return draw_map(z), _tensor_image(image, 192), f"z = ({z[0]:+.2f}, {z[1]:+.2f})"
+
+
+def decode_plane(n):
+    """An n x n grid of decoded images over the latent plane, spaced by the inverse normal CDF."""
+    import torch
+
+    from core.data.images import image_grid
+    from core.vae import load_vae, normal_grid
+
+    n = max(3, min(25, int(n or 12)))
+    model, _ = load_vae(FASHION)
+    with torch.no_grad():
+        images = model.decode(normal_grid(n))
+    return image_grid(images, nrow=n, padding=1, pad_value=1.0)
+
+
+def show_fashion(n):
+    return draw_map(), decode_plane(n)
+
+
+# --- faces ---------------------------------------------------------------------------------------
+
+def _faces():
+    from core.vae import load_vae
+
+    model, ckpt = load_vae(FACES)
+    vectors = dict(zip(ckpt.extras["attribute_names"], ckpt.extras["attribute_vectors"].float()))
+    return model, ckpt, vectors
+
+
+def _face_outputs(z, original, note):
+    """Everything a newly chosen face updates: state, original, reconstruction, dimension sliders, note."""
+    from core.vae import load_vae
+
+    _, ckpt = load_vae(FACES)
+    dims = ckpt.card["latent"]["most_active_dims"][:N_DIM_SLIDERS]
+    state = {"z": z.tolist()}
+    picture = render_face(state, *([0.0] * len(ATTRIBUTES)), *[float(z[d]) for d in dims])
+    sliders = [gr.update(value=0.0) for _ in ATTRIBUTES] + [gr.update(value=round(float(z[d]), 2)) for d in dims]
+    return [state, original, picture, note, *sliders]
+
+
+def random_face(seed):
+    """A face decoded from a random code of the prior (there is no original to compare with)."""
+    import torch
+
+    from core.runtime import clamp_seed, make_generator
+
+    seed = clamp_seed(seed)
+    model, _, _ = _faces()
+    z = torch.randn(model.config.latent_dim, generator=make_generator(seed))
+    return _face_outputs(z, None, f"A random code (seed {seed}) drawn from the prior N(0, I): no original exists.")
+
+
+def dataset_face(index):
+    """Test-split face #index of the synthetic dataset, encoded; shows the original beside its reconstruction."""
+    import torch
+
+    from core.data.faces import face_split
+
+    try:
+        index = int(index)
+    except (TypeError, ValueError):
+        raise ValueError("The face number must be a whole number.") from None
+    if not 0 <= index <= 99_999:
+        raise ValueError(f"Face numbers go from 0 to 99999, not {index}.")
+    model, _, _ = _faces()
+    batch = face_split("test", 1, start=index)
+    with torch.no_grad():
+        z = model.encode(batch.images)[0][0]
+    labels = ", ".join(name.replace("_", " ") for name, v in batch.labels.items() if v[0]) or "no labelled attributes"
+    return _face_outputs(z, _tensor_image(batch.images), f"Test face #{index} ({labels}), encoded to its mean code.")
+
+
+def uploaded_face(image):
+    """Any photo: cleaned up, centre-cropped and resized to 64x64, then encoded."""
+    import torch
+
+    from core.data.images import center_crop_square, pil_to_tensor, prepare_image
+
+    picture, notes = prepare_image(image)
+    width, height = picture.size
+    square = center_crop_square(picture, 64)
+    notes.append(f"centre-cropped and resized from {width}x{height} to 64x64")
+    model, _, _ = _faces()
+    with torch.no_grad():
+        z = model.encode(pil_to_tensor(square))[0][0]
+    note = ("Your photo was " + "; ".join(notes) + ". This VAE has only seen the lab's synthetic cartoon faces, "
+            "so it shows the nearest cartoon face it can make.")
+    return _face_outputs(z, _enlarge(square), note)
+
+
+def render_face(state, *values):
+    """Decode the current face with the attribute sliders (first len(ATTRIBUTES) values) added and the
+    most-active dimensions set to the remaining values."""
+    import torch
+
+    from core.vae import apply_attributes
+
+    if not state or "z" not in state:
+        raise ValueError("Choose a face first: a random one, one from the dataset, or upload a photo.")
+    model, ckpt, vectors = _faces()
+    z = torch.tensor(state["z"], dtype=torch.float32)
+    dims = ckpt.card["latent"]["most_active_dims"][:N_DIM_SLIDERS]
+    for d, value in zip(dims, values[len(ATTRIBUTES):]):
+        z[d] = max(-4.0, min(4.0, float(value if value is not None else z[d])))
+    strengths = {name: float(v or 0.0) for name, v in zip(ATTRIBUTES, values[:len(ATTRIBUTES)]) if name in vectors}
+    z = apply_attributes(z[None], vectors, strengths)
+    with torch.no_grad():
+        return _tensor_image(model.decode(z))
+
+
+def set_end(state, which, ends):
+    """Remember the current face as morph end A or B."""
+    if not state or "z" not in state:
+        raise ValueError("Choose a face first, then keep it as A or B.")
+    ends = dict(ends or {})
+    ends[which] = state["z"]
+    return ends, _face_from_code(state["z"])
+
+
+def _face_from_code(z):
+    import torch
+
+    model, _, _ = _faces()
+    with torch.no_grad():
+        return _tensor_image(model.decode(torch.tensor([z], dtype=torch.float32)), 128)
+
+
+def _ends(ends):
+    import torch
+
+    ends = ends or {}
+    if "A" not in ends or "B" not in ends:
+        raise ValueError("Keep two faces as A and B first (choose a face, then 'Keep as A' / 'Keep as B').")
+    return torch.tensor(ends["A"]), torch.tensor(ends["B"])
+
+
+def morph_faces(ends, steps, mode):
+    """The strip of in-between faces from A to B."""
+    import torch
+
+    from core.data.images import image_grid
+    from core.vae import morph
+
+    z0, z1 = _ends(ends)
+    steps = max(2, min(16, int(steps or 8)))
+    frames = morph(_faces()[0], z0, z1, steps, mode if mode in ("slerp", "lerp") else "slerp")
+    note = "A and B are the same face, so every frame is that face." if torch.equal(z0, z1) else ""
+    return image_grid(frames, nrow=steps, padding=2), note
+
+
+def morph_position(ends, t, mode):
+    """The single face at position t (0 = A, 1 = B) on the path."""
+    import torch
+
+    from core.latent import lerp, slerp
+
+    z0, z1 = _ends(ends)
+    t = max(0.0, min(1.0, float(t or 0.0)))
+    z = (lerp if mode == "lerp" else slerp)(z0[None], z1[None], t)
+    with torch.no_grad():
+        return _tensor_image(_faces()[0].decode(z))
+
+
+# --- layout ---------------------------------------------------------------------------------------
+
+def _faces_card() -> dict | None:
+    try:
+        return read_card("vae", FACES) if FACES in list_shipped("vae") else None
+    except (OSError, ValueError):
+        return None
+
+
+_CARD = _faces_card()
+ATTRIBUTES = list(_CARD["latent"]["attribute_names"]) if _CARD else []
+
+
+def _fashion_section() -> None:
+    gr.Markdown("### Fashion-MNIST in two dimensions\nEvery test image encoded to its mean code, coloured by "
+                "class. The KL term packs the codes into a round N(0, I) blob; click anywhere, even between "
+                "clusters, to decode that point. The grid decodes the plane at evenly spaced *probabilities* "
+                "(inverse normal CDF), so every cell covers the same prior mass.")
+    with gr.Row():
+        with gr.Column(scale=3):
+            fashion_map = gr.Image(label="latent map (click to decode)", type="pil", interactive=False)
+            show = gr.Button("Draw the map and the grid", variant="primary")
+        with gr.Column(scale=1):
+            decoded = gr.Image(label="decoded point", type="pil", interactive=False, height=200)
+            where = gr.Textbox(label="code", interactive=False)
+    with gr.Row():
+        n = gr.Slider(3, 25, value=15, step=1, label="grid size n (n x n decoded images)")
+    grid = gr.Image(label="decoded latent plane", type="pil", interactive=False)
+    show.click(user_errors(show_fashion), [n], [fashion_map, grid], **queue(TAB, 2))
+    fashion_map.select(user_errors(decode_map_click), None, [fashion_map, decoded, where], **queue(SLIDERS, 4))
+    n.release(user_errors(decode_plane), [n], [grid], **queue(SLIDERS, 4))
+
+
+def _faces_section() -> None:
+    gr.Markdown("### A 200-D face space\nFaces from the lab's synthetic dataset (exact labels: smiling, glasses, "
+                "hair colour, ...). Attribute vectors are Foster's trick: the mean code of faces *with* an "
+                "attribute minus the mean code of faces *without* it; add a multiple of one to any face.")
+    if not _CARD:
+        gr.Markdown("**The faces VAE is not trained yet**: run `python -m core.train vae --dataset faces`.")
+        return
+    dims = _CARD["latent"]["most_active_dims"][:N_DIM_SLIDERS]
+    kls = _CARD["latent"]["most_active_kl"][:N_DIM_SLIDERS]
+    state, ends = gr.State(None), gr.State({})
+    with gr.Row():
+        seed = gr.Number(value=0, label="seed", precision=0, minimum=0)
+        random_button = gr.Button("Random face", variant="primary")
+        index = gr.Number(value=0, label="test face #", precision=0, minimum=0, maximum=99_999)
+        dataset_button = gr.Button("Face from the dataset")
+    with gr.Row():
+        original = gr.Image(label="original (64x64, enlarged)", type="pil", interactive=False, height=SHOW)
+        face = gr.Image(label="decoded with your edits", type="pil", interactive=False, height=SHOW)
+        with gr.Column():
+            upload = gr.Image(label="or encode a photo (centre-cropped to a square)", type="pil", sources=["upload"],
+                              height=180)
+            upload_button = gr.Button("Encode my photo")
+    note = gr.Markdown()
+    with gr.Row():
+        with gr.Column():
+            gr.Markdown("**Attribute vectors** (multiples of the vector; 0 = the face as encoded)")
+            attribute_sliders = [gr.Slider(-4, 4, value=0, step=0.1, label=name.replace("_", " "))
+                                 for name in ATTRIBUTES]
+        with gr.Column():
+            gr.Markdown("**The most active latent dimensions** (by KL: the ones the model really uses; "
+                        "the other ~190 stay at the prior and decode to nothing)")
+            dim_sliders = [gr.Slider(-4, 4, value=0, step=0.05, label=f"z[{d}]  (KL {kl:.2f} nats)")
+                           for d, kl in zip(dims, kls)]
+    gr.Markdown("**Morph** between two faces")
+    with gr.Row():
+        keep_a, keep_b = gr.Button("Keep as A"), gr.Button("Keep as B")
+        face_a = gr.Image(label="A", type="pil", interactive=False, height=128)
+        face_b = gr.Image(label="B", type="pil", interactive=False, height=128)
+        with gr.Column():
+            steps = gr.Slider(2, 16, value=8, step=1, label="frames")
+            mode = gr.Radio(["slerp", "lerp"], value="slerp", label="path")
+            t = gr.Slider(0, 1, value=0.5, step=0.01, label="position from A (0) to B (1)")
+            morph_button = gr.Button("Morph", variant="primary")
+    strip = gr.Image(label="A -> B", type="pil", interactive=False)
+    between = gr.Image(label="face at the chosen position", type="pil", interactive=False, height=SHOW)
+    morph_note = gr.Markdown()
+
+    sliders = attribute_sliders + dim_sliders
+    chosen = [state, original, face, note, *sliders]
+    random_button.click(user_errors(random_face), [seed], chosen, **queue(TAB, 2))
+    dataset_button.click(user_errors(dataset_face), [index], chosen, **queue(TAB, 2))
+    upload_button.click(user_errors(uploaded_face), [upload], chosen, **queue(TAB, 2))
+    for slider in sliders:
+        slider.input(user_errors(render_face), [state, *sliders], [face], trigger_mode="always_last",
+                     show_progress="hidden", **queue(SLIDERS, 4))
+    keep_a.click(user_errors(lambda s, e: set_end(s, "A", e)), [state, ends], [ends, face_a], **queue(TAB, 2))
+    keep_b.click(user_errors(lambda s, e: set_end(s, "B", e)), [state, ends], [ends, face_b], **queue(TAB, 2))
+    morph_button.click(user_errors(morph_faces), [ends, steps, mode], [strip, morph_note], **queue(TAB, 2)).then(
+        user_errors(morph_position), [ends, t, mode], [between], **queue(SLIDERS, 4))
+    t.input(user_errors(morph_position), [ends, t, mode], [between], trigger_mode="always_last",
+            show_progress="hidden", **queue(SLIDERS, 4))
 
 
 def build() -> None:
-    not_built_yet("VAE", "Variational autoencoders: a 2-D latent map, latent sliders, attribute vectors, morphing.", 6)
+    gr.Markdown("## Variational autoencoders\nAn encoder maps each image to a Gaussian over codes, a decoder "
+                "maps codes back; the KL term keeps the codes near N(0, I), so *every* point decodes to "
+                "something plausible. Models: see their cards in `assets/checkpoints/vae/`.")
+    if FASHION in list_shipped("vae"):
+        _fashion_section()
+    else:
+        gr.Markdown("**The Fashion-MNIST VAE is not trained yet**: run `python -m core.train vae --dataset fashion`.")
+    _faces_section()

@@ -1,6 +1,7 @@
 """VAE model, loss, latent tools, the CelebA loader and the training entry point, on tiny data."""
 import math
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -49,13 +50,13 @@ def test_encode_decode_shapes_and_sampling():
 
 def test_loss_falls_on_a_tiny_batch_and_logs_both_terms():
     torch.manual_seed(0)
-    model = VAE(TINY)
-    x = torch.rand(8, 3, 16, 16).round()  # a fixed batch to memorise
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model = VAE(VAEConfig(image_size=8, channels=1, latent_dim=2, widths=[4, 8]))
+    x = torch.rand(4, 1, 8, 8).round()  # a fixed batch to memorise
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     gen = make_generator(0)
     first = vae_loss(model, x, beta=1.0, generator=gen)
     assert torch.isclose(first["loss"], first["recon"] + first["kl"])
-    for _ in range(80):
+    for _ in range(50):
         terms = vae_loss(model, x, beta=1.0, generator=gen)
         opt.zero_grad()
         terms["loss"].backward()
@@ -140,3 +141,77 @@ def test_training_on_celeba_writes_a_checkpoint_with_attribute_vectors(tmp_path)
     assert [p["epoch"] for p in ckpt.card["curves"]] == [1, 2]
     assert {"valid_elbo", "valid_recon", "valid_kl"} <= set(ckpt.card["metrics"])
     assert out.with_suffix(".json").is_file()
+
+
+@pytest.fixture
+def tiny_shipped(monkeypatch):
+    """The tab's handlers, wired to tiny untrained VAEs instead of the shipped checkpoints."""
+    import tabs.vae as tab
+    from core import vae
+    from core.checkpoints import Checkpoint
+
+    torch.manual_seed(0)
+    faces = VAE(VAEConfig(image_size=64, channels=3, latent_dim=6, widths=[4, 4, 4, 4])).eval()
+    fashion = VAE(VAEConfig(image_size=32, channels=1, latent_dim=2, widths=[4, 4, 4])).eval()
+    names = ["smiling", "eyeglasses"]
+    face_ckpt = Checkpoint(config={}, state_dict={}, card={"latent": {"most_active_dims": [5, 0, 2, 1, 3, 4],
+                                                                      "attribute_names": names}},
+                           extras={"attribute_names": names, "attribute_vectors": torch.eye(6)[:2]})
+    fashion_ckpt = Checkpoint(config={}, state_dict={}, extras={
+        "map_codes": torch.randn(300, 2), "map_labels": torch.arange(300) % 10,
+        "class_names": [f"class {i}" for i in range(10)]})
+    models = {"faces_200d": (faces, face_ckpt), "fashion_2d": (fashion, fashion_ckpt)}
+    monkeypatch.setattr(vae, "load_vae", lambda name: models[name])
+    monkeypatch.setattr(tab, "ATTRIBUTES", names)
+    return tab, faces
+
+
+def test_face_handlers_edit_decode_and_morph(tiny_shipped):
+    tab, model = tiny_shipped
+    outputs = tab.dataset_face(7)
+    state, original, picture, note = outputs[:4]
+    assert len(state["z"]) == 6 and original.size == picture.size == (tab.SHOW, tab.SHOW)
+    assert "#7" in note
+    dims = outputs[4 + len(tab.ATTRIBUTES):]
+    assert [d["value"] for d in dims] == [round(state["z"][d], 2) for d in (5, 0, 2, 1, 3, 4)]
+    neutral = tab.render_face(state, 0.0, 0.0, *[state["z"][d] for d in (5, 0, 2, 1, 3, 4)])
+    smiling = tab.render_face(state, 4.0, 0.0, *[state["z"][d] for d in (5, 0, 2, 1, 3, 4)])
+    extreme = tab.render_face(state, 99.0, 0.0, *[state["z"][d] for d in (5, 0, 2, 1, 3, 4)])  # clamped to 4
+    assert np.asarray(neutral).tolist() != np.asarray(smiling).tolist()
+    assert np.asarray(extreme).tolist() == np.asarray(smiling).tolist()
+    with pytest.raises(ValueError, match="Choose a face"):
+        tab.render_face(None, 0.0)
+    ends, _ = tab.set_end(state, "A", {})
+    ends, _ = tab.set_end(state, "B", ends)
+    strip, note = tab.morph_faces(ends, 4, "slerp")
+    assert "same face" in note and strip.size[0] > 4 * 64
+    with pytest.raises(ValueError, match="A and B"):
+        tab.morph_faces({"A": state["z"]}, 4, "slerp")
+    assert tab.morph_position(ends, 2.0, "lerp").size == (tab.SHOW, tab.SHOW)  # t clamped to 1
+    with pytest.raises(ValueError, match="whole number"):
+        tab.dataset_face("seven")
+
+
+def test_uploaded_photos_of_any_shape_are_cropped_with_a_note(tiny_shipped):
+    tab, _ = tiny_shipped
+    photo = Image.new("RGBA", (300, 120), (200, 30, 30, 128))
+    outputs = tab.uploaded_face(photo)
+    assert "centre-cropped and resized from 300x120 to 64x64" in outputs[3]
+    with pytest.raises(ValueError, match="at least"):
+        tab.uploaded_face(Image.new("L", (10, 10)))
+    with pytest.raises(ValueError, match="No image"):
+        tab.uploaded_face(None)
+
+
+def test_fashion_map_click_and_grid(tiny_shipped):
+    import gradio as gr
+
+    tab, _ = tiny_shipped
+    assert tab.draw_map().size == (tab.MAP_SIZE + tab.MAP_LEGEND, tab.MAP_SIZE)
+    event = gr.SelectData(None, {"index": [tab.MAP_SIZE // 2, 0], "value": None})
+    _, decoded, where = tab.decode_map_click(event)
+    assert where.startswith("z = (+0.0") and decoded.size == (192, 192)
+    with pytest.raises(ValueError, match="legend"):
+        tab.decode_map_click(gr.SelectData(None, {"index": [tab.MAP_SIZE + 5, 10], "value": None}))
+    grid = tab.decode_plane(4)
+    assert grid.size == (4 * 33 + 1, 4 * 33 + 1)

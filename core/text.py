@@ -21,6 +21,8 @@ import argparse
 import copy
 import functools
 import math
+import shlex
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -395,6 +397,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # without clipping, LSTMs occasionally take a huge step and diverge
     eval_every: int = 250
     eval_windows: int = 128  # fixed validation windows, so successive evaluations are comparable
+    bf16: bool = False  # bfloat16 autocast: ~1.3x faster on CPUs with AVX512-BF16; weights stay float32
 
 
 def loss_on_windows(model: nn.Module, ids: torch.Tensor, starts: torch.Tensor, context: int,
@@ -484,8 +487,9 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             x, y = self.batch()
-            logits, _ = self.model(x)
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.config.bf16):
+                logits, _ = self.model(x)
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
@@ -493,10 +497,12 @@ class Trainer:
             self.step += 1
             recent.append(loss.item())
             event = {"step": self.step, "loss": recent[-1], "lr": lr}
+            self.elapsed_s += time.monotonic() - started
             if self.step % self.config.eval_every == 0 or self.progress() >= 1.0:
+                started = time.monotonic()
                 event["val_loss"] = self._record(sum(recent) / len(recent))
                 recent = []
-            self.elapsed_s += time.monotonic() - started
+                self.elapsed_s += time.monotonic() - started
             yield event
 
     def _record(self, train_loss: float) -> float:
@@ -560,6 +566,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--weight-decay", type=float, default=0.1)
     parser.add_argument("--eval-every", type=int, default=250)
+    parser.add_argument("--bf16", action="store_true", help="train in bfloat16 autocast (faster on recent CPUs)")
     parser.add_argument("--half", action="store_true", help="store float16 weights (half the file size)")
 
 
@@ -583,12 +590,16 @@ def train_main(args) -> Path:
     model = build_model(args.model, len(tokenizer), **sizes).to(device)
     config = TrainConfig(batch_size=args.batch_size, context=args.context, max_steps=args.steps,
                          minutes=args.minutes, lr=args.lr, warmup_steps=args.warmup,
-                         weight_decay=args.weight_decay, eval_every=args.eval_every)
+                         weight_decay=args.weight_decay, eval_every=args.eval_every, bf16=args.bf16)
     trainer = Trainer(model, train_ids, val_ids, config, seed=args.seed)
     out = Path(args.out) if args.out else shipped_path("text", args.name or f"{args.model}_{corpus_path.stem}")
     resume_path = out.with_name(out.name + ".resume.pt")
+    command = "python -m core.train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    commands = [command]  # a resumed run lists every command that contributed to it
     if args.resume:
-        trainer.load_state_dict(load_resume(resume_path))
+        state = load_resume(resume_path)
+        trainer.load_state_dict(state)
+        commands = state.get("commands", []) + commands
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{args.model}: {n_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}, "
           f"{len(train_ids):,} train / {len(val_ids):,} validation characters")
@@ -598,12 +609,12 @@ def train_main(args) -> Path:
             print(f"step {event['step']}: train {trainer.curve[-1]['train_loss']:.4f} "
                   f"val {event['val_loss']:.4f} ({trainer.elapsed_s / 60:.1f} min)", flush=True)
         if save_every.due():
-            save_resume(resume_path, trainer.state_dict())
-    save_resume(resume_path, trainer.state_dict())
+            save_resume(resume_path, trainer.state_dict() | {"commands": commands})
+    save_resume(resume_path, trainer.state_dict() | {"commands": commands})
     model = trainer.best_model()
     metrics = {"val_loss_nats_per_char": round(trainer.best_val, 4), "parameters": n_params,
                "val_loss_full_split": round(split_loss(model, val_ids, config.context), 4)}
-    card = make_card(data=f"{corpus_path.name}: {len(text):,} characters, first 90% train, last 10% validation",
+    card = make_card(command=" && ".join(commands), data=f"{corpus_path.name}: {len(text):,} characters, first 90% train, last 10% validation",
                      wall_time_s=trainer.elapsed_s, metrics=metrics, device=device, steps=trainer.step,
                      train_config=asdict(config), curve=trainer.curve)
     return save_checkpoint(out, model, model.config, card, half=args.half,

@@ -353,13 +353,11 @@ def load_training_images(data: str, size: int, data_dir=None, limit: int | None 
             x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
             description += f", resized to {size}"
     elif data == "faces":
-        from core.data.faces import make_faces
+        from core.data.faces import face_split
 
         n = limit or 20000
-        x = make_faces(n, seed=0).images
-        if x.shape[-1] != size:
-            x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-        description = f"synthetic faces from core.data.faces (make_faces({n}, seed=0)), resized to {size}x{size}"
+        x = face_split("train", n, size=size).images  # drawn at `size`, the split the metrics compare with
+        description = f"synthetic faces, core.data.faces.face_split('train', {n}, size={size})"
     else:
         raise ValueError(f"Unknown data {data!r}; choose fashion or faces.")
     return x * 2 - 1, description

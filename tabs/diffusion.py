@@ -1,6 +1,403 @@
-"""Diffusion tab (placeholder until issue #8 lands)."""
-from tabs.common import not_built_yet
+"""Diffusion tab: DDPM/DDIM sampling with a step-by-step viewer, the forward (noising) process with
+its schedule, steps versus quality, and interpolation between start noises.
 
+Widgets and events only; schedules, the U-Net and the samplers live in core.diffusion.
+Nothing heavy is imported until a handler runs, so the app starts fast. One sampling run
+precomputes every frame of the viewer (kept per user in gr.State), so scrubbing the slider
+or playing the animation never runs the network again.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import gradio as gr
+
+from core.registry import ROOT, list_shipped, read_card, shipped_path
+from tabs.common import queue, user_errors
+
+TAB = "diffusion"
+VIEW = "diffusion-view"  # scrubbing, playing and noising are cheap: their own, wider slot
+MODEL_LABELS = {"fashion32": "Fashion-MNIST · 32×32 (grayscale)", "faces32": "synthetic faces · 32×32 (colour)"}
+SCHEDULES = ["cosine", "offset-cosine", "linear"]  # same names as core.diffusion.SCHEDULES (no torch here)
+MAX_SAMPLES = 36           # images per run (a 6x6 grid)
+MAX_STEPS = 1000           # core.diffusion.MAX_STEPS: the finest time grid
+MAX_FRAMES = 101           # frames kept for the viewer (start noise + up to 100 steps, evenly spread)
+QUALITY_STEPS = [1, 2, 5, 10, 20, 50, 100]
+MAX_INTERPOLATION = 16
+SHOW_PX = 64               # each 32-px image is enlarged to this for display
+EXAMPLES = sorted((ROOT / "assets" / "examples" / "diffusion").glob("*.png"))
+
+INTRO = """### Diffusion: learn to remove noise, then start from pure noise
+**Forward process** (fixed, no learning): mix an image with Gaussian noise,
+x_t = signal(t) · x₀ + noise(t) · ε, with signal² + noise² = 1. At t = 0 it is the image, at t = 1 pure noise.
+**Training**: show the U-Net a noised image and its noise level, ask it for the noise ε.
+**Sampling** runs time **backwards**, t = 1 → 0: at each step the network's noise estimate gives a guess of the
+clean image x̂₀; the sampler re-noises that guess a little less than before (DDIM, deterministic at η = 0) or
+adds fresh random noise (DDPM, or DDIM with η = 1), and repeats."""
+
+
+# --- shipped models ---------------------------------------------------------------------------
+
+def model_choices() -> list[tuple[str, str]]:
+    # Only finished checkpoints have their card beside them (a training's resume file has none).
+    return [(MODEL_LABELS.get(name, name), name) for name in list_shipped(TAB)
+            if shipped_path(TAB, name).with_suffix(".json").is_file()]
+
+
+def model_card(name) -> str:
+    if not name:
+        return ""
+    card = read_card(TAB, name)
+    config = card.get("config", {})
+    return (f"**{MODEL_LABELS.get(name, name)}**: U-Net widths {config.get('widths')}, trained on the "
+            f"{config.get('schedule')} schedule for {card.get('steps', '?'):,} steps "
+            f"({card.get('wall_time_s', 0) / 60:.0f} min, {card.get('hardware', '?')}); data: {card.get('data')}. "
+            f"EMA weights. Made with `{card.get('command')}`.")
+
+
+def _model(name):
+    from core import diffusion
+
+    if name not in dict((v, k) for k, v in model_choices()):
+        raise ValueError("Pick one of the shipped diffusion models." if name else
+                         "No diffusion model is trained yet: see the README for the training command.")
+    return diffusion.load_model(name)
+
+
+# --- argument checks: clamp what can be clamped, refuse with a sentence what cannot ----------------
+
+def _samples(n) -> tuple[int, str]:
+    n = int(n or 0)
+    if n < 1:
+        raise ValueError(f"Ask for at least 1 sample, not {n}.")
+    if n > MAX_SAMPLES:
+        return MAX_SAMPLES, f"Limited to {MAX_SAMPLES} samples per run (a CPU lab). "
+    return n, ""
+
+
+def _steps(steps) -> int:
+    steps = int(steps or 0)
+    if not 1 <= steps <= MAX_STEPS:
+        raise ValueError(f"Steps must be between 1 and {MAX_STEPS} (the finest grid the model knows); "
+                         f"{steps} was asked for.")
+    return steps
+
+
+def _eta(eta) -> float:
+    eta = float(eta if eta is not None else 0.0)
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"η must be between 0 (deterministic DDIM) and 1 (as random as DDPM); got {eta}.")
+    return eta
+
+
+# --- pictures ------------------------------------------------------------------------------------
+
+def _grid(images, columns: int):
+    """[N, C, 32, 32] in [0, 1] -> an enlarged PIL grid."""
+    from PIL import Image
+
+    from core.data.images import image_grid
+
+    grid = image_grid(images, nrow=columns)
+    factor = max(1, SHOW_PX // images.shape[-1])
+    return grid.resize((grid.width * factor, grid.height * factor), Image.NEAREST)
+
+
+def _side_by_side(left, right, left_title: str, right_title: str):
+    """Two grids with a title above each, as one image (the viewer's frame)."""
+    from PIL import Image, ImageDraw
+
+    gap, top = 16, 22
+    canvas = Image.new("RGB", (left.width + gap + right.width, max(left.height, right.height) + top), "white")
+    canvas.paste(left.convert("RGB"), (0, top))
+    canvas.paste(right.convert("RGB"), (left.width + gap, top))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((4, 4), left_title, fill="black")
+    draw.text((left.width + gap + 4, 4), right_title, fill="black")
+    return canvas
+
+
+def _columns(n: int) -> int:
+    import math
+
+    return max(1, math.ceil(math.sqrt(n)))
+
+
+def _caption(step: int, steps: int, t: float, signal: float, noise: float) -> str:
+    if step == 0:
+        return (f"**Step 0 of {steps}** · t = 1.00 (start: pure noise) · signal rate {signal:.3f}, "
+                f"noise rate {noise:.3f}. Time runs backwards: each step moves t towards 0.")
+    where = "t = 0: the finished image" if step == steps else "t ↓ towards 0 (the image)"
+    return (f"**Step {step} of {steps}** · t = {t:.3f} ({where}) · signal rate {signal:.3f}, "
+            f"noise rate {noise:.3f}. Left: x_t, the sample so far. Right: x̂₀, the network's current guess "
+            "of the clean image.")
+
+
+# --- sampling with the step viewer -----------------------------------------------------------------
+
+def generate(name, seed, n, sampler, steps, eta, schedule):
+    """Sample n images, keeping a viewer frame per step. Streams
+    (final grid, frames state, viewer slider, viewer image, caption, note)."""
+    from core import diffusion
+    from core.runtime import make_generator
+
+    model = _model(name)
+    n, note = _samples(n)
+    steps, eta = _steps(steps), _eta(eta)
+    if sampler == "DDPM" and eta not in (0.0, 1.0):
+        note += "η only applies to DDIM (DDPM always adds the full posterior noise). "
+    if schedule != model.config.schedule:
+        note += (f"Sampling on the {schedule} schedule although the model trained on {model.config.schedule}: "
+                 "it works because the network is told the noise level, not a step number. ")
+    ddim = diffusion.Sampler(sampler, steps, eta, schedule)
+    generator = make_generator(seed)
+    x = diffusion.start_noise(n, model.config, generator)
+    columns = _columns(n)
+    keep = {round(i * steps / (MAX_FRAMES - 1)) for i in range(MAX_FRAMES)} if steps >= MAX_FRAMES else None
+    if keep:
+        note += f"The viewer keeps {len(keep)} of the {steps + 1} frames, evenly spread. "
+    signal, noise = ddim.rates(0)
+    blank = _grid(diffusion.to_unit(x) * 0 + 0.5, columns)
+    start = _grid(diffusion.to_unit(x), columns)
+    frames = [(_side_by_side(start, blank, "x_t at t = 1 (pure noise)", "x0 guess: none yet"),
+               _caption(0, steps, 1.0, signal, noise))]
+    slider = gr.update(maximum=1, value=0)  # a slider needs maximum > minimum
+    yield None, frames, slider, frames[0][0], frames[0][1], note.strip() or "Sampling…"
+    last_yield = time.monotonic()
+    for frame in diffusion.denoise(model, ddim, x, generator):
+        if keep is None or frame.step in keep:
+            left = _grid(diffusion.to_unit(frame.x_t), columns)
+            right = _grid(diffusion.to_unit(frame.x0), columns)
+            image = _side_by_side(left, right, f"x_t at t = {frame.t:.3f}", "x0 guess (predicted clean image)")
+            frames.append((image, _caption(frame.step, steps, frame.t, frame.signal_rate, frame.noise_rate)))
+        if time.monotonic() - last_yield > 0.5 or frame.step == steps:
+            last_yield = time.monotonic()
+            done = frame.step == steps
+            yield (_grid(diffusion.to_unit(frame.x_t), columns) if done else None, frames,
+                   gr.update(maximum=max(1, len(frames) - 1), value=len(frames) - 1), frames[-1][0], frames[-1][1],
+                   note.strip() or ("Done." if done else f"Step {frame.step} of {steps}…"))
+
+
+def show_frame(frames, index):
+    """The viewer at one precomputed frame (no network call) -> (image, caption)."""
+    if not frames:
+        return None, "Sample first: the viewer shows the steps of the last run."
+    index = min(max(int(index or 0), 0), len(frames) - 1)
+    return frames[index]
+
+
+def play(frames, index, seconds_per_frame=0.08):
+    """Animate the viewer from the current frame (or the start, when at the end)."""
+    if not frames:
+        raise ValueError("Sample first: there are no steps to play yet.")
+    start = 0 if int(index or 0) >= len(frames) - 1 else int(index or 0)
+    for i in range(start, len(frames)):
+        yield i, frames[i][0], frames[i][1]
+        time.sleep(seconds_per_frame)
+
+
+def frames_gif(frames) -> str:
+    """The viewer's frames as an animated GIF (holding the last frame a while)."""
+    from core.data.images import save_gif
+
+    if not frames:
+        raise ValueError("Sample first: there are no steps to save yet.")
+    images = [image for image, _ in frames] + [frames[-1][0]] * 10
+    path = Path(tempfile.mkdtemp(prefix="genlab-diffusion-")) / "diffusion_steps.gif"
+    return save_gif(images, path, seconds_per_frame=0.08)
+
+
+# --- forward process ---------------------------------------------------------------------------
+
+def _example_image(example, upload):
+    from core.data.images import center_crop_square, pil_to_tensor, prepare_image
+
+    if upload is not None:
+        image, _ = prepare_image(upload)
+    else:
+        matches = [p for p in EXAMPLES if p.name == example]
+        if not matches:
+            raise ValueError("Pick one of the example images or upload one.")
+        image, _ = prepare_image(str(matches[0]))
+    return pil_to_tensor(center_crop_square(image, 32)) * 2 - 1
+
+
+def schedule_plot(schedule, t):
+    """Signal and noise rates of a schedule against t, with the chosen t marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from core.diffusion import schedule_rates
+
+    grid = torch.linspace(0, 1, 201)
+    fig, ax = plt.subplots(figsize=(4.6, 2.8), dpi=100)
+    for name in SCHEDULES:
+        signal, noise = schedule_rates(name, grid)
+        width, alpha = (2.2, 1.0) if name == schedule else (1.0, 0.35)
+        ax.plot(grid, signal, color="tab:blue", lw=width, alpha=alpha, label=f"signal ({name})" if name == schedule else None)
+        ax.plot(grid, noise, color="tab:red", lw=width, alpha=alpha, label=f"noise ({name})" if name == schedule else None)
+    ax.axvline(float(t), color="black", ls="--", lw=1)
+    ax.set_xlabel("diffusion time t   (sampling runs from 1 back to 0)")
+    ax.set_ylabel("rate")
+    ax.set_title("faint lines: the other schedules", fontsize=8)
+    ax.legend(fontsize=7, loc="center right")
+    fig.tight_layout()
+    return fig
+
+
+def forward_process(example, upload, t, schedule, seed=0):
+    """One image noised at time t, a strip over t = 0 … 1, and the schedule plot."""
+    import torch
+
+    from core.diffusion import add_noise, schedule_rates, to_unit
+    from core.runtime import make_generator
+
+    if schedule not in SCHEDULES:
+        raise ValueError(f"Pick a schedule: {', '.join(SCHEDULES)}.")
+    t = min(max(float(t or 0.0), 0.0), 1.0)
+    x0 = _example_image(example, upload)
+    noise = torch.randn(x0.shape, generator=make_generator(seed))  # the same ε at every t: only the mix changes
+    x_t = add_noise(x0, t, noise, schedule)
+    times = torch.linspace(0, 1, 11)
+    strip = add_noise(x0.expand(len(times), -1, -1, -1), times, noise.expand(len(times), -1, -1, -1), schedule)
+    signal, noise_rate = schedule_rates(schedule, torch.tensor(t))
+    caption = (f"t = {t:.2f}: x_t = {float(signal):.3f} · x₀ + {float(noise_rate):.3f} · ε "
+               f"(signal² + noise² = {float(signal ** 2 + noise_rate ** 2):.3f}). Strip: t = 0, 0.1, …, 1.")
+    return _grid(to_unit(x_t), 1), _grid(to_unit(strip), len(times)), schedule_plot(schedule, t), caption
+
+
+# --- steps versus quality, interpolation ------------------------------------------------------------
+
+def steps_versus_quality(name, seed, n_rows=4):
+    """The same start noise sampled with 1, 2, 5, … 100 DDIM steps (η = 0): one column per count."""
+    import torch
+
+    from core import diffusion
+    from core.runtime import make_generator
+
+    model = _model(name)
+    n_rows = min(max(int(n_rows or 1), 1), 8)
+    noise = diffusion.start_noise(n_rows, model.config, make_generator(seed))
+    columns = [diffusion.sample(model, n_rows, make_generator(seed), steps=s, noise=noise)
+               for s in QUALITY_STEPS]
+    grid = torch.stack(columns, dim=1).flatten(0, 1)  # row = one start noise, column = one step count
+    return _grid(grid, len(QUALITY_STEPS)), "Columns, left to right: " + ", ".join(f"{s} step{'s' * (s > 1)}"
+                                                                                  for s in QUALITY_STEPS) + "."
+
+
+def interpolation(name, seed_a, seed_b, frames, steps=50):
+    """Spherical interpolation between two seeds' start noises, each decoded with DDIM η = 0."""
+    from core import diffusion
+    from core.latent import interpolate
+    from core.runtime import clamp_seed, make_generator
+
+    model = _model(name)
+    seed_a, seed_b = clamp_seed(seed_a), clamp_seed(seed_b)
+    if seed_a == seed_b:
+        raise ValueError(f"Both ends use seed {seed_a}: pick two different seeds.")
+    frames = min(max(int(frames or 2), 2), MAX_INTERPOLATION)
+    steps = _steps(steps)
+    a = diffusion.start_noise(1, model.config, make_generator(seed_a))
+    b = diffusion.start_noise(1, model.config, make_generator(seed_b))
+    noises = interpolate(a, b, frames, mode="slerp").squeeze(1)
+    images = diffusion.sample(model, frames, make_generator(0), steps=steps, noise=noises)
+    return _grid(images, frames)
+
+
+# --- layout ----------------------------------------------------------------------------------------
 
 def build() -> None:
-    not_built_yet("Diffusion", "DDPM/DDIM denoising diffusion with a step-by-step viewer.", 8)
+    gr.Markdown(INTRO)
+    choices = model_choices()
+    if not choices:
+        gr.Markdown("**No diffusion model is shipped yet.** Train one with "
+                    "`python -m core.train diffusion --data fashion --minutes 60` (see the README); "
+                    "the forward-process view below works without a model.")
+    default = choices[0][1] if choices else None
+    with gr.Row():
+        model = gr.Dropdown(choices, value=default, label="model", interactive=bool(choices))
+        card = gr.Markdown(model_card(default) if default else "")
+    model.change(model_card, model, card, **queue(VIEW, 8))
+
+    with gr.Tab("Sample and watch the steps"):
+        with gr.Row():
+            seed = gr.Number(0, label="seed", precision=0, minimum=0)
+            n = gr.Slider(1, MAX_SAMPLES, value=16, step=1, label="samples")
+            sampler = gr.Radio(["DDIM", "DDPM"], value="DDIM", label="sampler")
+            steps = gr.Slider(1, MAX_STEPS, value=50, step=1, label="steps")
+            eta = gr.Slider(0, 1, value=0.0, step=0.05, label="η (DDIM: 0 deterministic … 1 random)")
+            schedule = gr.Dropdown(SCHEDULES, value="cosine", label="schedule used for sampling")
+        with gr.Row():
+            go = gr.Button("Sample", variant="primary")
+            stop = gr.Button("Stop")
+        note = gr.Markdown()
+        with gr.Row():
+            final = gr.Image(label="samples (t = 0)", type="pil", format="png", scale=1)
+            with gr.Column(scale=2):
+                viewer = gr.Image(label="step viewer: x_t (left) and the guess x̂₀ (right)", type="pil",
+                                  format="png")
+                caption = gr.Markdown()
+                position = gr.Slider(0, 1, value=0, step=1,
+                                     label="step (0 = pure noise at t = 1 → last = image at t = 0)")
+                with gr.Row():
+                    play_button = gr.Button("▶ Play")
+                    pause = gr.Button("Pause")
+                    gif_button = gr.Button("Make GIF")
+                gif = gr.File(label="GIF of the steps")
+        frames = gr.State([])
+        run = go.click(user_errors(generate), [model, seed, n, sampler, steps, eta, schedule],
+                       [final, frames, position, viewer, caption, note], **queue(TAB, 1))
+        stop.click(None, None, None, cancels=[run])
+        position.input(show_frame, [frames, position], [viewer, caption], **queue(VIEW, 8))
+        playing = play_button.click(user_errors(play), [frames, position], [position, viewer, caption],
+                                    **queue(VIEW, 8))
+        pause.click(None, None, None, cancels=[playing])
+        gif_button.click(user_errors(frames_gif), frames, gif, **queue(VIEW, 8))
+
+    with gr.Tab("Forward process"):
+        with gr.Row():
+            with gr.Column():
+                example = gr.Dropdown([p.name for p in EXAMPLES], value=EXAMPLES[0].name if EXAMPLES else None,
+                                      label="dataset image")
+                upload = gr.Image(label="…or upload your own (cropped to 32×32)", type="pil", sources=["upload"])
+                t = gr.Slider(0, 1, value=0.3, step=0.01, label="t (0 = image, 1 = noise)")
+                fwd_schedule = gr.Dropdown(SCHEDULES, value="cosine", label="schedule")
+            with gr.Column():
+                noised = gr.Image(label="x_t", type="pil", format="png")
+                fwd_caption = gr.Markdown()
+                plot = gr.Plot(label="schedule")
+        strip = gr.Image(label="the same image and noise at t = 0, 0.1, …, 1", type="pil", format="png")
+        inputs, outputs = [example, upload, t, fwd_schedule], [noised, strip, plot, fwd_caption]
+        for control in (example, upload, fwd_schedule):
+            control.change(user_errors(forward_process), inputs, outputs, **queue(VIEW, 8))
+        t.release(user_errors(forward_process), inputs, outputs, **queue(VIEW, 8))
+
+    with gr.Tab("Steps versus quality"):
+        gr.Markdown("The same start noise, decoded with DDIM (η = 0) in 1, 2, 5, 10, 20, 50 and 100 steps. "
+                    "One step jumps straight to the network's first guess: the blurry average of everything "
+                    "the noise could have been. More steps let it commit to details.")
+        with gr.Row():
+            q_seed = gr.Number(0, label="seed", precision=0, minimum=0)
+            rows = gr.Slider(1, 8, value=4, step=1, label="rows (start noises)")
+            q_go = gr.Button("Compare", variant="primary")
+        q_image = gr.Image(label="columns: steps", type="pil", format="png")
+        q_note = gr.Markdown()
+        q_go.click(user_errors(steps_versus_quality), [model, q_seed, rows], [q_image, q_note], **queue(TAB, 1))
+
+    with gr.Tab("Interpolate start noise"):
+        gr.Markdown("Spherical interpolation (slerp) between the start noises of two seeds, each decoded "
+                    "deterministically (DDIM, η = 0): the image changes smoothly because the same noise always "
+                    "gives the same image.")
+        with gr.Row():
+            seed_a = gr.Number(1, label="seed A", precision=0, minimum=0)
+            seed_b = gr.Number(2, label="seed B", precision=0, minimum=0)
+            count = gr.Slider(2, MAX_INTERPOLATION, value=8, step=1, label="frames")
+            i_steps = gr.Slider(5, 100, value=50, step=1, label="DDIM steps")
+            i_go = gr.Button("Interpolate", variant="primary")
+        i_image = gr.Image(label="A → B", type="pil", format="png")
+        i_go.click(user_errors(interpolation), [model, seed_a, seed_b, count, i_steps], i_image, **queue(TAB, 1))

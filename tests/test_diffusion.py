@@ -155,3 +155,59 @@ def test_a_tiny_model_learns_to_predict_noise():
         pass
     after = eval_loss()
     assert after < 0.7 * before, (before, after)
+
+
+# --- the tab's handlers, on a tiny untrained model (behaviour, not image quality) ---------------
+
+@pytest.fixture
+def tab_with_tiny_model(monkeypatch):
+    from tabs import diffusion as tab
+
+    model = tiny_model()
+    calls = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    monkeypatch.setattr(tab, "_model", lambda name: model)
+    return tab, calls
+
+
+def test_tab_viewer_frames_are_precomputed_and_scrubbing_runs_no_network(tab_with_tiny_model):
+    tab, calls = tab_with_tiny_model
+    *_, last = tab.generate("tiny", 3, 4, "DDIM", 6, 0.0, "cosine")
+    final, frames, slider, viewer, caption, note = last
+    assert len(frames) == 7 and final is not None and "Step 6 of 6" in caption
+    assert slider["maximum"] == 6
+    assert "Step 0 of 6" in frames[0][1] and "pure noise" in frames[0][1]
+    n_calls = len(calls)
+    for i in (0, 3, 6, 99, -5):  # out-of-range positions are clamped, not errors
+        image, text = tab.show_frame(frames, i)
+        assert image is not None and text
+    assert list(tab.play(frames, 6))[0][0] == 0  # at the end, play restarts from noise
+    assert len(calls) == n_calls  # scrubbing and playing never ran the network
+    assert tab.frames_gif(frames).endswith(".gif")
+
+
+def test_tab_caps_and_refuses_bad_input(tab_with_tiny_model):
+    tab, _ = tab_with_tiny_model
+    *_, last = tab.generate("tiny", 2**40, 500, "DDIM", 2, 0.0, "cosine")  # huge seed wraps, n is capped
+    assert "Limited to 36" in last[5]
+    for args in [(0, 0.0), (100_000, 0.0), (10, 1.5), (10, -1)]:
+        with pytest.raises(ValueError):
+            next(tab.generate("tiny", 0, 4, "DDIM", *args, "cosine"))
+    with pytest.raises(ValueError, match="different seeds"):
+        tab.interpolation("tiny", 5, 5, 4, 5)
+    assert tab.interpolation("tiny", 1, 2, 3, 2).width > 0
+    image, note = tab.steps_versus_quality("tiny", 0, 1)
+    assert image.width > image.height and "100 steps" in note
+
+
+def test_tab_forward_process_at_t0_shows_the_image_itself():
+    from tabs import diffusion as tab
+
+    example = tab.EXAMPLES[0].name
+    x0 = tab._example_image(example, None)
+    noised, strip, figure, caption = tab.forward_process(example, None, 0.0, "offset-cosine")
+    expected = tab._grid((x0 + 1) / 2, 1)
+    assert list(noised.getdata()) == list(expected.getdata())
+    assert "1.000 · x₀ + 0.000 · ε" in caption
+    with pytest.raises(ValueError):
+        tab.forward_process(example, None, 0.5, "sigmoid")

@@ -1,0 +1,85 @@
+"""Sample quality of the shipped Fashion-MNIST diffusion model against DDIM step counts.
+
+    python -m bench.diffusion_quality [--quick] [--n N]
+
+- FID and KID (core.metrics, the project's own Fashion-MNIST feature network) at 10, 20 and 50 DDIM
+  steps (eta = 0) on 5,000 samples (--quick: 1,000), next to the real-vs-real baseline at the same n.
+- The shipped DCGAN at the same n and seed, when it exists: at 50 steps the diffusion model should
+  have the lower FID.
+- The Fashion-MNIST classifier's mean top-class probability on samples vs on as many real test
+  images (target: within 10% of real): do the samples look like *some* clothing class?
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from bench.common import save_results
+
+MODEL = "fashion32"
+STEP_COUNTS = (10, 20, 50)
+CONFIDENCE_TOLERANCE = 0.10
+
+
+def sample_many(model, n: int, steps: int, seed: int = 1, batch: int = 250) -> torch.Tensor:
+    """n samples in [0, 1], one seeded generator per batch (the same noise for every step count)."""
+    from core import diffusion
+    from core.runtime import make_generator
+
+    return torch.cat([diffusion.sample(model, min(batch, n - start), make_generator(seed + i), steps=steps)
+                      for i, start in enumerate(range(0, n, batch))])
+
+
+def top_class_confidence(images: torch.Tensor, value_range) -> float:
+    from core.metrics.classifiers import fashion_probabilities
+
+    return round(fashion_probabilities(images, value_range=value_range).max(-1).values.mean().item(), 4)
+
+
+def dcgan_fid(n: int) -> float | None:
+    from core.registry import shipped_path
+
+    if not shipped_path("gan", "dcgan_fashion").with_suffix(".json").is_file():
+        return None
+    from bench.gan_quality import generate_many
+    from core import gan
+    from core.checkpoints import load_shipped
+    from core.metrics.quality import fashion_quality
+
+    images = generate_many(gan.load_generator(load_shipped("gan", "dcgan_fashion")), n, seed=1)
+    return fashion_quality(images, value_range=(0, 1))["fid"]
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--n", type=int, default=None)
+    args = parser.parse_args(argv)
+    n = args.n or (1000 if args.quick else 5000)
+    from core import diffusion
+    from core.metrics.quality import fashion_quality, fashion_real_images
+
+    model = diffusion.load_model(MODEL)
+    figures = {"n": n, "model": MODEL, "sampler": "DDIM eta=0"}
+    for steps in STEP_COUNTS:
+        images = sample_many(model, n, steps)
+        result = fashion_quality(images, value_range=(0, 1))
+        result["top_class_confidence"] = top_class_confidence(images, (0, 1))
+        figures[f"ddim_{steps}"] = result
+        print(f"{steps} steps: FID {result['fid']:.2f} (real vs real {result['real_fid']:.2f}), "
+              f"KID {result['kid_mean']:.4f}", flush=True)
+    real_confidence = top_class_confidence(fashion_real_images("test", n), (0, 255))
+    final = figures[f"ddim_{STEP_COUNTS[-1]}"]
+    figures["real_top_class_confidence"] = real_confidence
+    figures["confidence_within_10pct_of_real"] = (
+        abs(final["top_class_confidence"] - real_confidence) <= CONFIDENCE_TOLERANCE * real_confidence)
+    figures["dcgan_fid_same_n"] = dcgan_fid(n)
+    if figures["dcgan_fid_same_n"] is not None:
+        figures["beats_dcgan_at_50_steps"] = final["fid"] < figures["dcgan_fid_same_n"]
+    save_results("diffusion_quality", figures, quick=args.quick)
+    return figures
+
+
+if __name__ == "__main__":
+    main()

@@ -1,6 +1,233 @@
-"""MuseGAN tab (placeholder until issue #9 lands)."""
-from tabs.common import not_built_yet
+"""MuseGAN tab: four-voice chorales from chords, style, melody and groove noise.
 
+Each of the generator's four inputs can be re-rolled on its own (melody and groove per voice),
+so a student hears what each one controls. The piece is shown as a piano roll with the four
+voices in colour, played back, offered as MIDI and MusicXML, and measured next to Bach's chorales.
+Handlers are plain functions; per-user inputs live in gr.State; the model loads on first use.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+
+from core.data.chorales import DEFAULT_INSTRUMENTS, MAX_TEMPO, MIN_TEMPO, PROGRAMS, VOICES
+from core.registry import list_shipped, read_card
+from tabs.common import queue, user_errors
+
+TAB = "musegan"
+MODEL = "chorales"
+UI_MAX_BARS = 8
+VOICE_COLOURS = ("#d62728", "#ff9f1c", "#2ca02c", "#1f77b4")  # soprano red, alto orange, tenor green, bass blue
+INTRO = """### MuseGAN: Bach-style chorales in four voices
+The generator writes soprano, alto, tenor and bass bar by bar from four kinds of random input:
+**chords** (one vector, unfolded over the bars by a small recurrent network: the harmony's path),
+**style** (one vector, the same in every bar and voice), **melody** (one vector per voice, unfolded over the
+bars: how that voice moves) and **groove** (one vector per voice, the same in every bar: its rhythm and texture).
+Re-roll one and listen to what changes; the others stay exactly as they were."""
+
+
+def _model_ready() -> bool:
+    return MODEL in list_shipped(TAB)
+
+
+def _card() -> dict:
+    return read_card(TAB, MODEL)
+
+
+# --- handlers (plain functions; tests call them directly) ----------------------------------
+
+def _seed_stream(state: dict):
+    """A private random stream for the next re-roll: seed and re-roll count, so a session replays."""
+    from core.runtime import make_generator
+
+    state["rerolls"] += 1
+    return make_generator(state["seed"] * 7919 + state["rerolls"])
+
+
+def _check_instruments(instruments) -> tuple:
+    instruments = tuple(instruments)
+    for name in instruments:
+        if name not in PROGRAMS:
+            raise ValueError(f"Unknown instrument {name!r}; choose one from the list.")
+    return instruments
+
+
+def render(roll, tempo, instruments, note: str = ""):
+    """One roll (steps, 4) -> (piano roll figure, audio, [MIDI, MusicXML] files, metrics table, note)."""
+    from core import musegan
+    from core.metrics.music import METRICS, all_metrics
+
+    instruments = _check_instruments(instruments)
+    tempo = musegan.check_tempo(tempo)
+    pm = musegan.roll_to_midi(roll, tempo, instruments)
+    audio = musegan.synthesize(pm)
+    folder = Path(tempfile.mkdtemp(prefix="genlab_musegan_"))
+    (folder / "chorale.mid").write_bytes(musegan.midi_bytes(pm))
+    musegan.write_musicxml(roll, folder / "chorale.musicxml", tempo, instruments)
+    sample = all_metrics(roll)
+    reference = _card()["metrics"]
+    # A Markdown table, not gr.Dataframe: that one imports pandas' styler and matplotlib at start-up.
+    table = ["| measure | this sample | Bach (held-out chorales) | model (1,000 phrases) |", "|---|---|---|---|"]
+    table += [f"| {description} | {sample[name]:.3f} | {reference['held_out_chorales'][name]:.3f} | "
+              f"{reference['generated'][name]:.3f} |" for name, description in METRICS.items()]
+    return (piano_roll_figure(roll, len(roll) // 16), (22050, audio),
+            [str(folder / "chorale.mid"), str(folder / "chorale.musicxml")], "\n".join(table), note)
+
+
+def _generate_and_render(state, n_bars, tempo, instruments, note=""):
+    from core import musegan
+
+    roll = musegan.generate(musegan.load_generator(MODEL), **state["inputs"], n_bars=_bars(n_bars))[0].numpy()
+    return (state, *render(roll, tempo, instruments, note))
+
+
+def _bars(n_bars) -> int:
+    from core import musegan
+
+    n_bars = musegan.check_bars(n_bars)
+    if n_bars > UI_MAX_BARS:
+        raise ValueError(f"The number of bars must be between 1 and {UI_MAX_BARS}, not {n_bars}.")
+    return n_bars
+
+
+def new_piece(seed, n_bars, tempo, *instruments):
+    """Fresh chords, style, melody and groove from `seed`."""
+    from core import musegan
+    from core.runtime import clamp_seed, make_generator
+
+    seed = clamp_seed(seed)
+    cfg = musegan.load_generator(MODEL).cfg
+    state = {"seed": seed, "rerolls": 0, "inputs": musegan.sample_inputs(cfg, 1, make_generator(seed))}
+    return _generate_and_render(state, n_bars, tempo, instruments)
+
+
+def reroll_input(state, kind, voice, n_bars, tempo, *instruments):
+    """New noise for one input (melody and groove: of one voice); the rest of the piece's inputs are kept."""
+    from core import musegan
+
+    if not state:
+        raise ValueError("Make a piece first (New piece), then re-roll its inputs.")
+    voice_index = VOICES.index(voice.lower()) if kind in ("melody", "groove") else None
+    state = {**state, "inputs": musegan.reroll(state["inputs"], kind, _seed_stream(state), voice_index)}
+    what = f"the {voice.lower()}'s {kind}" if voice_index is not None else f"the {kind}"
+    return _generate_and_render(state, n_bars, tempo, instruments, f"Re-rolled {what}; everything else is unchanged.")
+
+
+def replay(state, n_bars, tempo, *instruments):
+    """Same inputs, new bar count, tempo or instruments."""
+    if not state:
+        raise ValueError("Make a piece first (New piece).")
+    return _generate_and_render(state, n_bars, tempo, instruments)
+
+
+def interpolate(state, kind, segments, bars_per_segment, tempo, *instruments):
+    """One piece walking the chosen input from this piece's value to a fresh random one."""
+    from core import musegan
+
+    if not state:
+        raise ValueError("Make a piece first (New piece): it is the interpolation's starting point.")
+    kind = kind.lower()
+    end = musegan.reroll(state["inputs"], kind, _seed_stream(state))
+    roll = musegan.interpolate_piece(musegan.load_generator(MODEL), state["inputs"], end, kind,
+                                     int(segments), _bars(bars_per_segment))[0].numpy()
+    note = (f"{int(segments)} segments of {int(bars_per_segment)} bar(s): the {kind} moves from this piece's "
+            "to a new random one; the other inputs stay fixed.")
+    return render(roll, tempo, instruments, note)
+
+
+def analyse_upload(path, tempo, *instruments):
+    """A four-part MIDI/MusicXML file of your own: its piano roll, sound and metrics."""
+    from core.data.chorales import STEPS_PER_BAR, parse_file
+
+    if not path:
+        raise ValueError("Upload a MIDI or MusicXML file with four parts first.")
+    roll = parse_file(path)[:UI_MAX_BARS * 2 * STEPS_PER_BAR]
+    return render(roll, tempo, instruments, f"{Path(path).name}: first {len(roll) // STEPS_PER_BAR} bars.")
+
+
+def piano_roll_figure(roll, n_bars: int):
+    """The four voices as coloured note bars over pitch and time, with bar lines."""
+    from matplotlib.figure import Figure
+
+    from core import musegan
+    from core.data.chorales import class_to_midi
+
+    fig = Figure(figsize=(10, 4), dpi=100)
+    ax = fig.add_subplot()
+    for v, (voice, colour) in enumerate(zip(VOICES, VOICE_COLOURS)):
+        notes = musegan.notes_of(roll[:, v])
+        ax.plot([], [], color=colour, lw=6, label=voice)  # legend entry
+        for start, end, cls in notes:
+            ax.broken_barh([(start / 4, (end - start) / 4 - 0.05)], (class_to_midi(cls) - 0.4, 0.8), color=colour)
+    for bar in range(n_bars + 1):
+        ax.axvline(bar * 4, color="#999", lw=0.8)
+    sounding = [class_to_midi(c) for c in roll.flatten() if c]
+    low, high = (min(sounding) - 2, max(sounding) + 2) if sounding else (48, 84)
+    ax.set_ylim(low, high)
+    ax.set_xlim(0, n_bars * 4)
+    ax.set_xlabel("beats (quarter notes)")
+    ax.set_ylabel("MIDI pitch (60 = middle C)")
+    ax.legend(loc="upper right", ncol=4, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# --- layout -----------------------------------------------------------------------------
 
 def build() -> None:
-    not_built_yet("MuseGAN", "Four-voice chorales with chords, style, melody and groove controls.", 9)
+    gr.Markdown(INTRO)
+    if not _model_ready():
+        gr.Markdown(f"**Not ready:** no trained MuseGAN is shipped yet. Train one with "
+                    f"`python -m core.train musegan` (it writes assets/checkpoints/musegan/{MODEL}.pt).")
+        return
+    card = _card()
+    gr.Markdown(f"Model trained for {card.get('steps', '?')} generator steps ({card['wall_time_s'] / 60:.0f} min, "
+                f"{card['hardware']}) with `{card['command']}`.")
+    state = gr.State(None)
+    with gr.Row():
+        seed = gr.Number(value=0, label="seed", precision=0)
+        n_bars = gr.Slider(1, UI_MAX_BARS, value=4, step=1, label="bars")
+        tempo = gr.Slider(MIN_TEMPO, MAX_TEMPO, value=90, step=1, label="tempo (quarter notes per minute)")
+    with gr.Row():
+        instruments = [gr.Dropdown(list(PROGRAMS), value=default, label=f"{voice} plays")
+                       for voice, default in zip(VOICES, DEFAULT_INSTRUMENTS)]
+    with gr.Row():
+        new_button = gr.Button("New piece (all inputs from the seed)", variant="primary")
+        chords_button = gr.Button("Re-roll chords")
+        style_button = gr.Button("Re-roll style")
+    with gr.Row():
+        voice = gr.Radio([v.capitalize() for v in VOICES], value="Soprano", label="voice")
+        melody_button = gr.Button("Re-roll this voice's melody")
+        groove_button = gr.Button("Re-roll this voice's groove")
+    note = gr.Markdown()
+    plot = gr.Plot(label="piano roll")
+    audio = gr.Audio(label="listen", type="numpy")
+    files = gr.File(label="MIDI and MusicXML", file_count="multiple")
+    gr.Markdown("**Metrics: this sample next to the chorales** (definitions in `core/metrics/music.py`)")
+    metrics = gr.Markdown()
+    with gr.Accordion("Interpolate: one input walks to a new value while the music plays on", open=False):
+        with gr.Row():
+            interp_kind = gr.Radio(["Style", "Chords"], value="Style", label="walk")
+            segments = gr.Slider(2, 8, value=4, step=1, label="segments")
+            bars_per_segment = gr.Slider(1, 4, value=2, step=1, label="bars per segment")
+        interp_button = gr.Button("Play the interpolation")
+    with gr.Accordion("Measure your own four-part MIDI or MusicXML", open=False):
+        upload = gr.File(label="four-part file", file_types=[".mid", ".midi", ".xml", ".musicxml", ".mxl"], type="filepath")
+        upload_button = gr.Button("Show and measure it")
+
+    piece_outputs = [state, plot, audio, files, metrics, note]
+    view_outputs = [plot, audio, files, metrics, note]
+    render_args = [n_bars, tempo, *instruments]
+    new_button.click(user_errors(new_piece), [seed, *render_args], piece_outputs, **queue(TAB, 2))
+    for button, kind in ((chords_button, "chords"), (style_button, "style"),
+                         (melody_button, "melody"), (groove_button, "groove")):
+        button.click(user_errors(lambda s, v, *a, kind=kind: reroll_input(s, kind, v, *a)),
+                     [state, voice, *render_args], piece_outputs, **queue(TAB, 2))
+    for control in (n_bars, tempo, *instruments):
+        control.change(user_errors(lambda s, *a: replay(s, *a) if s else (s, None, None, None, None, "")),
+                       [state, *render_args], piece_outputs, **queue(TAB, 2))
+    interp_button.click(user_errors(interpolate), [state, interp_kind, segments, bars_per_segment, tempo, *instruments],
+                        view_outputs, **queue(TAB, 2))
+    upload_button.click(user_errors(analyse_upload), [upload, tempo, *instruments], view_outputs, **queue(TAB, 2))

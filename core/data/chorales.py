@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 REST = 0
 N_PITCHES = 84            # rest + 83 pitches; 84 = 7 octaves, as in the book
@@ -34,6 +33,14 @@ STEPS_PER_BAR = 16        # 16th notes in a 4/4 bar
 STEPS_PER_QUARTER = 4
 N_TRACKS = 4
 VOICES = ("soprano", "alto", "tenor", "bass")
+
+# How the voices can be played back (General MIDI programs), and the tempi that make sense.
+# Kept here, free of torch, so the app's menus can be built without loading any model code.
+PROGRAMS = {"Choir Aahs": 52, "Church Organ": 19, "Acoustic Grand Piano": 0, "String Ensemble": 48,
+            "Violin": 40, "Viola": 41, "Cello": 42, "Contrabass": 43, "Flute": 73, "Oboe": 68,
+            "Clarinet": 71, "Bassoon": 70, "French Horn": 60, "Trumpet": 56, "Trombone": 57, "Tuba": 58}
+DEFAULT_INSTRUMENTS = ("Flute", "Oboe", "Clarinet", "Bassoon")
+MIN_TEMPO, MAX_TEMPO = 30, 240
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_CACHE = ROOT / "assets" / "data" / "bach_chorales.npz"
@@ -103,6 +110,8 @@ def parse_file(path) -> np.ndarray:
     from music21 import converter
 
     path = Path(path)
+    if path.suffix.lower() not in MUSIC_SUFFIXES:  # music21 would also unpickle .p files: never
+        raise ValueError(f"{path.name}: use a MIDI or MusicXML file ({', '.join(MUSIC_SUFFIXES)}).")
     try:
         score = converter.parse(str(path))
     except Exception as exc:  # music21 raises many types for foreign or broken files
@@ -205,6 +214,8 @@ def phrases(chorales: ChoraleSet, n_bars: int = 2, hop_bars: int = 1) -> torch.T
                if not _has_silent_bar(window := roll[start:start + length])]
     if not windows:
         raise ValueError(f"No piece is {n_bars} bars long.")
+    import torch
+
     return torch.from_numpy(np.stack(windows)).long()
 
 
@@ -215,6 +226,8 @@ def _has_silent_bar(window: np.ndarray) -> bool:
 def transpose(rolls: torch.Tensor, semitones: torch.Tensor) -> torch.Tensor:
     """Shift each phrase (N, steps, 4) by its own number of semitones; rests stay rests.
     Phrases that would leave the pitch range are returned unshifted."""
+    import torch
+
     shift = semitones.view(-1, 1, 1).to(rolls.dtype)
     moved = torch.where(rolls == REST, rolls, rolls + shift)
     sounding = rolls != REST

@@ -1,0 +1,59 @@
+"""MuseGAN's music metrics over generated phrases next to the held-out Bach chorales.
+
+    python -m bench.musegan_quality [--quick] [--phrases 1000] [--bars 4]
+
+Targets (issue #9): each of empty-bar rate, used pitch classes, qualified-note rate, tonal
+distance and in-key ratio within 25% of the chorales' value (for a value near zero, the chorales'
+empty-bar rate, within 0.02 absolute instead: 25% of almost nothing is no tolerance at all);
+voice-order violations at most twice the chorales' rate; no silent and no single-pitch phrase.
+"""
+from __future__ import annotations
+
+import argparse
+
+from bench.common import save_results
+
+RELATIVE_TOLERANCE = 0.25
+ABSOLUTE_TOLERANCE = 0.02
+WITHIN_25 = ("empty_bar_rate", "used_pitch_classes", "qualified_note_rate", "tonal_distance", "in_key_ratio")
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--phrases", type=int, default=None)
+    parser.add_argument("--bars", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    import torch
+
+    from core import musegan
+    from core.data import chorales
+    from core.metrics.music import all_metrics
+    from core.runtime import make_generator
+
+    n = args.phrases or (200 if args.quick else 1000)
+    model = musegan.load_generator()
+    rng = make_generator(args.seed)
+    rolls = torch.cat([musegan.generate(model, **musegan.sample_inputs(model.cfg, min(250, n - i), rng), n_bars=args.bars)
+                       for i in range(0, n, 250)])
+    _, held_out = chorales.load_bach().split()
+    generated, bach = all_metrics(rolls), all_metrics(chorales.phrases(held_out, args.bars))
+    checks = {}
+    for name in WITHIN_25:
+        tolerance = max(RELATIVE_TOLERANCE * abs(bach[name]), ABSOLUTE_TOLERANCE if bach[name] < 0.05 else 0)
+        checks[name] = abs(generated[name] - bach[name]) <= tolerance
+    checks["voice_order_violations"] = generated["voice_order_violations"] <= 2 * bach["voice_order_violations"]
+    sounding = rolls != chorales.REST
+    silent = int((~sounding).all(dim=(1, 2)).sum())
+    single_pitch = sum(len(set(r[s].tolist())) <= 1 for r, s in zip(rolls, sounding))
+    checks["no_silent_or_single_pitch_phrase"] = silent == 0 and single_pitch == 0
+    figures = {"phrases": n, "bars": args.bars, "generated": generated, "held_out_chorales": bach,
+               "silent_phrases": silent, "single_pitch_phrases": single_pitch,
+               "checks": checks, "all_pass": all(checks.values())}
+    save_results("musegan_quality", figures, quick=args.quick)
+    return figures
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,535 @@
+"""MuseGAN (Dong et al. 2018; Foster, Generative Deep Learning ch. 11) on Bach chorales.
+
+The generator writes four voices (soprano, alto, tenor, bass), bar by bar, each bar 16
+sixteenth-note steps x 84 pitch classes (class 0 = rest). It takes four kinds of noise, so a
+student can change one and hear what it controls:
+
+    chords  (B, z)       one vector for the whole piece   -> a temporal network -> one per bar
+    style   (B, z)       one vector for the whole piece, used as is in every bar and voice
+    melody  (B, 4, z)    one vector per voice             -> a temporal network per voice -> one per bar
+    groove  (B, 4, z)    one vector per voice, used as is in every bar
+
+For bar b and voice v the bar generator of v sees [chords_b, style, melody_b,v, groove_v].
+The temporal networks are small GRUs rolled out for as many bars as asked, so the number of
+bars is chosen at generation time (the model was trained on 2-, 4- and 8-bar phrases).
+
+The critic is a 3-D convolution over (bars, steps, pitches) with the voices as channels,
+pooled over bars so it accepts any phrase length. Training is WGAN-GP: 5 critic steps per
+generator step, gradient-penalty weight 10.
+
+After the networks come the plain-music helpers: argmax to a piano roll, roll <-> pretty_midi
+MIDI, roll -> music21 score (MusicXML), and audio (FluidSynth when a SoundFont is installed,
+pretty_midi's own additive synthesis otherwise).
+
+    python -m core.train musegan --minutes 80 --threads 1       # writes assets/checkpoints/musegan/chorales.pt
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import glob
+import io
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.data import chorales as data
+
+INPUT_KINDS = ("chords", "style", "melody", "groove")
+MAX_BARS = 16
+TRAIN_LENGTHS = ((2, 16), (4, 8), (8, 4))  # (bars, batch size): every batch holds 32 bars
+
+
+@dataclass
+class MuseGANConfig:
+    n_tracks: int = data.N_TRACKS
+    n_steps: int = data.STEPS_PER_BAR
+    n_pitches: int = data.N_PITCHES
+    z_dim: int = 32
+    temporal_hidden: int = 128
+    bar_channels: int = 64        # width of each bar generator
+    critic_channels: int = 32
+
+
+# --- generator ---------------------------------------------------------------------------
+
+class TemporalNetwork(nn.Module):
+    """One vector for a whole piece -> one vector per bar, so bars evolve but stay related."""
+
+    def __init__(self, z_dim: int, hidden: int):
+        super().__init__()
+        self.start = nn.Linear(z_dim, hidden)
+        self.cell = nn.GRUCell(z_dim, hidden)
+        self.out = nn.Linear(hidden, z_dim)
+
+    def forward(self, z: torch.Tensor, n_bars: int) -> torch.Tensor:
+        h = torch.tanh(self.start(z))
+        bars = []
+        for _ in range(n_bars):
+            h = self.cell(z, h)
+            bars.append(self.out(h))
+        return torch.stack(bars, dim=1)  # (B, n_bars, z)
+
+
+class Upsample(nn.Module):
+    """A transposed convolution whose kernel equals its stride, along one axis: each position's
+    features become `factor` new positions. That is one linear map per position, written as
+    nn.Linear because it runs several times faster on a CPU than ConvTranspose2d."""
+
+    def __init__(self, c_in: int, c_out: int, factor: int, last: bool = False):
+        super().__init__()
+        self.factor, self.c_out = factor, c_out
+        self.linear = nn.Linear(c_in, factor * c_out)
+        self.norm = None if last else nn.Sequential(nn.BatchNorm1d(c_out), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:   # (N, positions, c_in)
+        x = self.linear(x).view(x.shape[0], -1, self.c_out)
+        if self.norm is not None:
+            x = self.norm(x.reshape(-1, self.c_out)).view(x.shape)
+        return x                                           # (N, positions * factor, c_out)
+
+
+class BarGenerator(nn.Module):
+    """The four inputs of one bar of one voice -> pitch logits (16 steps, 84 pitches).
+
+    As in the book: time grows 1 -> 2 -> 4 -> 8 -> 16 steps, then each step's features grow
+    into 7 octaves and each octave into 12 semitones, so the last layer learns one pattern
+    per octave."""
+
+    def __init__(self, cfg: MuseGANConfig):
+        super().__init__()
+        c = cfg.bar_channels
+        self.time = nn.Sequential(Upsample(4 * cfg.z_dim, c, 2), Upsample(c, c, 2),
+                                  Upsample(c, c // 2, 2), Upsample(c // 2, c // 2, 2))
+        self.octaves = Upsample(c // 2, c // 4, 7)
+        self.semitones = Upsample(c // 4, 1, 12, last=True)
+        self.n_steps = cfg.n_steps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:   # (N, 4 z)
+        steps = self.time(x[:, None])                      # (N, 16, c/2)
+        n = steps.shape[0]
+        pitches = self.semitones(self.octaves(steps.reshape(n * self.n_steps, 1, -1)))
+        return pitches.view(n, self.n_steps, -1)           # (N, 16, 84)
+
+
+class Generator(nn.Module):
+    def __init__(self, cfg: MuseGANConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.chords_net = TemporalNetwork(cfg.z_dim, cfg.temporal_hidden)
+        self.melody_nets = nn.ModuleList(TemporalNetwork(cfg.z_dim, cfg.temporal_hidden) for _ in range(cfg.n_tracks))
+        self.bar_generators = nn.ModuleList(BarGenerator(cfg) for _ in range(cfg.n_tracks))
+
+    def forward(self, chords, style, melody, groove, n_bars: int) -> torch.Tensor:
+        """Pitch logits (B, tracks, bars, steps, pitches)."""
+        batch, z = style.shape
+        chords_by_bar = self.chords_net(chords, n_bars)                       # (B, bars, z)
+        style_by_bar = style[:, None].expand(batch, n_bars, z)
+        voices = []
+        for v, (melody_net, bar_generator) in enumerate(zip(self.melody_nets, self.bar_generators)):
+            melody_by_bar = melody_net(melody[:, v], n_bars)
+            groove_by_bar = groove[:, v, None].expand(batch, n_bars, z)
+            bar_inputs = torch.cat([chords_by_bar, style_by_bar, melody_by_bar, groove_by_bar], dim=-1)
+            logits = bar_generator(bar_inputs.reshape(batch * n_bars, 4 * z))
+            voices.append(logits.view(batch, n_bars, self.cfg.n_steps, self.cfg.n_pitches))
+        return torch.stack(voices, dim=1)
+
+
+class Critic(nn.Module):
+    """Scores a phrase (B, tracks, bars, steps, pitches); the voices are the input channels.
+
+    The book's critic is a stack of Conv3D layers over (bars, steps, pitches) whose kernels
+    equal their strides, so each is a linear map on non-overlapping blocks. We apply those maps
+    directly to reshaped blocks (same function, much faster on a CPU): 12 semitones x 4 voices
+    -> features per octave; 7 octaves -> features per step; steps in blocks of 2, 2 and 4 ->
+    one feature vector per bar. A 1-D convolution across neighbouring bars then sees how bars
+    follow each other. Averaging over bars lets one critic judge phrases of any length >= 2."""
+
+    def __init__(self, cfg: MuseGANConfig):
+        super().__init__()
+        c = cfg.critic_channels
+        self.cfg = cfg
+        act = lambda: nn.LeakyReLU(0.2)
+        self.semitones = nn.Sequential(nn.Linear(12 * cfg.n_tracks, c), act())
+        self.octaves = nn.Sequential(nn.Linear(7 * c, c), act())
+        self.steps = nn.ModuleList([nn.Sequential(nn.Linear(2 * c, c), act()), nn.Sequential(nn.Linear(2 * c, c), act()),
+                                    nn.Sequential(nn.Linear(4 * c, 2 * c), act())])
+        self.across_bars = nn.Sequential(nn.Conv1d(2 * c, 2 * c, 2), act())
+        self.score = nn.Linear(4 * c, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, bars, steps, pitches = x.shape
+        x = x.permute(0, 2, 3, 1, 4).reshape(b, bars, steps, t, pitches // 12, 12)
+        x = self.semitones(x.transpose(3, 4).reshape(b, bars, steps, pitches // 12, 12 * t))
+        x = self.octaves(x.flatten(3))                           # (B, bars, 16, c)
+        for layer, block in zip(self.steps, (2, 2, 4)):
+            x = layer(x.reshape(b, bars, x.shape[2] // block, block * x.shape[3]))
+        per_bar = x.view(b, bars, -1).transpose(1, 2)            # (B, 2c, bars)
+        pairs = self.across_bars(per_bar)                        # (B, 2c, bars - 1)
+        return self.score(torch.cat([per_bar.mean(-1), pairs.mean(-1)], dim=1)).squeeze(1)
+
+
+class MuseGAN(nn.Module):
+    """Generator + critic in one module so one checkpoint holds both (the critic is needed to resume)."""
+
+    def __init__(self, cfg: MuseGANConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.generator = Generator(cfg)
+        self.critic = Critic(cfg)
+
+
+# --- sampling (pure: every random number comes from the caller's generator) ---------------
+
+def sample_inputs(cfg: MuseGANConfig, batch: int, generator: torch.Generator) -> dict:
+    """Fresh chords, style, melody and groove noise."""
+    z, t = cfg.z_dim, cfg.n_tracks
+    shapes = {"chords": (batch, z), "style": (batch, z), "melody": (batch, t, z), "groove": (batch, t, z)}
+    return {kind: torch.randn(shape, generator=generator) for kind, shape in shapes.items()}
+
+
+def reroll(inputs: dict, kind: str, generator: torch.Generator, voice: int | None = None) -> dict:
+    """New noise for one input (for melody and groove: of one voice); everything else is copied."""
+    if kind not in INPUT_KINDS:
+        raise ValueError(f"Input must be one of {', '.join(INPUT_KINDS)}, not {kind!r}.")
+    new = {k: v.clone() for k, v in inputs.items()}
+    if kind in ("melody", "groove") and voice is not None:
+        if not 0 <= voice < new[kind].shape[1]:
+            raise ValueError(f"Voice must be 0..{new[kind].shape[1] - 1}, not {voice}.")
+        new[kind][:, voice] = torch.randn(new[kind][:, voice].shape, generator=generator)
+    else:
+        new[kind] = torch.randn(new[kind].shape, generator=generator)
+    return new
+
+
+def check_bars(n_bars) -> int:
+    try:
+        n_bars = int(n_bars)
+    except (TypeError, ValueError):
+        raise ValueError("The number of bars must be a whole number.") from None
+    if not 1 <= n_bars <= MAX_BARS:
+        raise ValueError(f"The number of bars must be between 1 and {MAX_BARS}, not {n_bars}.")
+    return n_bars
+
+
+@torch.no_grad()
+def generate(generator: Generator, chords, style, melody, groove, n_bars: int = 4) -> torch.Tensor:
+    """The four inputs -> piano roll (B, n_bars*16, 4) of pitch classes, by argmax per step."""
+    n_bars = check_bars(n_bars)
+    logits = generator(chords, style, melody, groove, n_bars)         # (B, tracks, bars, steps, pitches)
+    b, t = logits.shape[:2]
+    return logits.argmax(-1).reshape(b, t, -1).transpose(1, 2)
+
+
+def interpolate_piece(generator: Generator, start: dict, end: dict, kind: str, segments: int,
+                      bars_per_segment: int) -> torch.Tensor:
+    """One continuous roll (segments * bars * 16, 4): segment i uses `kind` taken i/(segments-1) of
+    the way from `start` to `end` along the great circle (slerp); all other inputs are `start`'s.
+    `start` and `end` hold one piece each (batch 1)."""
+    from core.latent import interpolate
+
+    if kind not in INPUT_KINDS:
+        raise ValueError(f"Input must be one of {', '.join(INPUT_KINDS)}, not {kind!r}.")
+    if not 2 <= int(segments) <= MAX_BARS:
+        raise ValueError(f"Use 2 to {MAX_BARS} segments, not {segments}.")
+    segments = int(segments)
+    if segments * check_bars(bars_per_segment) > 4 * MAX_BARS:
+        raise ValueError(f"At most {4 * MAX_BARS} bars in all: use fewer segments or bars per segment.")
+    inputs = {k: v.expand(segments, *v.shape[1:]).clone() for k, v in start.items()}
+    inputs[kind] = interpolate(start[kind][0], end[kind][0], segments)
+    rolls = generate(generator, **inputs, n_bars=bars_per_segment)   # (segments, steps, 4)
+    return rolls.reshape(1, -1, rolls.shape[-1])
+
+
+def roll_to_onehot(roll: torch.Tensor, cfg: MuseGANConfig) -> torch.Tensor:
+    """(B, steps, tracks) classes -> (B, tracks, bars, 16, pitches) one-hot, the critic's input."""
+    b, steps, t = roll.shape
+    onehot = F.one_hot(roll, cfg.n_pitches).float()                      # (B, steps, tracks, P)
+    return onehot.permute(0, 2, 1, 3).reshape(b, t, steps // cfg.n_steps, cfg.n_steps, cfg.n_pitches)
+
+
+# --- training ----------------------------------------------------------------------------
+
+def gradient_penalty(critic: Critic, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator):
+    """WGAN-GP: push the critic's gradient norm to 1 on points between real and fake phrases."""
+    alpha = torch.rand(real.shape[0], 1, 1, 1, 1, generator=generator)
+    mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+    grad, = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
+    return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+
+
+def train(model: MuseGAN, pieces: data.ChoraleSet, *, steps: int, generator: torch.Generator,
+          state: dict | None = None, lr: float = 1e-3, critic_steps: int = 5, gp_weight: float = 10.0,
+          transpose: int = 6):
+    """WGAN-GP training; yields one event per generator step with the losses.
+
+    `state` (from a resumable save) continues a run. Each batch is a random phrase length from
+    TRAIN_LENGTHS, random windows of random pieces, each transposed by up to +-`transpose`
+    semitones. The generator's exponential moving average (`ema`) is what gets shipped: it is
+    a smoother, better-sounding average of the last few hundred generator steps."""
+    cfg = model.cfg
+    windows = {bars: data.phrases(pieces, bars) for bars, _ in TRAIN_LENGTHS}
+    g_opt = torch.optim.Adam(model.generator.parameters(), lr=lr, betas=(0.5, 0.9))
+    c_opt = torch.optim.Adam(model.critic.parameters(), lr=lr, betas=(0.5, 0.9))
+    ema = copy.deepcopy(model.generator).eval().requires_grad_(False)
+    step = 0
+    if state:
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        g_opt.load_state_dict(state["g_opt"])
+        c_opt.load_state_dict(state["c_opt"])
+        step = state["step"]
+        generator.set_state(state["rng"])
+    model.train()
+
+    def real_batch(bars, size):
+        pool = windows[bars]
+        rolls = pool[torch.randint(len(pool), (size,), generator=generator)]
+        rolls = data.transpose(rolls, torch.randint(-transpose, transpose + 1, (size,), generator=generator))
+        return roll_to_onehot(rolls, cfg)
+
+    def fake_batch(bars, size):
+        inputs = sample_inputs(cfg, size, generator)
+        return model.generator(**inputs, n_bars=bars).softmax(-1)
+
+    while step < steps:
+        bars, size = TRAIN_LENGTHS[int(torch.randint(len(TRAIN_LENGTHS), (1,), generator=generator))]
+        with torch.no_grad():  # fakes for all critic steps in one pass: same maths, far fewer small ops
+            fakes = fake_batch(bars, size * critic_steps).split(size)
+        for fake in fakes:
+            real = real_batch(bars, size)
+            wasserstein = model.critic(real).mean() - model.critic(fake).mean()
+            gp = gradient_penalty(model.critic, real, fake, generator)
+            c_opt.zero_grad(set_to_none=True)
+            (-wasserstein + gp_weight * gp).backward()
+            c_opt.step()
+        g_loss = -model.critic(fake_batch(bars, size)).mean()
+        g_opt.zero_grad(set_to_none=True)
+        g_loss.backward()
+        g_opt.step()
+        with torch.no_grad():
+            decay = min(0.999, (1 + step) / (10 + step))
+            for e, p in zip(ema.parameters(), model.generator.parameters()):
+                e.lerp_(p, 1 - decay)
+            for e, b in zip(ema.buffers(), model.generator.buffers()):
+                e.copy_(b)  # BatchNorm statistics: the live ones
+        step += 1
+        yield {"step": step, "wasserstein": wasserstein.item(), "gp": gp.item(), "g_loss": g_loss.item(),
+               "bars": bars,
+               "state": lambda: {"model": model.state_dict(), "ema": ema.state_dict(), "g_opt": g_opt.state_dict(),
+                                 "c_opt": c_opt.state_dict(), "step": step, "rng": generator.get_state()},
+               "ema": ema}
+
+
+def add_train_arguments(parser) -> None:
+    parser.add_argument("--data", default=None, help="folder of four-part MIDI/MusicXML files (default: the Bach chorales)")
+    parser.add_argument("--steps", type=int, default=20000, help="generator steps (the --minutes budget may stop earlier)")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--z-dim", type=int, default=MuseGANConfig.z_dim)
+    parser.add_argument("--bar-channels", type=int, default=MuseGANConfig.bar_channels)
+    parser.add_argument("--critic-channels", type=int, default=MuseGANConfig.critic_channels)
+    parser.add_argument("--eval-phrases", type=int, default=1000, help="generated phrases for the card's metric table")
+
+
+def metric_table(generator: Generator, held_out: data.ChoraleSet, n_phrases: int, seed: int = 0,
+                 n_bars: int = 4) -> dict:
+    """Music metrics of `n_phrases` generated phrases next to the held-out chorales' phrases."""
+    from core.metrics.music import all_metrics
+
+    rng = torch.Generator().manual_seed(seed)
+    cfg = generator.cfg
+    rolls = torch.cat([generate(generator, **sample_inputs(cfg, 250, rng), n_bars=n_bars)
+                       for _ in range(math.ceil(n_phrases / 250))])[:n_phrases]
+    return {"generated": all_metrics(rolls), "held_out_chorales": all_metrics(data.phrases(held_out, n_bars))}
+
+
+def train_main(args) -> Path:
+    from core.checkpoints import load_resume, make_card, save_checkpoint, save_resume
+    from core.registry import shipped_path
+    from core.train import Every, progress
+
+    out = Path(args.out or shipped_path("musegan", "chorales"))
+    resume_path = out.with_name(out.name + ".resume.pt")
+    pieces = data.load_folder(args.data) if args.data else data.load_bach()
+    train_set, held_out = pieces.split()
+    cfg = MuseGANConfig(z_dim=args.z_dim, bar_channels=args.bar_channels, critic_channels=args.critic_channels)
+    model = MuseGAN(cfg)
+    rng = torch.Generator().manual_seed(args.seed)
+    torch.manual_seed(args.seed)  # weight initialisation only; sampling uses `rng`
+    state = load_resume(resume_path) if args.resume else None
+    curves = state["curves"] if state else {"step": [], "wasserstein": [], "gp": [], "g_loss": []}
+    elapsed = state["elapsed"] if state else 0.0
+    started = time.monotonic() - elapsed
+    budget = None if args.minutes is None else time.monotonic() + args.minutes * 60
+    save_timer, ema = Every(180), None
+    running = {}
+    for event in progress(train(model, train_set, steps=args.steps, generator=rng, state=state, lr=args.lr),
+                          total=args.steps, desc="musegan"):
+        ema = event["ema"]
+        for key in ("wasserstein", "gp", "g_loss"):
+            running[key] = 0.9 * running.get(key, event[key]) + 0.1 * event[key]
+        if event["step"] % 25 == 0:
+            curves["step"].append(event["step"])
+            for key in ("wasserstein", "gp", "g_loss"):
+                curves[key].append(round(running[key], 4))
+        out_of_time = budget is not None and time.monotonic() > budget
+        if save_timer.due() or out_of_time:
+            save_resume(resume_path, {**event["state"](), "curves": curves, "elapsed": time.monotonic() - started})
+        if out_of_time:
+            break
+    steps_done = curves["step"][-1] if curves["step"] else 0
+    metrics = metric_table(ema, held_out, args.eval_phrases)
+    card = make_card(
+        data=(f"{args.data}" if args.data else "music21 corpus: Bach chorales in 4/4 with four voices (SATB)")
+        + f"; {len(train_set.rolls)} pieces for training, {len(held_out.rolls)} held out (by piece); "
+          "16th-note grid, 2/4/8-bar windows, transposed by up to +-6 semitones",
+        wall_time_s=time.monotonic() - started, metrics=metrics, steps=steps_done,
+        training="WGAN-GP, 5 critic steps per generator step, gradient penalty 10, Adam lr "
+                 f"{args.lr} betas (0.5, 0.9), 32 bars per batch; shipped weights are the generator's EMA",
+        curves=curves)
+    shipped = MuseGAN(cfg)
+    shipped.generator.load_state_dict(ema.state_dict())
+    # Only the generator is needed to make music; the critic stays in the resume file.
+    return save_checkpoint(out, shipped.generator, cfg, card, half=True)
+
+
+# --- loading the shipped model -----------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def load_generator(name: str = "chorales") -> Generator:
+    """The shipped generator, built once per process and shared read-only."""
+    from core.checkpoints import build_model, load_shipped
+
+    return build_model(load_shipped("musegan", name), Generator, MuseGANConfig)
+
+
+# --- piano roll <-> MIDI, score, audio ------------------------------------------------------
+
+def check_tempo(bpm) -> float:
+    try:
+        bpm = float(bpm)
+    except (TypeError, ValueError):
+        raise ValueError("The tempo must be a number of beats per minute.") from None
+    if not math.isfinite(bpm) or not data.MIN_TEMPO <= bpm <= data.MAX_TEMPO:
+        raise ValueError(f"The tempo must be between {data.MIN_TEMPO} and {data.MAX_TEMPO} beats per minute, not {bpm:g}.")
+    return bpm
+
+
+def notes_of(voice: np.ndarray) -> list[tuple[int, int, int]]:
+    """One voice's steps -> (start step, end step, class) notes: a run of one pitch is one note."""
+    notes, start = [], 0
+    for i in range(1, len(voice) + 1):
+        if i == len(voice) or voice[i] != voice[start]:
+            if voice[start] != data.REST:
+                notes.append((start, i, int(voice[start])))
+            start = i
+    return notes
+
+
+def roll_to_midi(roll, tempo: float = 90, instruments=data.DEFAULT_INSTRUMENTS):
+    """(steps, 4) roll -> pretty_midi.PrettyMIDI, one instrument per voice."""
+    import pretty_midi
+
+    tempo = check_tempo(tempo)
+    roll = np.asarray(roll)
+    step_s = 60.0 / tempo / data.STEPS_PER_QUARTER
+    pm = pretty_midi.PrettyMIDI(initial_tempo=tempo)
+    for v, (voice_name, instrument) in enumerate(zip(data.VOICES, instruments)):
+        if instrument not in data.PROGRAMS:
+            raise ValueError(f"Unknown instrument {instrument!r}; choose one of {', '.join(data.PROGRAMS)}.")
+        track = pretty_midi.Instrument(program=data.PROGRAMS[instrument], name=voice_name)
+        for start, end, cls in notes_of(roll[:, v]):
+            track.notes.append(pretty_midi.Note(velocity=80, pitch=data.class_to_midi(cls),
+                                                start=start * step_s, end=end * step_s))
+        pm.instruments.append(track)
+    return pm
+
+
+def midi_to_roll(pm, n_tracks: int = data.N_TRACKS) -> np.ndarray:
+    """pretty_midi.PrettyMIDI with (at least) four instruments -> (steps, 4) roll on the 16th grid.
+    Each step takes the highest note sounding at its start; the tempo is the file's first."""
+    instruments = [i for i in pm.instruments if not i.is_drum and i.notes]
+    if len(instruments) < n_tracks:
+        raise ValueError(f"This MIDI file has {len(instruments)} voice(s) with notes; four are needed "
+                         "(soprano, alto, tenor, bass).")
+    tempo = pm.get_tempo_changes()[1][0] if len(pm.get_tempo_changes()[1]) else 120.0
+    step_s = 60.0 / tempo / data.STEPS_PER_QUARTER
+    steps = int(round(max(i.get_end_time() for i in instruments[:n_tracks]) / step_s))
+    roll = np.full((steps, n_tracks), data.REST, dtype=np.int64)
+    for v, instrument in enumerate(instruments[:n_tracks]):
+        for note in sorted(instrument.notes, key=lambda n: n.pitch):  # higher pitches overwrite lower
+            roll[int(round(note.start / step_s)):int(round(note.end / step_s)), v] = data.midi_to_class(note.pitch)
+    return roll
+
+
+def roll_to_score(roll, tempo: float = 90, instruments=data.DEFAULT_INSTRUMENTS):
+    """(steps, 4) roll -> music21 Score with bars, for MusicXML export and notation programs."""
+    from music21 import instrument as m21_instrument, meter, note, stream, tempo as m21_tempo
+
+    roll = np.asarray(roll)
+    score = stream.Score()
+    for v, voice_name in enumerate(data.VOICES):
+        part = stream.Part(id=voice_name)
+        part.partName = voice_name.capitalize()
+        part.insert(0, m21_instrument.instrumentFromMidiProgram(data.PROGRAMS.get(instruments[v], 0)))
+        part.insert(0, meter.TimeSignature("4/4"))
+        if v == 0:
+            part.insert(0, m21_tempo.MetronomeMark(number=check_tempo(tempo)))
+        position = 0
+        for start, end, cls in notes_of(roll[:, v]):
+            if start > position:
+                part.insert(position / data.STEPS_PER_QUARTER, note.Rest(quarterLength=(start - position) / 4))
+            part.insert(start / data.STEPS_PER_QUARTER,
+                        note.Note(data.class_to_midi(cls), quarterLength=(end - start) / data.STEPS_PER_QUARTER))
+            position = end
+        if position < len(roll):
+            part.insert(position / data.STEPS_PER_QUARTER, note.Rest(quarterLength=(len(roll) - position) / 4))
+        score.insert(0, part.makeMeasures())
+    return score
+
+
+def write_musicxml(roll, path, tempo: float = 90, instruments=data.DEFAULT_INSTRUMENTS) -> Path:
+    score = roll_to_score(roll, tempo, instruments)
+    return Path(score.write("musicxml", fp=str(path)))
+
+
+SOUNDFONT_PATTERNS = ("/usr/share/sounds/sf2/*.sf2", "/usr/share/soundfonts/*.sf2", "/usr/share/sounds/sf3/*.sf3",
+                      str(Path.home() / ".cache" / "genlab" / "*.sf2"))
+
+
+def find_soundfont() -> str | None:
+    """A General MIDI SoundFont, if FluidSynth and one are installed (e.g. apt fluid-soundfont-gm)."""
+    try:
+        import fluidsynth  # noqa: F401  (pyfluidsynth, used by pretty_midi.fluidsynth)
+    except ImportError:
+        return None
+    for pattern in SOUNDFONT_PATTERNS:
+        found = sorted(glob.glob(pattern))
+        if found:
+            return found[0]
+    return None
+
+
+def _soft_wave(phase: np.ndarray) -> np.ndarray:
+    # A sine with two quiet overtones: closer to a reed than a pure sine, and voices blend.
+    return np.sin(phase) + 0.3 * np.sin(2 * phase) + 0.1 * np.sin(3 * phase)
+
+
+def synthesize(pm, sample_rate: int = 22050) -> np.ndarray:
+    """MIDI -> mono float32 audio in [-1, 1]: FluidSynth with a SoundFont, additive synthesis otherwise."""
+    soundfont = find_soundfont()
+    audio = pm.fluidsynth(fs=sample_rate, sf2_path=soundfont) if soundfont else pm.synthesize(sample_rate, _soft_wave)
+    peak = np.abs(audio).max()
+    return (audio / peak * 0.8 if peak > 0 else audio).astype(np.float32)
+
+
+def midi_bytes(pm) -> bytes:
+    buffer = io.BytesIO()
+    pm.write(buffer)
+    return buffer.getvalue()

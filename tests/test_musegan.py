@@ -1,0 +1,192 @@
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core import musegan
+from core.data import chorales as data
+from core.metrics import music
+from core.runtime import make_generator
+
+TINY = musegan.MuseGANConfig(z_dim=8, temporal_hidden=16, bar_channels=16, critic_channels=8)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # These nets are tiny: on a busy shared CPU a second thread only adds waiting (10x slower here).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_generator(seed=0):
+    torch.manual_seed(seed)
+    return musegan.Generator(TINY).eval()
+
+
+def test_generation_is_deterministic_for_a_seed_and_has_the_asked_shape():
+    model = tiny_generator()
+    rolls = [musegan.generate(model, **musegan.sample_inputs(TINY, 2, make_generator(7)), n_bars=3) for _ in range(2)]
+    assert rolls[0].shape == (2, 3 * 16, 4)
+    assert torch.equal(rolls[0], rolls[1])
+    # An untrained net's argmax barely moves with the noise; its logits must.
+    with torch.no_grad():
+        logits = [model(**musegan.sample_inputs(TINY, 2, make_generator(s)), n_bars=3) for s in (7, 7, 8)]
+    assert torch.equal(logits[0], logits[1]) and not torch.allclose(logits[0], logits[2])
+    assert 0 <= int(rolls[0].min()) and int(rolls[0].max()) < TINY.n_pitches
+
+
+def test_rerolling_one_voices_melody_changes_only_that_input():
+    inputs = musegan.sample_inputs(TINY, 1, make_generator(1))
+    new = musegan.reroll(inputs, "melody", make_generator(2), voice=2)
+    for kind in ("chords", "style", "groove"):
+        assert torch.equal(new[kind], inputs[kind])
+    for voice in (0, 1, 3):
+        assert torch.equal(new["melody"][:, voice], inputs["melody"][:, voice])
+    assert not torch.equal(new["melody"][:, 2], inputs["melody"][:, 2])
+    with pytest.raises(ValueError):
+        musegan.reroll(inputs, "melody", make_generator(2), voice=4)
+    with pytest.raises(ValueError):
+        musegan.reroll(inputs, "tempo", make_generator(2))
+
+
+def test_bad_bar_counts_and_tempi_are_refused():
+    model = tiny_generator()
+    inputs = musegan.sample_inputs(TINY, 1, make_generator(0))
+    for bars in (0, musegan.MAX_BARS + 1, "many"):
+        with pytest.raises(ValueError, match="bars"):
+            musegan.generate(model, **inputs, n_bars=bars)
+    for tempo in (0, 1000, float("nan")):
+        with pytest.raises(ValueError, match="tempo"):
+            musegan.roll_to_midi(np.ones((16, 4), int), tempo=tempo)
+
+
+def hand_roll():
+    """Two bars, made so each metric can be worked out by hand (classes: MIDI pitch - 23)."""
+    c = data.midi_to_class
+    roll = np.full((32, 4), data.REST)
+    roll[:, 0] = [c(72)] * 8 + [c(74)] * 8 + [c(76)] * 16                 # S: C5 D5 | E5
+    roll[:, 1] = [c(67)] * 16 + [c(61)] * 1 + [c(67)] * 15                # A: G4 | C#4(16th) G4
+    roll[:, 2] = [c(64)] * 16 + [c(60)] * 16                              # T: E4 | C4
+    roll[:16, 3] = [c(48)] * 4 + [c(69)] * 4 + [c(48)] * 8                # B: C3 A4(above tenor) C3 | rest
+    return roll
+
+
+def test_metrics_on_a_hand_made_roll():
+    roll = hand_roll()
+    m = music.all_metrics(roll)
+    assert m["empty_bar_rate"] == pytest.approx(1 / 8)                 # bass's second bar
+    # pitch classes per non-empty bar: S 2,1  A 1,2  T 1,1  B 2 -> 10 / 7
+    assert m["used_pitch_classes"] == pytest.approx(10 / 7, abs=1e-4)
+    # notes: S 3, A 3 (one a 16th), T 2, B 3 -> 10 of 11 qualify
+    assert m["qualified_note_rate"] == pytest.approx(10 / 11, abs=1e-4)
+    # C major (no scale holds both C and C#) has every sounding step but the C# 16th, of 112
+    assert m["in_key_ratio"] == pytest.approx(111 / 112, abs=1e-4)
+    # adjacent pairs sounding together: S/A 32, A/T 32, T/B 16 -> 80; the bass is above the tenor for 4
+    assert m["voice_order_violations"] == pytest.approx(4 / 80, abs=1e-4)
+    assert music.empty_bar_rate(np.full((16, 4), data.REST)) == 1.0
+
+
+def test_tonal_distance_is_zero_for_unisons_and_largest_for_a_tritone():
+    c = data.midi_to_class
+    unison = np.full((16, 4), c(60))
+    assert music.tonal_distance(unison) == pytest.approx(0.0)
+    # Two voices: octaves (distance 0); the other pairs a tritone apart, C vs F#.
+    tritone = np.array([[c(72), c(60), c(66), c(54)]] * 16)
+    phi = music._tonal_matrix()
+    d = np.linalg.norm(phi[:, 0] - phi[:, 6])
+    assert music.tonal_distance(tritone) == pytest.approx((2 * 0 + 4 * d) / 6)
+    # A tritone sits opposite on the circle of fifths and of minor thirds, and on the same major-third point.
+    assert d == pytest.approx(math.sqrt(4 + 4 + 0), abs=1e-6)
+
+
+def test_roll_to_midi_to_roll_round_trip():
+    roll = hand_roll()
+    pm = musegan.roll_to_midi(roll, tempo=100, instruments=("Flute", "Oboe", "Cello", "Contrabass"))
+    assert [i.program for i in pm.instruments] == [73, 68, 42, 43]
+    assert len(pm.instruments[0].notes) == 3
+    back = musegan.midi_to_roll(pm)
+    assert back.shape == roll.shape[:1] + (4,) or back.shape[0] <= roll.shape[0]
+    assert (back == roll[:len(back)]).all() and (roll[len(back):] == data.REST).all()
+    with pytest.raises(ValueError, match="four"):
+        pm.instruments = pm.instruments[:3]
+        musegan.midi_to_roll(pm)
+
+
+def test_score_musicxml_and_audio(tmp_path):
+    roll = hand_roll()
+    score = musegan.roll_to_score(roll, tempo=90)
+    assert len(score.parts) == 4
+    assert [n.pitch.midi for n in score.parts[0].flatten().notes] == [72, 74, 76]
+    path = musegan.write_musicxml(roll, tmp_path / "piece.musicxml")
+    assert path.is_file() and "<score-partwise" in path.read_text()
+    audio = musegan.synthesize(musegan.roll_to_midi(roll, tempo=120), sample_rate=8000)
+    assert audio.dtype == np.float32 and audio.ndim == 1
+    assert 0.5 < np.abs(audio).max() <= 0.81 and len(audio) >= 8000 * 4  # 2 bars at 120 bpm = 4 s
+
+
+def test_a_few_training_steps_run_and_the_critic_accepts_any_length():
+    rng = np.random.default_rng(0)
+    pieces = data.ChoraleSet([rng.integers(30, 60, size=(16 * 9, 4)).astype(np.uint8) for _ in range(3)], list("abc"))
+    model = musegan.MuseGAN(TINY)
+    events = list(musegan.train(model, pieces, steps=2, generator=make_generator(0)))
+    assert [e["step"] for e in events] == [1, 2]
+    assert all(math.isfinite(e["wasserstein"]) and math.isfinite(e["gp"]) for e in events)
+    for bars in (2, 5):
+        assert model.critic(torch.rand(3, 4, bars, 16, 84)).shape == (3,)
+
+
+@pytest.fixture
+def shipped_tiny(tmp_path, monkeypatch):
+    """A tiny untrained checkpoint where the tab looks for the shipped one."""
+    import core.registry
+    from core.checkpoints import load_shipped, make_card, save_checkpoint
+    from core.metrics.music import METRICS
+
+    monkeypatch.setattr(core.registry, "CHECKPOINT_DIR", tmp_path)
+    metrics = {side: {name: 0.5 for name in METRICS} for side in ("generated", "held_out_chorales")}
+    save_checkpoint(tmp_path / "musegan" / "chorales.pt", tiny_generator(), TINY,
+                    make_card(data="test", wall_time_s=0, metrics=metrics, command="test"))
+    for cached in (load_shipped, musegan.load_generator):
+        cached.cache_clear()
+    yield
+    for cached in (load_shipped, musegan.load_generator):
+        cached.cache_clear()
+
+
+def test_tab_rerolls_one_voice_and_refuses_bad_input(shipped_tiny):
+    from tabs import musegan as tab
+
+    instruments = ("Choir Aahs", "Oboe", "Cello", "Contrabass")
+    state, figure, (rate, audio), files, table, _ = tab.new_piece(5, 2, 120, *instruments)
+    assert rate == 22050 and len(audio) >= 22050 * 4
+    assert [Path(f).suffix for f in files] == [".mid", ".musicxml"]
+    assert all(description in table for description in music.METRICS.values())
+    new_state, *_, note = tab.reroll_input(state, "groove", "Tenor", 2, 120, *instruments)
+    assert "tenor" in note
+    for kind in ("chords", "style", "melody"):
+        assert torch.equal(new_state["inputs"][kind], state["inputs"][kind])
+    changed = [not torch.equal(new_state["inputs"]["groove"][:, v], state["inputs"]["groove"][:, v]) for v in range(4)]
+    assert changed == [False, False, True, False]
+    *_, interp_note = tab.interpolate(state, "Chords", 3, 1, 120, *instruments)
+    assert "3 segments" in interp_note
+    for bad in (lambda: tab.replay(state, 0, 120, *instruments), lambda: tab.replay(state, 99, 120, *instruments),
+                lambda: tab.replay(state, 2, 5, *instruments), lambda: tab.replay(None, 2, 120, *instruments),
+                lambda: tab.replay(state, 2, 120, "Kazoo", *instruments[1:])):
+        with pytest.raises(ValueError):
+            bad()
+
+
+def test_tab_upload_with_three_parts_is_refused(shipped_tiny, tmp_path):
+    from tabs import musegan as tab
+
+    pm = musegan.roll_to_midi(hand_roll())
+    pm.instruments = pm.instruments[:3]
+    pm.write(str(tmp_path / "trio.mid"))
+    with pytest.raises(ValueError, match="part"):
+        tab.analyse_upload(str(tmp_path / "trio.mid"), 90, *data.DEFAULT_INSTRUMENTS)
+    with pytest.raises(ValueError, match="MIDI or MusicXML"):
+        tab.analyse_upload(str(tmp_path / "evil.p"), 90, *data.DEFAULT_INSTRUMENTS)

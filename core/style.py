@@ -47,7 +47,7 @@ MAX_ITERATIONS = 2000
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise", "blend")
 COLOUR_MODES = ("none", "luminance", "statistics")
-ADAM_LR = 0.02                  # pixels live in [0, 1]; larger steps leave blotches
+ADAM_LR = 0.02                  # pixels live in [0, 1]: about 5 grey levels per step
 
 
 @dataclass(frozen=True)
@@ -61,10 +61,10 @@ class Recipe:
     tv_weight: float
 
 
-# Chosen by eye on several paintings (see the module docstring of bench/style_speed.py for timing).
+# Layers and weights per backbone; the Lite0 ones were checked by eye on several paintings.
 RECIPES = {
-    # Stem + the ReLU6 expansion activations (wide, before the depthwise conv) hold the texture;
-    # the block outputs themselves are narrow linear bottlenecks and transfer style poorly.
+    # Style from the stem and the ReLU6 expansion activations (6x wider than the block outputs,
+    # which are linear bottlenecks), from fine (stride 2) to coarse (stride 16) texture.
     "efficientnet_lite0": Recipe(
         content_layer="block5",
         style_layers=("stem", "block2.expand", "block4.expand", "block6.expand", "block9.expand"),
@@ -94,7 +94,7 @@ class StyleSettings:
     content_weight: float | None = None
     style_weight: float | None = None
     tv_weight: float | None = None
-    iterations: int = 150                # loss evaluations (one forward + backward each)
+    iterations: int = 100                # loss evaluations (one forward + backward each)
     optimizer: str = "lbfgs"
     init: str = "content"                # where the pixels start: content, noise, or a blend
     colour: str = "none"                 # keep the content's colours: none, luminance, statistics
@@ -366,19 +366,20 @@ def stylize(backbone, content: Image.Image, styles: Sequence[tuple[Image.Image, 
     else:
         optimizer = torch.optim.Adam([pixels], lr=ADAM_LR)
 
-    while last.get("evaluations", 0) < settings.iterations:
+    done = False
+    while not done:
         before = last.get("evaluations", 0)
-        remaining = settings.iterations - before
+        chunk = min(settings.report_every, settings.iterations - before)
         if settings.optimizer == "lbfgs":
-            optimizer.param_groups[0]["max_iter"] = min(settings.report_every, remaining)
-            optimizer.param_groups[0]["max_eval"] = min(settings.report_every, remaining)
+            optimizer.param_groups[0].update(max_iter=chunk, max_eval=chunk)
             optimizer.step(closure)
+            # One evaluation and out means L-BFGS found nothing left to improve: converged.
+            converged = last["evaluations"] - before <= 1 < chunk
         else:
-            for _ in range(min(settings.report_every, remaining)):
+            for _ in range(chunk):
                 optimizer.step(closure)
                 with torch.no_grad():
                     pixels.clamp_(0, 1)
-        if last["evaluations"] - before <= 1 and settings.optimizer == "lbfgs":
-            break  # converged: L-BFGS stops when neither the loss nor the image changes
-        yield report()
-    yield report(done=True)
+            converged = False
+        done = converged or last["evaluations"] >= settings.iterations
+        yield report(done)

@@ -23,7 +23,7 @@ BACKBONES = ["efficientnet_lite0", "vgg19"]  # the ones core.style.RECIPES has l
 STYLE_SLOTS = 3
 # Slider starting points; tests check they equal core.style's StyleSettings and Lite0 recipe
 # (core.style cannot be imported here: it imports torch, and the app must start fast).
-DEFAULT_SIZE, DEFAULT_ITERATIONS = 256, 150
+DEFAULT_SIZE, DEFAULT_ITERATIONS = 256, 100
 DEFAULT_LOG_WEIGHTS = {"content": 0.0, "style": 3.0, "tv": 1.7}
 # Log-scale sliders: exponent range per term. The leftmost position switches the term off.
 LOG_RANGES = {"content": (-3.0, 3.0), "style": (-1.0, 6.0), "tv": (-1.0, 4.0)}

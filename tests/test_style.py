@@ -234,3 +234,23 @@ def test_tab_bad_input_gives_a_message(net, tmp_path, changes, message):
     changes = {k: paths.get(v, v) if isinstance(v, str) else v for k, v in changes.items()}
     with pytest.raises(gr.Error, match=message):
         list(user_errors(run_style)(**_tab_args(**changes)))
+
+
+def test_tab_copes_with_odd_uploads(net, tmp_path):
+    import io
+
+    from tabs.style import run_style
+
+    # Content: a landscape JPEG whose EXIF says "rotate 90°"; style: a 16-bit grey strip, 20:1.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    _gradient(96, 48).save(buffer, format="JPEG", exif=exif)
+    (tmp_path / "rotated.jpg").write_bytes(buffer.getvalue())
+    strip = (np.linspace(0, 60000, 2000 * 100).reshape(100, 2000)).astype(np.uint16)
+    Image.fromarray(strip, mode="I;16").save(tmp_path / "strip.png")
+    picture, _, status, _ = list(run_style(**_tab_args(content=str(tmp_path / "rotated.jpg"),
+                                                      style_1=str(tmp_path / "strip.png"), style_2=None)))[-1]
+    assert picture.size == (32, 64)  # upright: portrait
+    for expected in ("EXIF", "converted from I;16", "very elongated"):
+        assert expected in status

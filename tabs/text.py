@@ -198,23 +198,24 @@ def generate(name, own, prompt, length, temperature, top_k, top_p, seed):
     length, temperature, top_k, top_p = _clamp_options(length, temperature, top_k, top_p)
     prepared = _prompt(tokenizer, prompt)
     chars, model_p, sampled_probs, model_dists = [], [], [], []
-    last_text = last_plot = 0.0
-    figure = None
+    last_text = last_views = 0.0
     for step in text.sample(model, tokenizer, prepared.ids, length, temperature, top_k, top_p, make_generator(seed)):
         chars.append(step.char)
         model_p.append(step.model_prob)
         sampled_probs.append(step.probs)
         model_dists.append(step.model_probs)
         now = time.monotonic()
-        if now - last_plot >= PLOT_EVERY_S:
-            last_plot = now
-            figure = distribution_figure(step.model_probs, step.probs, tokenizer.chars, temperature, step.char,
-                                         f"step {len(chars)}: after …{display_char(prepared.text[-1:])}"
-                                         f"{''.join(chars[-12:-1])!r}")
-        if now - last_text >= STREAM_EVERY_S:
-            last_text = now
-            yield (prepared.text + "".join(chars), surprise_html(prepared.text, chars, model_p), figure,
+        if now - last_views >= PLOT_EVERY_S:  # the views are heavier to draw and send: refresh them less often
+            last_views = last_text = now
+            context = "".join(display_char(c) for c in (prepared.text + "".join(chars[:-1]))[-16:])
+            yield (prepared.text + "".join(chars), surprise_html(prepared.text, chars, model_p),
+                   distribution_figure(step.model_probs, step.probs, tokenizer.chars, temperature, step.char,
+                                       f"step {len(chars)}: after …{context}"),
                    f"Sampling… {len(chars)}/{length}", gr.skip(), gr.skip())
+        elif now - last_text >= STREAM_EVERY_S:
+            last_text = now
+            yield (prepared.text + "".join(chars), gr.skip(), gr.skip(), f"Sampling… {len(chars)}/{length}",
+                   gr.skip(), gr.skip())
     steps = {"prompt": prepared.text, "chars": chars, "probs": torch.stack(sampled_probs),
              "model_probs": torch.stack(model_dists), "temperature": temperature, "alphabet": tokenizer.chars}
     yield (prepared.text + "".join(chars), surprise_html(prepared.text, chars, model_p),

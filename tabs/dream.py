@@ -145,8 +145,10 @@ def run_dream(image, from_noise, guide, backbone_name, *settings):
             last_shown = now
             status = (f"Octave {update.octave}/{len(update.octave_sizes)} ({update.image.shape[-1]}×"
                       f"{update.image.shape[-2]}), iteration {update.iteration}: objective {update.loss:.3g}")
-            yield (tensor_to_pil(update.image), f"{status} · {100 * update.progress:.0f}% done",
-                   _loss_table(rows), gr.skip(), gr.skip(), gr.skip())
+            # The first frame clears the previous dream's explanation and file; later ones leave them be.
+            first = len(rows) == 1
+            yield (tensor_to_pil(update.image), f"{status} · {100 * update.progress:.0f}% done", _loss_table(rows),
+                   "" if first else gr.skip(), None if first else gr.skip(), None if first else gr.skip())
     seconds = time.perf_counter() - start
     result = tensor_to_pil(update.image)
     before = _heat_overlay(tensor_to_pil(picture), activation_map(backbone, picture, config.layers))

@@ -16,8 +16,8 @@ def test_fill_formats_dotted_figures():
 
 def test_declared_rows_are_filled_from_the_latest_results(tmp_path):
     _write_result(tmp_path, "fid_baseline", {"fashion": {
-        "n": 2000, "classifier_accuracy": 0.9312, "real_fid": 0.5, "real_kid_x1000": 0.01,
-        "real_kid_std_x1000": 0.2, "noise_fid": 40.0, "blur_fid": 30.0}}, quick=True)
+        "n": 2000, "classifier_accuracy": 0.9312, "real_fid": 0.5, "real_kid": 0.01,
+        "real_kid_std": 0.2, "noise_fid": 40.0, "blur_fid": 30.0}}, quick=True)
     text = report.table(tmp_path, ["fid_baseline"])
     assert "| 93.12% (quick) |" in text
     assert "0.50 (n = 2000) (quick)" in text

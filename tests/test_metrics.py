@@ -106,6 +106,16 @@ def test_kid_separates_distributions_and_is_reproducible():
     assert abs(same.mean) < first.mean / 10
 
 
+def test_kid_gives_the_same_numbers_with_and_without_the_full_kernel_matrices(monkeypatch):
+    from core.metrics import fid as fid_module
+
+    a, b = _gaussian(60, 5, 10), _gaussian(50, 5, 11, shift=0.2)
+    sliced = kid(a, b, subsets=5, subset_size=20, generator=torch.Generator().manual_seed(3))
+    monkeypatch.setattr(fid_module, "FULL_KERNEL_MAX", 10)
+    direct = kid(a, b, subsets=5, subset_size=20, generator=torch.Generator().manual_seed(3))
+    assert sliced.mean == pytest.approx(direct.mean, rel=1e-9) and sliced.std == pytest.approx(direct.std, rel=1e-9)
+
+
 def test_kid_lowers_subset_size_to_the_smaller_set():
     result = kid(_gaussian(30, 4, 0), _gaussian(50, 4, 1), subsets=3, subset_size=1000)
     assert result.subset_size == 30 and result.subsets == 3
@@ -194,6 +204,16 @@ def test_fashion_training_resumes_where_it_stopped(tmp_path):
     path = classifiers.train_main(_train_args(tmp_path, epochs=2, resume=True))
     curves = load_checkpoint(path).card["curves"]
     assert [c["epoch"] for c in curves] == [1, 2]
+
+
+def test_fine_tuning_starts_from_a_checkpoint_and_keeps_its_card(tmp_path):
+    _tiny_fashion(tmp_path)
+    first = classifiers.train_main(_train_args(tmp_path, out=str(tmp_path / "first.pt")))
+    tuned = load_checkpoint(classifiers.train_main(_train_args(tmp_path, init_from=str(first), shift=0, lr=1e-4)))
+    assert tuned.card["init_from"]["path"] == str(first)
+    assert tuned.card["init_from"]["epochs"] == 1 and tuned.card["shift"] == 0
+    # Starting from trained weights, one gentle epoch keeps the accuracy the first run reached.
+    assert tuned.card["metrics"]["test_accuracy"] >= 0.8
 
 
 def test_face_training_gives_one_probability_per_attribute(tmp_path):

@@ -224,20 +224,26 @@ def face_attributes(images: torch.Tensor, value_range=(0, 1),
 def add_train_arguments(parser) -> None:
     parser.add_argument("--dataset", choices=["fashion", "faces"], default="fashion",
                         help="fashion: Fashion-MNIST classes; faces: synthetic face attributes")
-    parser.add_argument("--epochs", type=int, default=None, help="default: 5 (fashion), 8 (faces)")
+    parser.add_argument("--epochs", type=int, default=None, help="default: 5 (fashion), 5 (faces)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the one-cycle schedule")
+    parser.add_argument("--shift", type=int, default=2, help="fashion: random shifts of up to this many pixels")
+    parser.add_argument("--label-smoothing", type=float, default=0.05, help="fashion: cross-entropy label smoothing")
+    parser.add_argument("--init-from", default=None,
+                        help="start from this checkpoint's weights (fine-tuning); its card is kept in the new card")
     parser.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX folder (default: search the usual places)")
-    parser.add_argument("--train-faces", type=int, default=20000, help="synthetic faces to train on (train split)")
+    parser.add_argument("--train-faces", type=int, default=16000, help="synthetic faces to train on (train split)")
     parser.add_argument("--test-faces", type=int, default=2000, help="faces to measure on (validation split)")
 
 
-def _augment_clothes(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random left-right flips and shifts of up to 2 px: clothes stay clothes, the net generalises."""
+def _augment_clothes(x: torch.Tensor, generator: torch.Generator, shift: int) -> torch.Tensor:
+    """Random left-right flips (a mirrored shirt is still a shirt) and shifts of up to `shift` px."""
     flip = torch.rand(len(x), generator=generator) < 0.5
     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-    padded = F.pad(x, (2, 2, 2, 2))
-    dx, dy = torch.randint(0, 5, (2, len(x)), generator=generator)
+    if shift == 0:
+        return x
+    padded = F.pad(x, (shift, shift, shift, shift))
+    dx, dy = torch.randint(0, 2 * shift + 1, (2, len(x)), generator=generator)
     side = x.shape[-1]
     return torch.stack([padded[i, :, dy[i]:dy[i] + side, dx[i]:dx[i] + side] for i in range(len(x))])
 
@@ -315,7 +321,7 @@ def _fit(model, args, *, train_x, train_y, test_x, test_y, loss_fn, augment, out
 
 
 def train_main(args):
-    args.epochs = args.epochs or (5 if args.dataset == "fashion" else 8)
+    args.epochs = args.epochs or 5
     return train_fashion(args) if args.dataset == "fashion" else train_faces(args)
 
 
@@ -333,6 +339,14 @@ def _drive(loop, total: int, desc: str):
     return result["value"]
 
 
+def _start_from(args, model_cls, config_cls, cfg):
+    """A fresh model, or with --init-from the checkpoint's model and card (to fine-tune it)."""
+    if not args.init_from:
+        return model_cls(cfg), {}
+    ckpt = load_checkpoint(args.init_from)
+    return build_model(ckpt, model_cls, config_cls).train(), {"init_from": {"path": str(args.init_from), **ckpt.card}}
+
+
 def train_fashion(args):
     from core.data.fashion_mnist import load_fashion_mnist, to_float
 
@@ -342,11 +356,11 @@ def train_fashion(args):
     test_u8, test_y = load_fashion_mnist("test", args.data_dir)
     # Keep the padded images as uint8 (a quarter of the memory); _fit divides by 255 per batch.
     train_x, test_x = (to_float(x).mul(255).round().to(torch.uint8) for x in (train_u8, test_u8))
-    cfg = FashionClassifierConfig()
-    model = FashionClassifier(cfg)
+    model, earlier = _start_from(args, FashionClassifier, FashionClassifierConfig, FashionClassifierConfig())
+    cfg = model.cfg
     loop = _fit(model, args, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
-                loss_fn=lambda logits, y: F.cross_entropy(logits, y, label_smoothing=0.05),
-                augment=_augment_clothes, out=out)
+                loss_fn=lambda logits, y: F.cross_entropy(logits, y, label_smoothing=args.label_smoothing),
+                augment=lambda x, generator: _augment_clothes(x, generator, args.shift), out=out)
     history, epochs, seconds = _drive(loop, args.epochs * max(1, len(train_x) // args.batch_size),
                                       "fashion classifier")
     accuracy = float(_accuracy(model, test_x.float() / 255, test_y, pick_device(args.device)))
@@ -355,8 +369,9 @@ def train_fashion(args):
                      metrics={"test_accuracy": round(accuracy, 4)},
                      epochs=epochs, batch_size=args.batch_size, lr=args.lr,
                      features=f"{cfg.feature_dim}-d penultimate layer (after ReLU), used for FID/KID",
+                     shift=args.shift, label_smoothing=args.label_smoothing,
                      input="[N, 1, 32, 32] in [0, 1]; 28x28 images are zero-padded to 32",
-                     curves=history)
+                     curves=history, **earlier)
     return save_checkpoint(out, model.cpu(), cfg, card, half=True)
 
 
@@ -376,8 +391,11 @@ def train_faces(args):
     # and leave "test" untouched for the FID/KID references (core.metrics.quality).
     train_x, train_y = as_arrays(face_split("train", args.train_faces))
     test_x, test_y = as_arrays(face_split("validation", args.test_faces))
-    cfg = FaceClassifierConfig(attributes=attributes)
-    model = FaceAttributeClassifier(cfg)
+    model, earlier = _start_from(args, FaceAttributeClassifier, FaceClassifierConfig,
+                                 FaceClassifierConfig(attributes=attributes))
+    cfg = model.cfg
+    if cfg.attributes != attributes:
+        raise ValueError(f"{args.init_from} was trained on other attributes: {cfg.attributes}.")
     loop = _fit(model, args, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
                 loss_fn=F.binary_cross_entropy_with_logits, augment=lambda x, generator: x, out=out)
     history, epochs, seconds = _drive(loop, args.epochs * max(1, len(train_x) // args.batch_size),
@@ -392,5 +410,5 @@ def train_faces(args):
                      epochs=epochs, batch_size=args.batch_size, lr=args.lr,
                      features=f"{cfg.feature_dim}-d penultimate layer (after ReLU), used for FID/KID on faces",
                      input="[N, 3, 64, 64] in [0, 1]; other square sizes are resized",
-                     curves=history)
+                     curves=history, **earlier)
     return save_checkpoint(out, model.cpu(), cfg, card, half=True)

@@ -1,0 +1,99 @@
+"""The feature networks behind every FID/KID in GenLab, and the real-vs-real floor they give.
+
+    python -m bench.fid_baseline            # Fashion-MNIST n = 10,000, faces n = 5,000
+    python -m bench.fid_baseline --quick    # n = 2,000 and 1,000
+
+Prints and saves:
+- each classifier's accuracy (a feature network that cannot tell classes apart makes a
+  meaningless FID);
+- FID and KID of real against real at n (Fashion-MNIST train vs test; faces train split vs
+  test split): what a perfect generator would score with that many samples;
+- the same with the test images damaged (Gaussian noise sigma 0.1, Gaussian blur sigma 1 px),
+  to calibrate what a given FID looks like.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from bench.common import save_results
+
+README_ROWS = [
+    {"figure": "Fashion-MNIST classifier (FID/KID feature net): test accuracy",
+     "measured": "{fashion.classifier_accuracy:.2%}", "reference": "≥ 92 %"},
+    {"figure": "Fashion-MNIST FID, real train vs real test images at n (the floor for GAN/diffusion FIDs)",
+     "measured": "{fashion.real_fid:.2f} (n = {fashion.n})", "reference": "≈ 0; the bias of FID at this n"},
+    {"figure": "Fashion-MNIST KID, real vs real (unbiased: 0 means same distribution; ± std over 100 subsets)",
+     "measured": "{fashion.real_kid:.3f} ± {fashion.real_kid_std:.3f}", "reference": "0"},
+    {"figure": "Fashion-MNIST FID, test images + Gaussian noise σ = 0.1 vs clean (calibration)",
+     "measured": "{fashion.noise_fid:.1f}", "reference": "≫ real-vs-real FID"},
+    {"figure": "Fashion-MNIST FID, test images blurred σ = 1 px vs clean (calibration)",
+     "measured": "{fashion.blur_fid:.1f}", "reference": "≫ real-vs-real FID"},
+    {"figure": "Face attribute classifier (FID/KID feature net for faces): mean accuracy over attributes",
+     "measured": "{faces.classifier_accuracy:.2%}", "reference": "≥ 95 % (labels are exact)"},
+    {"figure": "Synthetic faces FID, train split vs test split at n (the floor for face FIDs)",
+     "measured": "{faces.real_fid:.2f} (n = {faces.n})", "reference": "≈ 0; the bias of FID at this n"},
+]
+
+
+def _named(scores: dict, prefix: str) -> dict:
+    return {f"{prefix}fid": scores["fid"], f"{prefix}kid": scores["kid_mean"], f"{prefix}kid_std": scores["kid_std"]}
+
+
+def fashion_figures(n: int) -> dict:
+    from core.data.fashion_mnist import load_fashion_mnist, to_float
+    from core.metrics.classifiers import fashion_features, fashion_probabilities
+    from core.metrics.quality import compare, fashion_baseline, fashion_real_features, fashion_real_images, gaussian_blur
+
+    start = time.perf_counter()
+    images, labels = load_fashion_mnist("test")
+    accuracy = (fashion_probabilities(images, (0, 255)).argmax(-1) == labels).float().mean()
+    figures = {"n": n, "classifier_accuracy": round(float(accuracy), 4),
+               **_named(fashion_baseline(n), "real_")}
+    # Damaged copies of the n reference test images against their clean selves.
+    clean = to_float(fashion_real_images("test", n))
+    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+    reference = fashion_real_features("test", n)
+    for name, damaged in (("noise_", (clean + 0.1 * noise).clamp(0, 1)), ("blur_", gaussian_blur(clean, 1.0))):
+        figures.update(_named(compare(fashion_features(damaged, (0, 1)), reference), name))
+    figures["seconds"] = round(time.perf_counter() - start, 1)
+    return figures
+
+
+def face_figures(n: int) -> dict:
+    from core.data.faces import face_split
+    from core.metrics.classifiers import face_attributes
+    from core.metrics.quality import face_baseline
+
+    start = time.perf_counter()
+    batch = face_split("test", n)
+    probs = face_attributes(batch.images)
+    per_attribute = {name: round(float(((p > 0.5) == batch.labels[name]).float().mean()), 4)
+                     for name, p in probs.items()}
+    figures = {"n": n, "classifier_accuracy": round(sum(per_attribute.values()) / len(per_attribute), 4),
+               "attribute_accuracy": per_attribute, **_named(face_baseline(n), "real_")}
+    figures["seconds"] = round(time.perf_counter() - start, 1)
+    return figures
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--n", type=int, default=None, help="Fashion-MNIST sample count (default 10,000; quick 2,000)")
+    parser.add_argument("--face-n", type=int, default=None, help="face sample count (default 5,000; quick 1,000)")
+    args = parser.parse_args(argv)
+    from core.registry import shipped_path
+
+    figures = {"fashion": fashion_figures(args.n or (2000 if args.quick else 10000))}
+    if shipped_path("classifier", "face_attributes").is_file():
+        figures["faces"] = face_figures(args.face_n or (1000 if args.quick else 5000))
+    else:
+        print("face attribute classifier not shipped yet: skipping the face figures")
+    save_results("fid_baseline", figures, quick=args.quick)
+    return figures
+
+
+if __name__ == "__main__":
+    main()

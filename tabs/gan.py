@@ -1,6 +1,403 @@
-"""GAN tab (placeholder until issue #7 lands)."""
-from tabs.common import not_built_yet
+"""GAN tab: samples from the shipped DCGAN / conditional GAN / WGAN-GP, latent walks, truncation,
+each model's training story, and a tiny GAN learning live on 2-D points.
 
+Widgets and events only; the models, losses and sampling live in core.gan and core.gan2d.
+Nothing heavy is imported until a handler runs, so the app starts fast.
+"""
+from __future__ import annotations
+
+import functools
+import secrets
+import tempfile
+
+import gradio as gr
+
+from core.registry import list_shipped, read_card, shipped_path
+from tabs.common import queue, user_errors
+
+TAB = "gan"
+LIVE = "gan-live"  # the 2-D GAN gets its own slot: one user's live game never waits for another's grid
+MODEL_LABELS = {"dcgan_fashion": "DCGAN · Fashion-MNIST", "cgan_fashion": "Conditional GAN · Fashion-MNIST",
+                "wgangp_faces": "WGAN-GP · synthetic faces"}
+ALL_CLASSES = "one row per class"
+MAX_GRID = 16      # images per side of a grid
+MAX_WALK = 24      # frames in a latent walk
+SHOW_PX = 96       # each image is enlarged to this many pixels for display
+LIVE_FRAMES = 400  # a play press runs at most this many frames, then pauses by itself
+MAX_SEED = 2**31 - 1  # as core.runtime.MAX_SEED, which cannot be imported here: it loads torch
+
+INTRO = """### GANs: the forger and the art dealer
+A **generator** turns random noise into images; a **discriminator** (a *critic* in a WGAN) learns to
+tell them from real ones. Each is trained against the other, until the forgeries pass.
+**DCGAN** uses transposed convolutions, batch norm and a real/fake cross-entropy. **WGAN-GP** replaces
+the yes/no answer with a score whose real-minus-fake gap estimates the Wasserstein distance, kept honest
+by a gradient penalty. The **conditional GAN** is told the class (a one-hot vector appended to the noise and
+given to the critic as extra channels), so you can ask for a sneaker."""
+
+
+# --- shipped models --------------------------------------------------------------------------
+
+def model_choices() -> list[tuple[str, str]]:
+    # Only finished checkpoints have their card beside them (a training's resume file has none).
+    return [(MODEL_LABELS.get(name, name), name) for name in list_shipped("gan")
+            if shipped_path("gan", name).with_suffix(".json").is_file()]
+
+
+@functools.lru_cache(maxsize=None)
+def _generator(name: str):
+    """The shipped generator, built once per process and only read afterwards."""
+    from core import gan
+    from core.checkpoints import load_shipped
+
+    if name not in dict(model_choices()).values():
+        raise ValueError(f"There is no shipped GAN called {name!r}.")
+    return gan.load_generator(load_shipped("gan", name))
+
+
+def _class_names(name: str) -> list[str]:
+    return read_card("gan", name).get("class_names") or []
+
+
+def _labels_for(name: str, class_choice, columns: int):
+    """Labels and rows for a conditional model: one class, or every class on its own row."""
+    names = _class_names(name)
+    if not names:
+        return None, None
+    if class_choice in (None, "", ALL_CLASSES):
+        return [c for c in range(len(names)) for _ in range(columns)], len(names)
+    if class_choice not in names:
+        raise ValueError(f"Pick one of the classes: {', '.join(names)}.")
+    return names.index(class_choice), None
+
+
+def _truncation(value) -> float | None:
+    value = float(value if value is not None else 1.0)
+    if not 0.05 <= value <= 1.0:
+        raise ValueError("Truncation must be between 0.05 (narrow, typical images) and 1 (the full normal).")
+    return None if value >= 1.0 else value
+
+
+def _enlarge(image, factor: int):
+    from PIL import Image
+
+    return image.resize((image.width * factor, image.height * factor), Image.NEAREST)
+
+
+def samples(name, seed, grid_size, class_choice=ALL_CLASSES, truncation=1.0):
+    """A grid of new images from a shipped model -> (image, note)."""
+    from core import gan
+    from core.data.images import image_grid
+    from core.runtime import make_generator
+
+    if grid_size is None or int(grid_size) < 1:
+        raise ValueError(f"The grid needs at least 1 image per side, not {grid_size}.")
+    side, note = int(grid_size), ""
+    if side > MAX_GRID:
+        side, note = MAX_GRID, f"Grid size limited to {MAX_GRID}×{MAX_GRID}."
+    G = _generator(name)
+    labels, rows = _labels_for(name, class_choice, side)
+    n = side * (rows or side)
+    images = gan.sample(G, n, make_generator(seed), labels=labels, truncation=_truncation(truncation))
+    grid = image_grid(images, nrow=side)
+    return _enlarge(grid, max(1, SHOW_PX // G.cfg.image_size)), note
+
+
+def new_samples(name, grid_size, class_choice=ALL_CLASSES, truncation=1.0):
+    seed = secrets.randbelow(MAX_SEED + 1)
+    image, note = samples(name, seed, grid_size, class_choice, truncation)
+    return seed, image, note
+
+
+def latent_walk(name, seed_a, seed_b, steps, mode="slerp", class_choice=ALL_CLASSES, truncation=1.0):
+    """Images along a straight (lerp) or great-circle (slerp) path between two seeds' noise
+    -> (strip image, GIF path)."""
+    from core import gan
+    from core.data.images import image_grid, save_gif
+    from core.runtime import make_generator
+
+    from core.runtime import clamp_seed
+
+    seed_a, seed_b = clamp_seed(seed_a), clamp_seed(seed_b)
+    if seed_a == seed_b:
+        raise ValueError(f"Both ends of the walk use seed {seed_a}, so it would stand still: pick two different seeds.")
+    steps = min(MAX_WALK, max(2, int(steps or 2)))
+    G = _generator(name)
+    trunc = _truncation(truncation)
+    labels, rows = _labels_for(name, class_choice, 1)
+    rows = rows or 1
+    # The same z per row: rows differ only in the class label (conditional model, all classes).
+    z0 = gan.noise(G.cfg, 1, make_generator(seed_a), trunc).expand(rows, -1)
+    z1 = gan.noise(G.cfg, 1, make_generator(seed_b), trunc).expand(rows, -1)
+    path = gan.interpolate(z0, z1, steps, mode)                     # [steps, rows, z_dim]
+    images = gan.generate(G, path.reshape(steps * rows, -1),
+                          None if labels is None else ([labels] * steps if rows == 1 else labels * steps))
+    frames = images.reshape(steps, rows, *images.shape[1:])
+    scale = max(1, SHOW_PX // G.cfg.image_size)
+    strip = image_grid(frames.transpose(0, 1).reshape(steps * rows, *images.shape[1:]), nrow=steps)
+    gif_frames = [_enlarge(image_grid(frame, nrow=1, padding=0), scale) for frame in frames]
+    gif_frames += gif_frames[-2:0:-1]  # there and back again, so the loop has no jump
+    gif = save_gif(gif_frames, tempfile.NamedTemporaryFile(suffix=".gif", delete=False).name, 0.12)
+    return _enlarge(strip, scale), gif
+
+
+# --- the training story ----------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def _timeline_strip(name: str):
+    from PIL import Image
+
+    path = shipped_path("gan", name).with_name(f"{name}.timeline.png")
+    return Image.open(path).copy()
+
+
+def story_frame(name, index):
+    """One frame of the timeline: the fixed noise batch as the model saw it at that point."""
+    card = read_card("gan", name)
+    timeline = card["timeline"]
+    count = len(timeline["steps"])
+    index = min(count - 1, max(0, int(index or 0)))
+    height = timeline["frame_height"]
+    strip = _timeline_strip(name)
+    frame = strip.crop((0, index * height, strip.width, (index + 1) * height))
+    caption = (f"Frame {index + 1} of {count}: step {timeline['steps'][index]:,} "
+               f"(epoch {timeline['epochs'][index]:g}). The same noise every frame, so the change is learning.")
+    return _enlarge(frame, 2), caption
+
+
+def story_model(name):
+    """Model changed: reset the scrubber to the last frame and redraw curves and card."""
+    card = read_card("gan", name)
+    last = len(card["timeline"]["steps"]) - 1
+    image, caption = story_frame(name, last)
+    return gr.Slider(minimum=0, maximum=last, value=last, step=1), image, caption, loss_curves(name), card_markdown(name)
+
+
+def loss_curves(name):
+    """The losses logged during training, as a picture."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    card = read_card("gan", name)
+    curves = card.get("curves") or []
+    steps = [c["step"] for c in curves]
+    wgan = card["config"]["loss"] == "wgan-gp"
+    panels = ([("loss_d", "critic loss"), ("loss_g", "generator loss")], [("wasserstein", "Wasserstein estimate"),
+              ("gp", "gradient penalty")]) if wgan else \
+        ([("loss_d", "discriminator loss"), ("loss_g", "generator loss")], [("d_real", "D(real)"), ("d_fake", "D(fake)")])
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3), dpi=90)
+    for ax, panel in zip(axes, panels):
+        for key, label in panel:
+            ax.plot(steps, [c.get(key) for c in curves], label=label, linewidth=1)
+        ax.set_xlabel("generator step")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _figure_to_image(fig)
+
+
+def card_markdown(name) -> str:
+    card = read_card("gan", name)
+    cfg = card["config"]
+    notes = card.get("notes", "")
+    return (f"**{MODEL_LABELS.get(name, name)}**: {cfg['image_size']}×{cfg['image_size']} pixels, "
+            f"{card['parameters']['generator']:,} generator parameters, trained {card['steps']:,} steps "
+            f"({card['epochs']} epochs) in {card['wall_time_s'] / 60:.0f} min on {card['hardware']}.  \n"
+            f"Data: {card['data']}.  \nCommand: `{card['command']}`" + (f"  \n{notes}" if notes else ""))
+
+
+def _figure_to_image(fig):
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    fig.canvas.draw()
+    image = Image.frombuffer("RGBA", fig.canvas.get_width_height(), fig.canvas.buffer_rgba()).convert("RGB")
+    plt.close(fig)
+    return image
+
+
+# --- the live 2-D GAN ------------------------------------------------------------------------
+
+def _lr(log10_value) -> float:
+    return 10.0 ** float(log10_value)
+
+
+def live_reset(distribution, seed, lr_g_log, lr_d_log):
+    """A fresh game for this user -> (state, picture, status)."""
+    from core.gan2d import Gan2D
+    from core.runtime import clamp_seed
+
+    live = Gan2D(distribution, seed=clamp_seed(seed), lr_g=_lr(lr_g_log), lr_d=_lr(lr_d_log))
+    return live, live_picture(live), live_status(live)
+
+
+def live_start(live, distribution, seed, lr_g_log, lr_d_log):
+    """Opening the panel: keep this user's game if there is one, else start one."""
+    if live is None:
+        return live_reset(distribution, seed, lr_g_log, lr_d_log)
+    return live, live_picture(live), live_status(live)
+
+
+def live_step(live, steps, lr_g_log, lr_d_log):
+    """Train `steps` rounds once -> (state, picture, status)."""
+    if live is None:
+        raise ValueError("Press Reset first to create a GAN.")
+    live.set_learning_rates(_lr(lr_g_log), _lr(lr_d_log))
+    live.train(min(500, max(1, int(steps or 1))))
+    return live, live_picture(live), live_status(live)
+
+
+def live_play(live, steps, lr_g_log, lr_d_log):
+    """Keep training, showing a frame every `steps` rounds, until paused, diverged or LIVE_FRAMES frames."""
+    if live is None:
+        raise ValueError("Press Reset first to create a GAN.")
+    for _ in range(LIVE_FRAMES):
+        yield live_step(live, steps, lr_g_log, lr_d_log)
+        if live.diverged:
+            return
+
+
+def live_set_learning_rates(live, lr_g_log, lr_d_log):
+    if live is not None:
+        live.set_learning_rates(_lr(lr_g_log), _lr(lr_d_log))
+    return live
+
+
+def live_status(live) -> str:
+    lr_g, lr_d = live.opt_g.param_groups[0]["lr"], live.opt_d.param_groups[0]["lr"]
+    if live.diverged:
+        return (f"⚠️ **The game diverged**: {live.diverged} (learning rates G {lr_g:.0e}, D {lr_d:.0e}). "
+                "Lower the learning rates and press Reset.")
+    if not live.history:
+        return f"Step 0. Learning rates G {lr_g:.0e}, D {lr_d:.0e}. Press Play or Step."
+    _, loss_d, loss_g = live.history[-1]
+    return (f"Step {live.step:,}: D loss {loss_d:.3f}, G loss {loss_g:.3f} (at the equilibrium D loss → "
+            f"2·ln 2 ≈ 1.386 and G loss → ln 2 ≈ 0.693). Learning rates G {lr_g:.0e}, D {lr_d:.0e}.")
+
+
+def live_picture(live):
+    """Decision map with real (green) and generated (purple) points, and both losses."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from core.gan2d import EXTENT
+
+    fig, (ax_map, ax_loss) = plt.subplots(1, 2, figsize=(9, 4.2), dpi=80, gridspec_kw={"width_ratios": [1, 1.15]})
+    ax_map.imshow(live.decision_map(60).numpy(), extent=(-EXTENT, EXTENT, -EXTENT, EXTENT), cmap="PiYG",
+                  vmin=0, vmax=1, interpolation="bilinear")
+    real, fake = live.real_points().numpy(), live.fake_points().numpy()
+    ax_map.scatter(real[:, 0], real[:, 1], s=4, c="#1a7f37", label="real")
+    ax_map.scatter(fake[:, 0].clip(-EXTENT, EXTENT), fake[:, 1].clip(-EXTENT, EXTENT), s=4, c="#8250df",
+                   label="generated")
+    ax_map.set_xlim(-EXTENT, EXTENT), ax_map.set_ylim(-EXTENT, EXTENT)
+    ax_map.set_title("D's map: green = 'real', pink = 'fake'", fontsize=9)
+    ax_map.legend(loc="lower right", fontsize=7, markerscale=3)
+    if live.history:
+        steps, loss_d, loss_g = zip(*live.history)
+        ax_loss.plot(steps, loss_d, label="discriminator", linewidth=0.8, color="#1a7f37")
+        ax_loss.plot(steps, loss_g, label="generator", linewidth=0.8, color="#8250df")
+        ax_loss.legend(fontsize=8)
+    ax_loss.set_xlabel("step")
+    ax_loss.set_title("losses", fontsize=9)
+    ax_loss.grid(alpha=0.3)
+    fig.tight_layout()
+    return _figure_to_image(fig)
+
+
+# --- layout ----------------------------------------------------------------------------------
 
 def build() -> None:
-    not_built_yet("GAN", "DCGAN, WGAN-GP and conditional GAN samples, and a GAN learning live on 2-D data.", 7)
+    gr.Markdown(INTRO)
+    choices = model_choices()
+    if choices:
+        _build_models(choices)
+    else:
+        gr.Markdown("**No trained GAN is shipped yet** (`python -m core.train gan --help` makes one). "
+                    "The live 2-D GAN below works without one.")
+    _build_live()
+
+
+def _build_models(choices) -> None:
+    names = [value for _, value in choices]
+    class_names = next((_class_names(n) for n in names if _class_names(n)), [])
+    class_options = [ALL_CLASSES] + class_names
+    with gr.Accordion("Samples", open=True):
+        with gr.Row():
+            model = gr.Dropdown(choices, value=names[0], label="model")
+            seed = gr.Number(0, label="seed", precision=0, minimum=0, maximum=MAX_SEED)
+            grid = gr.Slider(1, MAX_GRID, 8, step=1, label="grid size (images per side)")
+            klass = gr.Dropdown(class_options, value=ALL_CLASSES, label="class (conditional GAN only)")
+        truncation = gr.Slider(0.05, 1.0, 1.0, step=0.05, label="truncation",
+                               info="z ~ N(0, t²): below 1 the images get more typical and less varied")
+        with gr.Row():
+            go = gr.Button("Generate", variant="primary")
+            fresh = gr.Button("New samples (random seed)")
+        note = gr.Markdown()
+        image = gr.Image(label="samples", type="pil", format="png")
+        inputs = [model, seed, grid, klass, truncation]
+        for event in (go.click, model.change, klass.change):
+            event(user_errors(samples), inputs, [image, note], **queue(TAB, 2))
+        fresh.click(user_errors(new_samples), [model, grid, klass, truncation], [seed, image, note], **queue(TAB, 2))
+    with gr.Accordion("Latent walk", open=True):
+        gr.Markdown("Walk from one seed's noise to another's. **slerp** follows the sphere where Gaussian noise "
+                    "lives; **lerp** cuts through its middle, where mid-way images often fade.")
+        with gr.Row():
+            walk_model = gr.Dropdown(choices, value=names[0], label="model")
+            seed_a = gr.Number(1, label="from seed", precision=0, minimum=0, maximum=MAX_SEED)
+            seed_b = gr.Number(2, label="to seed", precision=0, minimum=0, maximum=MAX_SEED)
+            steps = gr.Slider(2, MAX_WALK, 10, step=1, label="steps")
+            mode = gr.Radio(["slerp", "lerp"], value="slerp", label="path")
+            walk_class = gr.Dropdown(class_options, value=ALL_CLASSES, label="class (conditional GAN only)")
+        walk_button = gr.Button("Walk", variant="primary")
+        strip = gr.Image(label="the walk, left to right", type="pil", format="png")
+        gif = gr.Image(label="as an animation", type="filepath")
+        walk_button.click(user_errors(latent_walk), [walk_model, seed_a, seed_b, steps, mode, walk_class, truncation],
+                          [strip, gif], **queue(TAB, 2))
+    with gr.Accordion("Training story: from noise to images", open=False) as story_box:
+        story = gr.Dropdown(choices, value=names[0], label="model")
+        frames = len(read_card("gan", names[0])["timeline"]["steps"])
+        scrub = gr.Slider(0, frames - 1, frames - 1, step=1, label="timeline (drag: from noise to clothes)")
+        caption = gr.Markdown()
+        frame = gr.Image(label="the same noise, during training", type="pil", format="png")
+        curves = gr.Image(label="losses during training", type="pil", format="png")
+        card = gr.Markdown(card_markdown(names[0]))
+        scrub.change(user_errors(story_frame), [story, scrub], [frame, caption], **queue(TAB + "-story", 8))
+        story.change(user_errors(story_model), story, [scrub, frame, caption, curves, card], **queue(TAB, 2))
+        # Drawn when first opened: the curves need matplotlib, which start-up must not import.
+        story_box.expand(user_errors(story_model), story, [scrub, frame, caption, curves, card], **queue(TAB, 2))
+
+
+def _build_live() -> None:
+    with gr.Accordion("Watch a GAN learn (2-D)", open=False) as live_box:
+        gr.Markdown("A tiny generator (2-D noise → 2-D point) against a tiny discriminator, trained live. "
+                    "The background is the discriminator's verdict; watch the purple forgeries slide towards the "
+                    "green data and the map fade to one colour as it can no longer tell. Push a learning rate to 1 "
+                    "or more to see the game fall apart.")
+        state = gr.State(None)
+        with gr.Row():
+            distribution = gr.Dropdown(["ring", "grid", "spiral", "moons"], value="ring", label="real data")
+            live_seed = gr.Number(0, label="seed", precision=0, minimum=0, maximum=MAX_SEED)
+            lr_g = gr.Slider(-5, 1, -3, step=0.25, label="generator learning rate (log10; -3 = 0.001)")
+            lr_d = gr.Slider(-5, 1, -3, step=0.25, label="discriminator learning rate (log10)")
+            per_frame = gr.Slider(1, 100, 10, step=1, label="steps per frame")
+        with gr.Row():
+            reset = gr.Button("Reset")
+            play = gr.Button("▶ Play", variant="primary")
+            pause = gr.Button("⏸ Pause")
+            step = gr.Button("Step")
+        status = gr.Markdown()
+        picture = gr.Image(label="real vs generated points, and the losses", type="pil", format="png")
+        for event in (reset.click, distribution.change):
+            event(user_errors(live_reset), [distribution, live_seed, lr_g, lr_d], [state, picture, status],
+                  **queue(LIVE, 4))
+        live_box.expand(user_errors(live_start), [state, distribution, live_seed, lr_g, lr_d], [state, picture, status],
+                        **queue(LIVE, 4))
+        playing = play.click(user_errors(live_play), [state, per_frame, lr_g, lr_d], [state, picture, status],
+                             **queue(LIVE, 4))
+        pause.click(None, None, None, cancels=[playing])
+        step.click(user_errors(live_step), [state, per_frame, lr_g, lr_d], [state, picture, status], **queue(LIVE, 4))
+        for slider in (lr_g, lr_d):
+            slider.change(user_errors(live_set_learning_rates), [state, lr_g, lr_d], state, **queue(LIVE, 4))

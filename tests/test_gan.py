@@ -154,3 +154,44 @@ def test_the_live_2d_gan_reports_divergence_instead_of_crashing():
         live.set_learning_rates(0, 1e-3)
     with pytest.raises(ValueError, match="distribution"):
         Gan2D("banana")
+
+
+# --- the tab's handlers, on the shipped models ----------------------------------------------
+
+def test_tab_samples_same_seed_same_grid_and_clear_errors():
+    from tabs import gan as tab
+
+    name = tab.model_choices()[0][1]
+    first, note = tab.samples(name, 7, 4)
+    again, _ = tab.samples(name, 7, 4)
+    assert first.tobytes() == again.tobytes() and note == ""
+    assert tab.samples(name, 8, 4)[0].tobytes() != first.tobytes()
+    _, note = tab.samples(name, 7, 1000)
+    assert "limited" in note
+    with pytest.raises(ValueError, match="at least 1"):
+        tab.samples(name, 7, 0)
+    with pytest.raises(ValueError, match="different seeds"):
+        tab.latent_walk(name, 3, 3, 8)
+    strip, gif = tab.latent_walk(name, 3, 4, 5, "lerp")
+    assert strip.width > strip.height and gif.endswith(".gif")
+
+
+def test_tab_training_story_scrubs_through_the_timeline():
+    from tabs import gan as tab
+
+    name = tab.model_choices()[0][1]
+    early, caption = tab.story_frame(name, 0)
+    late, _ = tab.story_frame(name, 10**6)  # clamped to the last frame
+    assert "step 0" in caption and early.size == late.size and early.tobytes() != late.tobytes()
+
+
+def test_tab_live_gan_handlers_report_divergence():
+    from tabs import gan as tab
+
+    live, picture, status = tab.live_reset("grid", 0, -3, -3)
+    live, picture, status = tab.live_step(live, 5, -3, -3)
+    assert live.step == 5 and "Step 5" in status
+    frames = list(tab.live_play(live, 20, 1, 1))  # learning rate 10: the game falls apart
+    assert "diverged" in frames[-1][2] and len(frames) < tab.LIVE_FRAMES
+    with pytest.raises(ValueError, match="Reset"):
+        tab.live_step(None, 5, -3, -3)

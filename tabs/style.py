@@ -75,7 +75,7 @@ def run_style(content, style_1, blend_1, style_2, blend_2, style_3, blend_3, bac
     """Stream (picture, loss curves, status, PNG file) while the picture is optimised."""
     from core.backbones import load_backbone
     from core.data.images import tensor_to_pil
-    from core.style import StyleSettings, stylize
+    from core.style import StyleSettings, recipe_for, stylize
 
     notes: list[str] = []
     if content is None:
@@ -97,6 +97,8 @@ def run_style(content, style_1, blend_1, style_2, blend_2, style_3, blend_3, bac
         gr.Warning(backbone.source)
         notes.append(backbone.source)
 
+    recipe = recipe_for(backbone.name)
+    layers = f"Content layer **{recipe.content_layer}**; style layers **{', '.join(recipe.style_layers)}**."
     png = Path(tempfile.mkdtemp(prefix="style_")) / "style_transfer.png"
     rows, start = [], time.perf_counter()
     for step in stylize(backbone, content_image, styles, settings):
@@ -109,7 +111,8 @@ def run_style(content, style_1, blend_1, style_2, blend_2, style_3, blend_3, bac
         seconds = time.perf_counter() - start
         losses = ", ".join(f"{term} {value:.3g}" for term, value in step.losses.items())
         status = (f"{'Done' if step.done else 'Working'}: {step.iteration}/{step.total} iterations, "
-                  f"{seconds:.1f} s ({picture.width}×{picture.height}, {backbone.name}). Weighted losses: {losses}.")
+                  f"{seconds:.1f} s ({picture.width}×{picture.height}, {backbone.name}). Weighted losses: {losses}. "
+                  + layers)
         if notes:
             status += "\n\n**Notes:** " + "; ".join(notes)
         yield picture, _loss_table(rows), status, str(png)

@@ -210,14 +210,14 @@ def noise_image(height: int, width: int, generator: torch.Generator) -> Tensor:
 
 
 def activation_map(backbone: Backbone, image: Tensor, weights: dict[str, float]) -> Tensor:
-    """Where the chosen layers fire: the weighted per-position activation energy, at the image's
-    size, scaled to [0, 1]. Comparing it before and after a dream shows what got amplified."""
+    """Where the chosen layers fire: the weighted mean squared activation at each position, enlarged
+    to the image's size ([H, W]). Its mean is the objective; comparing the map before and after a
+    dream, on one colour scale, shows what got amplified and where."""
     with torch.no_grad():
         activations = backbone(image, list(weights))
         energy = sum(w * resize(activations[n].square().mean(1, keepdim=True), image.shape[-2:])
                      for n, w in weights.items())
-    energy = energy[0, 0]
-    return (energy - energy.min()) / (energy.max() - energy.min()).clamp_min(1e-12)
+    return energy[0, 0]
 
 
 def zoom_in(image: Tensor, zoom: float) -> Tensor:

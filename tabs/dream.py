@@ -84,7 +84,7 @@ def _heat_overlay(image, energy):
     import numpy as np
     from PIL import Image
 
-    heat = matplotlib.colormaps["inferno"](energy.numpy())[..., :3]
+    heat = matplotlib.colormaps["inferno"](energy.clamp(0, 1).numpy())[..., :3]
     grey = np.asarray(image.convert("L"), dtype=np.float32)[..., None] / 255.0
     return Image.fromarray((255 * (0.35 * grey + 0.65 * heat)).astype(np.uint8))
 
@@ -151,13 +151,17 @@ def run_dream(image, from_noise, guide, backbone_name, *settings):
                    "" if first else gr.skip(), None if first else gr.skip(), None if first else gr.skip())
     seconds = time.perf_counter() - start
     result = tensor_to_pil(update.image)
-    before = _heat_overlay(tensor_to_pil(picture), activation_map(backbone, picture, config.layers))
-    after = _heat_overlay(result, activation_map(backbone, update.image, config.layers))
+    energy_before = activation_map(backbone, picture, config.layers)
+    energy_after = activation_map(backbone, update.image, config.layers)
+    scale = float(max(energy_before.max(), energy_after.max(), 1e-12))  # one colour scale for both
+    maps = [(_heat_overlay(tensor_to_pil(picture), energy_before / scale),
+             f"the input: mean activation² {float(energy_before.mean()):.3g}"),
+            (_heat_overlay(result, energy_after / scale), f"the dream: mean activation² {float(energy_after.mean()):.3g}")]
     with tempfile.NamedTemporaryFile(prefix="deepdream_", suffix=".png", delete=False) as handle:
         result.save(handle.name)
     why = _why(backbone, config, update.octave_sizes, [r[1] for r in rows], seconds, notes)
     yield (result, f"Done in {seconds:.1f} s.", _loss_table(rows), why,
-           [(before, "where the layers fire in the input"), (after, "where they fire in the dream")], handle.name)
+           maps, handle.name)
 
 
 def run_zoom(image, from_noise, backbone_name, *settings):

@@ -5,7 +5,7 @@ from PIL import Image
 
 from core.backbones import load_backbone
 from core.data.images import pil_to_tensor
-from core.dream import (DreamConfig, activation_objective, ascent_step, dream, guide_objective, make_objective,
+from core.dream import (DreamConfig, activation_map, activation_objective, ascent_step, dream, guide_objective, make_objective,
                         noise_image, octave_sizes, resize, run_dream, save_animation, zoom_dream)
 from core.runtime import make_generator
 
@@ -55,6 +55,10 @@ def test_dream_keeps_the_size_and_reports_each_step(backbone, photo):
     assert [u.progress for u in updates] == pytest.approx([i / 6 for i in range(1, 7)])
     assert updates[-1].image.shape == photo.shape
     assert not torch.allclose(updates[-1].image, photo, atol=0.01)  # it really changed the picture
+    # The "where it fires" map has the picture's size, and the dream fires the layer harder.
+    before, after = activation_map(backbone, photo, LAYERS), activation_map(backbone, updates[-1].image, LAYERS)
+    assert before.shape == after.shape == photo.shape[-2:]
+    assert after.mean() > before.mean()
 
 
 def test_same_seed_same_dream_other_seed_other_dream(backbone, photo):
@@ -165,6 +169,7 @@ def test_tab_handles_awkward_uploads(tmp_path):
         assert result.size == expected_size, kind
         assert Image.open(png).size == expected_size and "Done" in status, kind
         assert len(curve) == 1 and "block10" in why and len(maps) == 2, kind
+        assert maps[1][0].size == expected_size and "mean activation²" in maps[1][1], kind
 
 
 def test_tab_refuses_bad_uploads_with_a_sentence(tmp_path):

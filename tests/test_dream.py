@@ -125,6 +125,16 @@ def test_noise_start_and_zoom_animation(backbone, tmp_path):
 
     path = save_animation([tensor_to_pil(f) for _, f in frames], tmp_path / "zoom.gif")
     assert Image.open(path).n_frames == 4
+    try:  # MP4 needs the optional imageio-ffmpeg; without it the refusal must say so
+        import imageio_ffmpeg  # noqa: F401
+    except ImportError:
+        with pytest.raises(ValueError, match="imageio-ffmpeg"):
+            save_animation([tensor_to_pil(f) for _, f in frames], tmp_path / "zoom.mp4")
+    else:
+        import imageio.v3 as iio
+
+        video = save_animation([tensor_to_pil(f) for _, f in frames], tmp_path / "zoom.mp4")
+        assert iio.imread(video).shape[0] == 4
     with pytest.raises(ValueError, match="frames"):
         next(zoom_dream(backbone, canvas, quick(), 0, 1.1, make_generator(0)))
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.backbone_layers import BACKBONE_NAMES, OFFLINE_DEFAULT  # noqa: F401 - re-exported
+from core.backbone_layers import BACKBONE_NAMES, OFFLINE_DEFAULT  # BACKBONE_NAMES is re-exported
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -267,7 +267,7 @@ def _freeze(model: Backbone) -> Backbone:
     return model
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_backbone(name: str = OFFLINE_DEFAULT) -> Backbone:
     """The named backbone, frozen and in eval mode; built once per process and shared read-only.
 
@@ -281,7 +281,7 @@ def load_backbone(name: str = OFFLINE_DEFAULT) -> Backbone:
         return _freeze(build_efficientnet_lite0())
     try:
         return _freeze(build_torchvision(name))
-    except Exception as exc:  # noqa: BLE001 - any download/cache failure means: use the offline network
+    except Exception as exc:  # any download or cache failure (offline, firewall, bad file): use the offline network
         offline = load_backbone(OFFLINE_DEFAULT)
         reason = str(exc).splitlines()[0][:120] if str(exc) else exc.__class__.__name__
         # Share the cached Lite0 modules; only the description differs.

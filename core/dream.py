@@ -257,6 +257,6 @@ def save_animation(frames: list, path, fps: float = 12) -> str:
 
     try:
         iio.imwrite(path, np.stack([np.asarray(f.convert("RGB")) for f in frames]), fps=fps, codec="libx264")
-    except Exception as exc:  # noqa: BLE001 - imageio raises many types when no video backend is installed
+    except Exception as exc:  # imageio raises many kinds of error when no video backend is installed
         raise ValueError(f"MP4 needs a video writer (pip install imageio-ffmpeg); choose GIF instead ({exc.__class__.__name__}).") from None
     return path

@@ -4,9 +4,8 @@ import torch
 from PIL import Image
 
 from core.backbones import load_backbone
-from core.data.images import pil_to_tensor
-from core.dream import (DreamConfig, activation_map, activation_objective, ascent_step, dream, guide_objective, make_objective,
-                        noise_image, octave_sizes, resize, run_dream, save_animation, zoom_dream)
+from core.dream import (DreamConfig, activation_map, activation_objective, ascent_step, dream, guide_objective,
+                        make_objective, noise_image, octave_sizes, resize, run_dream, save_animation, zoom_dream)
 from core.runtime import make_generator
 
 LAYERS = {"block10": 1.0}

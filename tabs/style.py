@@ -65,7 +65,9 @@ def _load(path, what: str, max_side: int, notes: list[str]):
         image, image_notes = prepare_image(path, max_side=max_side)
     except ValueError as exc:
         raise ValueError(f"{what}: {exc}") from None
-    notes += [f"{what}: {note}" for note in image_notes]
+    for note in image_notes:
+        gr.Info(f"{what}: {note}")
+        notes.append(f"{what}: {note}")
     return image
 
 
@@ -102,9 +104,9 @@ def run_style(content, style_1, blend_1, style_2, blend_2, style_3, blend_3, bac
     png = Path(tempfile.mkdtemp(prefix="style_")) / "style_transfer.png"
     rows, start = [], time.perf_counter()
     for step in stylize(backbone, content_image, styles, settings):
-        notes += step.notes
         for note in step.notes:
             gr.Info(note)
+            notes.append(note)
         rows += [(step.iteration, math.log10(value), term) for term, value in step.losses.items() if value > 0]
         picture = tensor_to_pil(step.image)
         picture.save(png)  # every time, so Stop still leaves the latest picture to download

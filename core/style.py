@@ -274,7 +274,10 @@ def _checked(settings: StyleSettings, recipe: Recipe, notes: list[str]) -> Style
 def _blend_weights(styles: Sequence[tuple[Image.Image, float]]) -> list[float]:
     if not styles:
         raise ValueError("Upload a style image (or pick an example).")
-    weights = [max(0.0, float(w)) if w == w else 0.0 for _, w in styles]  # w == w rejects NaN
+    weights = []
+    for _, weight in styles:
+        weight = float(weight or 0)
+        weights.append(weight if weight > 0 else 0.0)  # negative and NaN count as zero
     if sum(weights) <= 0:
         raise ValueError("Every style image has blend weight zero: give at least one a weight above zero.")
     return [w / sum(weights) for w in weights]
@@ -296,8 +299,8 @@ def stylize(backbone, content: Image.Image, styles: Sequence[tuple[Image.Image, 
 
     backbone: a core.backbones.Backbone (anything with .name and backbone(images, layers) -> dict).
     content, styles: RGB PIL images already cleaned by core.data.images.prepare_image; each
-    style comes with its blend weight. Yields a StyleProgress every `report_every` iterations
-    and a final one with done=True. Raises ValueError (lazily, on the first next()) for bad input.
+    style comes with its blend weight. Yields a StyleProgress every `report_every` iterations;
+    the last one has done=True. Raises ValueError (lazily, on the first next()) for bad input.
     `recipe` overrides the backbone's layers and default weights (RECIPES).
     """
     recipe = recipe or recipe_for(backbone.name)

@@ -5,4 +5,6 @@ import torch
 
 # Tests run from the repository root as `python -m pytest`; make `core`, `tabs`, `app` importable anyway.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+# One thread: with two, OpenMP threads spin-wait on each other whenever the CPU is contended,
+# which made small steps 10-20x slower here; tests are small enough that one thread is enough.
+torch.set_num_threads(1)

@@ -100,13 +100,15 @@ def kid(feats_a, feats_b, subsets: int = 100, subset_size: int = 1000,
         generator: torch.Generator | None = None) -> KID:
     """KID: unbiased MMD^2 averaged over `subsets` random subsets of `subset_size` from each set.
 
-    subset_size is lowered to the smaller set's size when needed. Pass a seeded `generator`
+    subset_size is lowered to half the smaller set's size when needed. Pass a seeded `generator`
     for a reproducible figure (core.runtime.make_generator).
     """
     a, b = _check_pair(feats_a, feats_b)
     if subsets < 1:
         raise ValueError(f"subsets must be at least 1, got {subsets}.")
-    size = min(int(subset_size), len(a), len(b))
+    # At most half of the smaller set: subsets that each hold a whole set are all the same
+    # subset, and their spread would say nothing.
+    size = min(int(subset_size), max(2, min(len(a), len(b)) // 2))
     if size < 2:
         raise ValueError(f"subset_size must be at least 2, got {subset_size}.")
     if generator is None:

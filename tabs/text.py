@@ -30,7 +30,7 @@ STREAM_EVERY_S = 0.1  # text updates this often; the plot (slower to draw) every
 PLOT_EVERY_S = 1.0
 TOP_CHARS = 20
 EXAMPLE_PROMPTS = ["ROMEO:\n", "First Citizen:\nBefore we proceed any further, ", "To be, or not to be",
-                   "the meaning of life is", "What is truth? ", ""]
+                   "the meaning of life is", "What is truth? "]
 INTRO = """### Character language models and temperature
 The model reads the text so far and outputs a probability for **every possible next character**.
 Generating is repeating one step: draw a character from that distribution, append it, predict again.
@@ -397,7 +397,7 @@ def build() -> None:
     model.change(describe_model, [model], [card], **queue(TAB + "-fast", 8))
     for t, box in zip(compare_temps, compare_outputs):
         t.change(lambda v: gr.Textbox(label=f"T = {v:g}" if v is not None else "T"), [t], [box],
-                 **queue(TAB + "-fast", 8))
+                 api_visibility="private", **queue(TAB + "-fast", 8))
     generating = run_button.click(generate, [model, own, prompt, length, temperature, top_k, top_p, seed],
                                   [output, surprise, distribution, notes, steps, inspect], **queue(TAB, 2))
     stop_button.click(None, cancels=[generating])

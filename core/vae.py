@@ -144,12 +144,19 @@ def encode_all(model: VAE, images, batch_size: int = 500) -> tuple[torch.Tensor,
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
+def random_codes(n: int, latent_dim: int, generator: torch.Generator, spread=None) -> torch.Tensor:
+    """n codes from the prior N(0, I), or, given `spread` (the per-dimension std of the training codes),
+    from N(0, diag(spread^2)). With beta < 1 the training codes do not fill the prior: unused dimensions
+    shrink towards 0 and used ones spread wider, so prior draws land where the decoder never trained."""
+    z = torch.randn(n, latent_dim, generator=generator)
+    return z * spread if spread is not None else z
+
+
 @torch.no_grad()
-def sample(model: VAE, n: int, generator: torch.Generator) -> torch.Tensor:
-    """n images decoded from codes drawn from the prior N(0, I)."""
+def sample(model: VAE, n: int, generator: torch.Generator, spread=None) -> torch.Tensor:
+    """n images decoded from random codes (see random_codes)."""
     model.eval()
-    z = torch.randn(n, model.config.latent_dim, generator=generator)
-    return model.decode(z)
+    return model.decode(random_codes(n, model.config.latent_dim, generator, spread))
 
 
 def attribute_vectors(codes: torch.Tensor, labels: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -133,16 +133,19 @@ def _face_outputs(z, original, note):
     return [state, original, picture, note, *sliders]
 
 
-def random_face(seed):
-    """A face decoded from a random code of the prior (there is no original to compare with)."""
-    import torch
-
+def random_face(seed, source="fitted to the training codes"):
+    """A face decoded from a random code (there is no original to compare with)."""
     from core.runtime import clamp_seed, make_generator
+    from core.vae import random_codes
 
     seed = clamp_seed(seed)
-    model, _, _ = _faces()
-    z = torch.randn(model.config.latent_dim, generator=make_generator(seed))
-    return _face_outputs(z, None, f"A random code (seed {seed}) drawn from the prior N(0, I): no original exists.")
+    model, ckpt, _ = _faces()
+    fitted = source != "the prior N(0, I)" and "code_std" in ckpt.extras
+    spread = ckpt.extras["code_std"].float() if fitted else None
+    z = random_codes(1, model.config.latent_dim, make_generator(seed), spread)[0]
+    where = ("a Gaussian fitted to the training codes (the faces VAE's beta < 1 leaves parts of the prior unused)"
+             if fitted else "the prior N(0, I)")
+    return _face_outputs(z, None, f"A random code (seed {seed}) drawn from {where}: no original exists.")
 
 
 def dataset_face(index):
@@ -301,6 +304,8 @@ def _faces_section() -> None:
     state, ends = gr.State(None), gr.State({})
     with gr.Row():
         seed = gr.Number(value=0, label="seed", precision=0, minimum=0)
+        source = gr.Radio(["fitted to the training codes", "the prior N(0, I)"], value="fitted to the training codes",
+                          label="random codes from")
         random_button = gr.Button("Random face", variant="primary")
         index = gr.Number(value=0, label="test face #", precision=0, minimum=0, maximum=99_999)
         dataset_button = gr.Button("Face from the dataset")
@@ -338,7 +343,7 @@ def _faces_section() -> None:
 
     sliders = attribute_sliders + dim_sliders
     chosen = [state, original, face, note, *sliders]
-    random_button.click(user_errors(random_face), [seed], chosen, **queue(TAB, 2))
+    random_button.click(user_errors(random_face), [seed, source], chosen, **queue(TAB, 2))
     dataset_button.click(user_errors(dataset_face), [index], chosen, **queue(TAB, 2))
     upload_button.click(user_errors(uploaded_face), [upload], chosen, **queue(TAB, 2))
     for slider in sliders:

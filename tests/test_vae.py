@@ -156,7 +156,8 @@ def tiny_shipped(monkeypatch):
     names = ["smiling", "eyeglasses"]
     face_ckpt = Checkpoint(config={}, state_dict={}, card={"latent": {"most_active_dims": [5, 0, 2, 1, 3, 4],
                                                                       "attribute_names": names}},
-                           extras={"attribute_names": names, "attribute_vectors": torch.eye(6)[:2]})
+                           extras={"attribute_names": names, "attribute_vectors": torch.eye(6)[:2],
+                                   "code_std": torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0, 2.0])})
     fashion_ckpt = Checkpoint(config={}, state_dict={}, extras={
         "map_codes": torch.randn(300, 2), "map_labels": torch.arange(300) % 10,
         "class_names": [f"class {i}" for i in range(10)]})
@@ -190,6 +191,9 @@ def test_face_handlers_edit_decode_and_morph(tiny_shipped):
     assert tab.morph_position(ends, 2.0, "lerp").size == (tab.SHOW, tab.SHOW)  # t clamped to 1
     with pytest.raises(ValueError, match="whole number"):
         tab.dataset_face("seven")
+    fitted = tab.random_face(3)[0]["z"]  # drawn with the training codes' spread: unused dims stay at 0
+    assert fitted[1:5] == [0.0] * 4 and fitted[0] != 0
+    assert 0.0 not in tab.random_face(3, "the prior N(0, I)")[0]["z"]
 
 
 def test_uploaded_photos_of_any_shape_are_cropped_with_a_note(tiny_shipped):

@@ -184,16 +184,21 @@ def gradient_penalty(critic: Critic, real, fake, generator: torch.Generator, lab
 def train_step(G, D, opt_g, opt_d, real, labels, tcfg: TrainConfig, generator: torch.Generator) -> dict:
     """Update D (critic_steps times) then G on one batch of real images in [-1, 1]; returns the losses."""
     n, cfg = real.size(0), G.cfg
-    z_like = lambda: torch.randn(n, cfg.z_dim, generator=generator, device=real.device)  # noqa: E731
+
+    def latent():
+        return torch.randn(n, cfg.z_dim, generator=generator, device=real.device)
+
+    def jitter():  # uniform in [-label_noise, label_noise]
+        return (torch.rand(n, generator=generator, device=real.device) * 2 - 1) * tcfg.label_noise
+
     logs = {}
     for _ in range(tcfg.critic_steps):
         with torch.no_grad():
-            fake = G(z_like(), labels)
+            fake = G(latent(), labels)
         real_score, fake_score = D(real, labels), D(fake, labels)
         if cfg.loss == "bce":
-            noise_ = lambda: (torch.rand(n, generator=generator, device=real.device) * 2 - 1) * tcfg.label_noise  # noqa: E731
-            real_target = 1 - tcfg.label_smoothing + noise_()
-            fake_target = (noise_().abs())
+            real_target = 1 - tcfg.label_smoothing + jitter()
+            fake_target = jitter().abs()
             loss_d = (F.binary_cross_entropy_with_logits(real_score, real_target)
                       + F.binary_cross_entropy_with_logits(fake_score, fake_target))
             logs.update(d_real=torch.sigmoid(real_score).mean().item(), d_fake=torch.sigmoid(fake_score).mean().item())
@@ -205,7 +210,7 @@ def train_step(G, D, opt_g, opt_d, real, labels, tcfg: TrainConfig, generator: t
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
-    fake_score = D(G(z_like(), labels), labels)
+    fake_score = D(G(latent(), labels), labels)
     # Non-saturating generator loss: G wants D to call its fakes real.
     loss_g = (F.binary_cross_entropy_with_logits(fake_score, torch.ones_like(fake_score)) if cfg.loss == "bce"
               else -fake_score.mean())
@@ -258,7 +263,7 @@ class ImageData:
         return x, (self.labels[index] if self.labels is not None else None)
 
 
-def load_data(name: str, image_size: int, data_dir=None, faces: int = 20000, seed: int = 0) -> ImageData:
+def load_data(name: str, image_size: int, data_dir=None, faces: int = 12000) -> ImageData:
     if name == "fashion":
         from core.data.fashion_mnist import CLASS_NAMES, load_fashion_mnist, to_float
 
@@ -268,17 +273,12 @@ def load_data(name: str, image_size: int, data_dir=None, faces: int = 20000, see
         return ImageData(x, labels, f"Fashion-MNIST train ({len(x)} images, zero-padded 28->{image_size})",
                          CLASS_NAMES)
     if name == "faces":
-        from core.data.faces import make_faces
+        from core.data.faces import face_split
 
-        chunks = []
-        for start in range(0, faces, 1000):
-            batch = make_faces(min(1000, faces - start), seed=seed, size=64, start=start).images
-            if image_size != 64:
-                batch = F.interpolate(batch, size=image_size, mode="area")
-            chunks.append((batch * 255).round().to(torch.uint8))
-        x = torch.cat(chunks)
-        return ImageData(x, None, f"synthetic faces from core.data.faces ({len(x)} images, seed {seed}, "
-                                  f"{image_size}x{image_size})")
+        x = torch.cat([(face_split("train", min(1000, faces - start), size=image_size, start=start).images * 255)
+                       .round().to(torch.uint8) for start in range(0, faces, 1000)])
+        return ImageData(x, None, f"synthetic faces, core.data.faces train split, first {len(x)}, "
+                                  f"drawn at {image_size}x{image_size}")
     raise ValueError(f"Unknown data {name!r}: use 'fashion' or 'faces'.")
 
 
@@ -304,7 +304,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", choices=sorted(PRESETS), default="dcgan")
     parser.add_argument("--data", choices=["fashion", "faces"], default="fashion")
     parser.add_argument("--data-dir", default=None, help="folder with Fashion-MNIST IDX files")
-    parser.add_argument("--faces", type=int, default=20000, help="how many synthetic faces to draw")
+    parser.add_argument("--faces", type=int, default=12000, help="how many synthetic faces to draw")
     parser.add_argument("--image-size", type=int, default=None, help="default: 32 (fashion), 64 (faces)")
     parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--z-dim", type=int, default=100)
@@ -312,6 +312,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--ema", type=float, default=0.999, help="EMA decay of G's weights (0: off)")
+    parser.add_argument("--note", default="", help="a sentence for the model card (why this budget, ...)")
 
 
 def default_out(args) -> Path:
@@ -329,13 +330,14 @@ def train_main(args) -> Path:
                        ema_decay=args.ema, **train_changes)
     if cfg.num_classes and args.data != "fashion":
         raise ValueError("The conditional GAN is trained on Fashion-MNIST's 10 classes.")
-    data = load_data(args.data, size, args.data_dir, args.faces, args.seed)
+    data = load_data(args.data, size, args.data_dir, args.faces)
     resume = load_resume(out.with_name(out.name + ".resume.pt")) if args.resume else None
-    return train(cfg, tcfg, data, out, seed=args.seed, minutes=args.minutes, device=device, resume=resume)
+    return train(cfg, tcfg, data, out, seed=args.seed, minutes=args.minutes, device=device, resume=resume,
+                 note=args.note)
 
 
 def train(cfg: GANConfig, tcfg: TrainConfig, data: ImageData, out: Path, seed: int = 0,
-          minutes: float | None = None, device=None, resume: dict | None = None) -> Path:
+          minutes: float | None = None, device=None, resume: dict | None = None, note: str = "") -> Path:
     """Train until tcfg.epochs or `minutes`; writes the checkpoint each epoch and at the end."""
     device = torch.device(device or "cpu")
     torch.manual_seed(seed)  # weight initialisation only; every random draw below uses `gen`
@@ -377,7 +379,7 @@ def train(cfg: GANConfig, tcfg: TrainConfig, data: ImageData, out: Path, seed: i
                          metrics={k: v for k, v in state["history"][-1].items() if k != "step"}
                          if state["history"] else {},
                          steps=state["step"], epochs=round(epochs, 2), training=asdict(tcfg),
-                         class_names=data.class_names if cfg.num_classes else None,
+                         class_names=data.class_names if cfg.num_classes else None, notes=note,
                          parameters={"generator": sum(p.numel() for p in G.parameters()),
                                      "critic": sum(p.numel() for p in D.parameters())},
                          curves=state["history"],

@@ -39,8 +39,10 @@ given to the critic as extra channels), so you can ask for a sneaker."""
 
 def model_choices() -> list[tuple[str, str]]:
     # Only finished checkpoints have their card beside them (a training's resume file has none).
-    return [(MODEL_LABELS.get(name, name), name) for name in list_shipped("gan")
-            if shipped_path("gan", name).with_suffix(".json").is_file()]
+    names = [name for name in list_shipped("gan") if shipped_path("gan", name).with_suffix(".json").is_file()]
+    order = list(MODEL_LABELS)  # the book's order: DCGAN, then the conditional GAN, then WGAN-GP
+    names.sort(key=lambda name: (order.index(name) if name in order else len(order), name))
+    return [(MODEL_LABELS.get(name, name), name) for name in names]
 
 
 @functools.lru_cache(maxsize=None)

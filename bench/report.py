@@ -13,7 +13,7 @@ A benchmark module says how its figures read in the table with a README_ROWS lis
 `{dotted.path:format}` fields are looked up in the result's "figures" and may appear in both
 "measured" and "reference" (a reference measured in the same run, such as a real-vs-real
 baseline, is written that way). A benchmark without README_ROWS gets one row per number it
-saved, named by its key, with the reference taken from a `target...` figure if it has one.
+saved, named by its key; its `target...` figures are listed as references.
 """
 from __future__ import annotations
 
@@ -54,12 +54,15 @@ def _numbers(figures: dict, prefix: str = ""):
 
 
 def default_rows(figures: dict) -> list[dict]:
-    """Rows for a benchmark that declares no README_ROWS: every number it saved."""
-    numbers = dict(_numbers(figures))
-    targets = [key for key in numbers if key.split(".")[-1].startswith("target")]
-    reference = " / ".join(f"{key}: {numbers[key]:g}" for key in targets) or "—"
-    return [{"figure": f"`{key}`", "measured": f"{value:g}", "reference": reference}
-            for key, value in numbers.items() if key not in targets]
+    """Rows for a benchmark that declares no README_ROWS: every number it saved; `target...`
+    figures become references of their own (which figure each one is for is the module's to say)."""
+    rows = []
+    for key, value in _numbers(figures):
+        if key.split(".")[-1].startswith("target"):
+            rows.append({"figure": f"`{key}`", "measured": "—", "reference": f"{value:g}"})
+        else:
+            rows.append({"figure": f"`{key}`", "measured": f"{value:g}", "reference": "—"})
+    return rows
 
 
 def _declared_rows(name: str) -> list[dict] | None:
@@ -89,7 +92,8 @@ def table(results_dir: Path = RESULTS_DIR, names: list[str] | None = None) -> st
         quick = " (quick)" if result and result.get("quick") else ""
         for row in rows:
             try:
-                measured = fill(row["measured"], figures) + quick if result else MISSING
+                measured = fill(row["measured"], figures) if result else MISSING
+                measured += quick if measured not in (MISSING, "—") else ""
             except (KeyError, ValueError, TypeError):
                 measured = MISSING  # e.g. the face classifier was not shipped when this ran
             try:

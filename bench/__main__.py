@@ -1,7 +1,8 @@
 """Run every benchmark: python -m bench [--quick] [name ...].
 
 Each module bench/<name>.py has main(argv) and writes bench/results/<name>.json.
---quick passes --quick to each (the whole quick set runs in a couple of minutes).
+--quick passes --quick to each. Torch uses GENLAB_THREADS threads (default: all cores); on a
+machine busy with other work, GENLAB_THREADS=1 avoids OpenMP threads spin-waiting on each other.
 """
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("names", nargs="*", help=f"default: all of {all_benchmarks()}")
     args = parser.parse_args(argv)
+    from core.runtime import set_threads
+
+    set_threads()
     failed = []
     for name in args.names or all_benchmarks():
         start = time.perf_counter()

@@ -34,11 +34,12 @@ def time_calls(fn, repeats: int, warmup: int = 1) -> dict:
 
 
 def save_results(name: str, figures: dict, quick: bool = False) -> Path:
-    """Print the figures and write them, with machine and date, to bench/results/<name>.json."""
+    """Print the figures and write them, with machine and date, to bench/results/<name>.json
+    (<name>.quick.json for --quick runs, so a quick check never replaces the full figures)."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     record = {"name": name, "date": _dt.datetime.now().isoformat(timespec="seconds"), "quick": quick,
               "machine": machine(), "figures": figures}
-    path = RESULTS_DIR / f"{name}.json"
+    path = RESULTS_DIR / (f"{name}.quick.json" if quick else f"{name}.json")
     path.write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps({name: figures}, indent=2))
     return path

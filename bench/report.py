@@ -84,6 +84,8 @@ def table(results_dir: Path = RESULTS_DIR, names: list[str] | None = None) -> st
     runs = []
     for name in names if names is not None else all_benchmarks():
         path = results_dir / f"{name}.json"
+        if not path.is_file():  # only a quick run so far
+            path = results_dir / f"{name}.quick.json"
         result = json.loads(path.read_text()) if path.is_file() else None
         figures = result["figures"] if result else {}
         rows = _declared_rows(name)

@@ -27,11 +27,20 @@ def test_declared_rows_are_filled_from_the_latest_results(tmp_path):
 
 
 def test_benchmarks_without_rows_list_their_numbers_against_their_target(tmp_path):
-    _write_result(tmp_path, "startup", {"build_app_median_s": 2.5, "build_app_s": [2.4, 2.6], "target_s": 5.0})
-    text = report.table(tmp_path, ["startup"])
-    assert "| `bench/startup.py` | `build_app_median_s` | — | 2.5 |" in text
-    assert "| `bench/startup.py` | `target_s` | 5 | — |" in text
+    # "plain" stands for a benchmark module without README_ROWS (here: no module at all).
+    _write_result(tmp_path, "plain", {"build_app_median_s": 2.5, "build_app_s": [2.4, 2.6], "target_s": 5.0})
+    text = report.table(tmp_path, ["plain"])
+    assert "| `bench/plain.py` | `build_app_median_s` | — | 2.5 |" in text
+    assert "| `bench/plain.py` | `target_s` | 5 | — |" in text
     assert "build_app_s" not in text  # lists are not single figures
+
+
+def test_declared_rows_and_quick_only_results(tmp_path):
+    _write_result(tmp_path, "startup", {"build_app_median_s": 2.5, "build_app_s": [2.4, 2.6], "target_s": 5.0},
+                  quick=True)
+    (tmp_path / "startup.json").rename(tmp_path / "startup.quick.json")
+    text = report.table(tmp_path, ["startup"])
+    assert "| `bench/startup.py` | seconds from a fresh process to build_app() done (median) | ≤ 5 s | 2.50 s (quick) |" in text
 
 
 def test_a_benchmark_that_never_ran_is_listed_as_not_run(tmp_path):

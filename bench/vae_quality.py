@@ -6,7 +6,8 @@ face-attribute classifier (core.metrics.classifiers) scores the results. Targets
 smiling; every other attribute keeps its label for >= 90% of the faces. "Keeps its label" is
 measured against the face's true label (what the generator drew), so it also counts what the VAE's
 reconstruction alone loses; the same figure against the classifier's reading of the plain
-reconstruction (no vector) isolates the vector's side effects.
+reconstruction (no vector) isolates the vector's side effects. For every other attribute vector the
+bench also reports the share of faces lacking the attribute that gain it at the default strength.
 
     python -m bench.vae_quality [--quick]
 """
@@ -65,6 +66,17 @@ def smile_figures(figures: dict, n: int) -> None:
     others = [name for name in on_edited if name != "smiling" and name in truth]
     kept_truth = {name: round((on_edited[name] == truth[name]).float().mean().item(), 3) for name in others}
     kept_plain = {name: round((on_edited[name] == on_plain[name]).float().mean().item(), 3) for name in others}
+    # Every other vector too: the share of faces without an attribute that have it after adding its vector.
+    each = {}
+    for name, vector in vectors.items():
+        lacking = (~batch.labels[name]).nonzero()[:200, 0]
+        if name not in on_edited or len(lacking) == 0:
+            continue
+        with torch.no_grad():
+            codes = model.encode(batch.images[lacking])[0]
+            gained = model.decode(apply_attributes(codes, vectors, {name: DEFAULT_ATTRIBUTE_STRENGTH}))
+        each[name] = round(read(gained)[name].float().mean().item(), 3)
+    figures["attribute_vectors_gain_rate"] = each
     figures["smile_vector"] = {
         "faces": len(keep), "strength": DEFAULT_ATTRIBUTE_STRENGTH,
         "now_smiling": round(on_edited["smiling"].float().mean().item(), 3), "target_now_smiling": 0.8,

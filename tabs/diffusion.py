@@ -54,7 +54,27 @@ def model_card(name) -> str:
     return (f"**{MODEL_LABELS.get(name, name)}**: U-Net widths {config.get('widths')}, trained on the "
             f"{config.get('schedule')} schedule for {card.get('steps', '?'):,} steps "
             f"({card.get('wall_time_s', 0) / 60:.0f} min, {card.get('hardware', '?')}); data: {card.get('data')}. "
-            f"EMA weights. Made with `{card.get('command')}`.")
+            f"EMA weights. Made with `{card.get('command')}`." + _measured_quality(name))
+
+
+def _measured_quality(name) -> str:
+    """The latest bench/diffusion_quality.py figures for this model, so the tab says how good it is."""
+    import json
+
+    results = ROOT / "bench" / "results"
+    paths = [p for p in (results / "diffusion_quality.json", results / "diffusion_quality.quick.json") if p.is_file()]
+    if not paths:
+        return ""
+    try:
+        record = json.loads(paths[0].read_text())  # full figures when there are any, else the quick ones
+    except ValueError:
+        return ""
+    figures = record.get("figures", {})
+    if figures.get("model") != name or "ddim_50" not in figures:
+        return ""
+    best = figures["ddim_50"]
+    return (f"\n\nMeasured ({record.get('date', '')[:10]}, n = {figures['n']:,}): FID {best['fid']:.1f} at 50 DDIM "
+            f"steps; a perfect model would score {best['real_fid']:.1f} (real vs real at the same n).")
 
 
 def _model(name):
@@ -146,8 +166,8 @@ def generate(name, seed, n, sampler, steps, eta, schedule):
     model = _model(name)
     n, note = _samples(n)
     steps, eta = _steps(steps), _eta(eta)
-    if sampler == "DDPM" and eta not in (0.0, 1.0):
-        note += "η only applies to DDIM (DDPM always adds the full posterior noise). "
+    if sampler == "DDPM" and eta > 0:
+        note += "η only applies to DDIM; DDPM always adds the full posterior noise. "
     if schedule != model.config.schedule:
         note += (f"Sampling on the {schedule} schedule although the model trained on {model.config.schedule}: "
                  "it works because the network is told the noise level, not a step number. ")

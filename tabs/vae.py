@@ -295,7 +295,10 @@ def _fashion_section() -> None:
 def _faces_section() -> None:
     gr.Markdown("### A 200-D face space\nFaces from the lab's synthetic dataset (exact labels: smiling, glasses, "
                 "hair colour, ...). Attribute vectors are Foster's trick: the mean code of faces *with* an "
-                "attribute minus the mean code of faces *without* it; add a multiple of one to any face.")
+                "attribute minus the mean code of faces *without* it; add a multiple of one to any face. "
+                "Honest limits (bench/vae_quality.py): vectors for large features (hair colour, long hair, skin, "
+                "face width) work on 80-100% of faces, but this CPU-trained VAE blurs the thin mouth line, so "
+                "the smile vector changes only about a quarter of faces.")
     if not _CARD:
         gr.Markdown("**The faces VAE is not trained yet**: run `python -m core.train vae --dataset faces`.")
         return

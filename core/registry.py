@@ -19,7 +19,10 @@ def shipped_path(technique: str, name: str) -> Path:
 def list_shipped(technique: str) -> list[str]:
     """Names of the shipped checkpoints of a technique, sorted."""
     folder = CHECKPOINT_DIR / technique
-    return sorted(p.stem for p in folder.glob("*.pt")) if folder.is_dir() else []
+    if not folder.is_dir():
+        return []
+    # A trainer's resumable state (<name>.pt.resume.pt) sits beside its checkpoint but is not one.
+    return sorted(p.stem for p in folder.glob("*.pt") if not p.name.endswith(".resume.pt"))
 
 
 def read_card(technique: str, name: str) -> dict:

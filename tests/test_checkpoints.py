@@ -106,6 +106,7 @@ def test_registry_lists_shipped_checkpoints(tmp_path, monkeypatch):
     assert list_shipped("gan") == []
     for name in ("b", "a"):
         save_checkpoint(tmp_path / "gan" / f"{name}.pt", TinyNet(TinyConfig()), TinyConfig(), _card())
+    (tmp_path / "gan" / "a.pt.resume.pt").write_bytes(b"trainer state")
     assert list_shipped("gan") == ["a", "b"]
     assert read_card("gan", "a")["data"] == "none"
 

@@ -2,9 +2,10 @@
 
 Targets: <= 1.5 s for the GPT, <= 0.75 s for the LSTM. This times `core.text.sample` exactly as the tab
 drives it (temperature 1, the full next-character distribution computed at every step); the GPT's
-key/value cache keeps the cost of a character flat however long the text grows. Besides the wall-clock
-median it reports the mean CPU seconds per run (one thread): on a machine shared with other jobs the wall
-clock includes time spent waiting for a core, the CPU time is what the sampling itself costs.
+key/value cache keeps the cost of a character flat however long the text grows. Timed on one thread (the
+figure against the target) and on torch's default thread count; besides the wall-clock median it reports
+the mean CPU seconds per run: on a machine shared with other jobs the wall clock includes time spent
+waiting for a core, the CPU time is what the sampling itself costs.
 
     python -m bench.text_speed [--quick]
 """
@@ -23,8 +24,8 @@ README_ROWS = [
      "reference": "≤ 1.5"},
     {"figure": "500 characters from the LSTM (s, median)", "measured": "{lstm_shakespeare.median_s:.2f}",
      "reference": "≤ 0.75"},
-    {"figure": "CPU seconds for 500 characters, GPT / LSTM (one thread)",
-     "measured": "{gpt_shakespeare.cpu_s_per_run:.2f} / {lstm_shakespeare.cpu_s_per_run:.2f}",
+    {"figure": "the same with torch's default thread count, GPT / LSTM (s, median)",
+     "measured": "{gpt_shakespeare.median_s_default_threads:.2f} / {lstm_shakespeare.median_s_default_threads:.2f}",
      "reference": "≤ 1.5 / ≤ 0.75"},
 ]
 
@@ -39,7 +40,8 @@ def main(argv=None) -> dict:
     from core.registry import list_shipped
     from core.runtime import make_generator
 
-    figures = {"torch_threads": torch.get_num_threads(), "length": LENGTH}
+    default_threads = torch.get_num_threads()
+    figures = {"default_threads": default_threads, "length": LENGTH}
     for name in [n for n in list_shipped("text") if not n.endswith(".resume")]:  # skip training state
         model, tokenizer, _ = text.load_shipped_model(name)
         prompt = text.prepare_prompt(tokenizer, "\n").ids
@@ -49,13 +51,18 @@ def main(argv=None) -> dict:
                 pass
 
         repeats = 3 if args.quick else 7
-        cpu_start = time.process_time()
-        timing = time_calls(generate, repeats=repeats, warmup=1)
-        cpu_s = (time.process_time() - cpu_start) / (repeats + 1)
         target = TARGETS_S[text.model_kind(model)]
-        figures[name] = {"median_s": round(timing["median_s"], 3), "max_s": round(timing["max_s"], 3),
-                         "cpu_s_per_run": round(cpu_s, 3), "target_s": target,
-                         "meets_target": timing["median_s"] <= target}
+        figures[name] = {"target_s": target}
+        # One character at a time is a chain of tiny matrix-vector products: a second thread only adds
+        # hand-offs, so one thread is the figure that counts; the default is recorded beside it.
+        for label, threads in (("", 1), ("_default_threads", default_threads)):
+            torch.set_num_threads(threads)
+            cpu_start = time.process_time()
+            timing = time_calls(generate, repeats=repeats, warmup=1)
+            figures[name] |= {f"median_s{label}": round(timing["median_s"], 3),
+                              f"cpu_s_per_run{label}": round((time.process_time() - cpu_start) / (repeats + 1), 3)}
+        figures[name]["meets_target"] = figures[name]["median_s"] <= target
+    torch.set_num_threads(default_threads)
     save_results("text_speed", figures, quick=args.quick)
     return figures
 

@@ -51,7 +51,7 @@ def main(argv=None) -> dict:
     from core.registry import list_shipped
 
     figures = {}
-    for name in [n for n in list_shipped("text") if not n.endswith(".resume")]:  # skip training state
+    for name in list_shipped("text"):
         model, tokenizer, card = text.load_shipped_model(name)
         corpus = args.data_dir / card["data"].split(":")[0]
         if not corpus.is_file():

@@ -42,7 +42,7 @@ def main(argv=None) -> dict:
 
     default_threads = torch.get_num_threads()
     figures = {"default_threads": default_threads, "length": LENGTH}
-    for name in [n for n in list_shipped("text") if not n.endswith(".resume")]:  # skip training state
+    for name in list_shipped("text"):
         model, tokenizer, _ = text.load_shipped_model(name)
         prompt = text.prepare_prompt(tokenizer, "\n").ids
 

@@ -47,15 +47,10 @@ def display_char(c: str) -> str:
 
 # --- models -------------------------------------------------------------------------------
 
-def shipped_models() -> list[str]:
-    # A training in progress keeps <name>.pt.resume.pt beside the shipped files: not a model to offer.
-    return [name for name in list_shipped("text") if not name.endswith(".resume")]
-
-
 def model_choices() -> list[tuple[str, str]]:
     """(label, name) for every shipped model, with its validation loss from the card."""
     choices = []
-    for name in shipped_models():
+    for name in list_shipped("text"):
         card = read_card("text", name)
         kind = "GPT" if name.startswith("gpt") else "LSTM"
         corpus = card["data"].split(":")[0].removesuffix(".txt")
@@ -87,7 +82,7 @@ def _model(name: str, own):
             raise ValueError("You have not trained your own model yet: upload a .txt file in "
                              "'Train on your own text' below, or pick a shipped model.")
         return own["model"], own["tokenizer"]
-    if name not in shipped_models():
+    if name not in list_shipped("text"):
         raise ValueError(f"Unknown model {name!r}.")
     model, tokenizer, _ = text.load_shipped_model(name)
     return model, tokenizer

@@ -72,7 +72,7 @@ def render(roll, tempo, instruments, note: str = ""):
     table = ["| measure | this sample | Bach (held-out chorales) | model (1,000 phrases) |", "|---|---|---|---|"]
     table += [f"| {description} | {sample[name]:.3f} | {reference['held_out_chorales'][name]:.3f} | "
               f"{reference['generated'][name]:.3f} |" for name, description in METRICS.items()]
-    return (piano_roll_figure(roll, len(roll) // 16), (22050, audio),
+    return (piano_roll_figure(roll, len(roll) // 16), (musegan.SAMPLE_RATE, audio),
             [str(folder / "chorale.mid"), str(folder / "chorale.musicxml")], "\n".join(table), note)
 
 

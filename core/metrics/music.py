@@ -135,5 +135,9 @@ def voice_order_violations(rolls) -> float:
 
 
 def all_metrics(rolls) -> dict:
+    """Every measure of METRICS, rounded to 4 places."""
     rolls = _rolls(rolls)
-    return {name: round(globals()[name](rolls), 4) for name in METRICS}
+    functions = {"empty_bar_rate": empty_bar_rate, "used_pitch_classes": used_pitch_classes,
+                 "qualified_note_rate": qualified_note_rate, "tonal_distance": tonal_distance,
+                 "in_key_ratio": in_key_ratio, "voice_order_violations": voice_order_violations}
+    return {name: round(functions[name](rolls), 4) for name in METRICS}

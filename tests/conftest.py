@@ -1,10 +1,20 @@
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 # Tests run from the repository root as `python -m pytest`; make `core`, `tabs`, `app` importable anyway.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-# One thread: with two, OpenMP threads spin-wait on each other whenever the CPU is contended,
-# which made small steps 10-20x slower here; tests are small enough that one thread is enough.
-torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Every test runs on one torch thread, even after code under test changed it (core.train does).
+
+    The test models are tiny, and with two threads OpenMP spin-waits whenever the CPU is busy:
+    small steps ran 10-20x slower that way on this 2-core machine.
+    """
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(1)

@@ -6,13 +6,6 @@ from core.data.faces import (FACE_ATTRIBUTES, HAIR_COLOURS, SMILE_THRESHOLD, _HA
                              make_faces, render_faces)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny tensors: one thread is fastest, and it never stalls on a busy machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def upright(factors, **overrides):

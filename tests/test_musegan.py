@@ -13,13 +13,6 @@ from core.runtime import make_generator
 TINY = musegan.MuseGANConfig(z_dim=8, temporal_hidden=16, bar_channels=16, critic_channels=8)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # These nets are tiny: on a busy shared CPU a second thread only adds waiting (10x slower here).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_generator(seed=0):

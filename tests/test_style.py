@@ -34,11 +34,7 @@ class TinyNet(nn.Module):
 
 @pytest.fixture(scope="module")
 def net():
-    # One thread: on a busy shared CPU, two spinning OpenMP threads run tiny convolutions 20x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield TinyNet()
-    torch.set_num_threads(threads)
+    return TinyNet()
 
 
 def _gradient(w=48, h=40):

@@ -12,13 +12,6 @@ from core.text import (CharTokenizer, GPT, GPTConfig, CharLSTM, CharLSTMConfig, 
 CORPUS = "the cat sat on the mat. the dog sat on the log. " * 40
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models run fastest on one thread, above all on a busy machine where threads wait for each other.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_gpt(vocab=20, block_size=16):

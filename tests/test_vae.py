@@ -12,13 +12,6 @@ from core.runtime import make_generator
 from core.vae import (VAE, VAEConfig, apply_attributes, attribute_vectors, evaluate, kl_per_dimension, morph,
                       sample, vae_loss)
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny tensors: one thread is fastest, and it never stalls on a busy machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 TINY = VAEConfig(image_size=16, channels=3, latent_dim=4, widths=[8, 16])

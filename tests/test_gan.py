@@ -11,15 +11,6 @@ from core.runtime import make_generator
 TINY = dict(image_size=8, width=4, z_dim=6)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # These networks are tiny: on a busy machine, threads only wait for each other.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_gradient_penalty_equals_its_definition_on_a_tiny_critic():
     critic = Critic(GANConfig(loss="wgan-gp", channels=1, **TINY))
     real, fake = torch.randn(5, 1, 8, 8), torch.randn(5, 1, 8, 8)

@@ -8,13 +8,6 @@ from core.runtime import make_generator
 TINY = DiffusionConfig(channels=1, image_size=8, widths=(8, 16), attention=True, embedding_dim=8, patch=1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny tensors: a second thread only adds synchronisation cost on a busy machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny_model(seed=0, config=TINY):

@@ -353,11 +353,11 @@ def build() -> None:
             eta = gr.Slider(0, 1, value=0.0, step=0.05, label="η (DDIM: 0 deterministic … 1 random)")
             schedule = gr.Dropdown(SCHEDULES, value="cosine", label="schedule used for sampling")
         with gr.Row():
-            go = gr.Button("Sample", variant="primary")
+            go = gr.Button("Sample", variant="primary", elem_id="diffusion-sample")
             stop = gr.Button("Stop")
         note = gr.Markdown()
         with gr.Row():
-            final = gr.Image(label="samples (t = 0)", type="pil", format="png", scale=1)
+            final = gr.Image(label="samples (t = 0)", type="pil", format="png", scale=1, elem_id="diffusion-final")
             with gr.Column(scale=2):
                 viewer = gr.Image(label="step viewer: x_t (left) and the guess x̂₀ (right)", type="pil",
                                   format="png")
@@ -371,7 +371,8 @@ def build() -> None:
                 gif = gr.File(label="GIF of the steps")
         frames = gr.State([])
         run = go.click(user_errors(generate), [model, seed, n, sampler, steps, eta, schedule],
-                       [final, frames, position, viewer, caption, note], **queue(TAB, 1))
+                       [final, frames, position, viewer, caption, note], api_name="diffusion_sample",
+                       **queue(TAB, 1))
         stop.click(None, None, None, cancels=[run])
         position.input(show_frame, [frames, position], [viewer, caption], **queue(VIEW, 8))
         playing = play_button.click(user_errors(play), [frames, position], [position, viewer, caption],

@@ -217,7 +217,8 @@ def build() -> None:
     examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     with gr.Row():
         with gr.Column(scale=1):
-            image = gr.Image(label="photo to dream on", type="filepath", image_mode=None, sources=["upload", "clipboard"])
+            image = gr.Image(label="photo to dream on", type="filepath", image_mode=None, sources=["upload", "clipboard"],
+                             elem_id="dream-image")
             if examples:
                 gr.Examples(examples, inputs=[image], label="examples")
             from_noise = gr.Checkbox(value=False, label="start from noise instead of the photo")
@@ -244,11 +245,11 @@ def build() -> None:
                 seed = gr.Number(value=0, precision=0, label="seed")
                 max_side = gr.Slider(128, 1024, value=512, step=32, label="working size (longer side, px)")
             with gr.Row():
-                run_button = gr.Button("Dream", variant="primary")
+                run_button = gr.Button("Dream", variant="primary", elem_id="dream-run")
                 stop_button = gr.Button("Stop")
         with gr.Column(scale=1):
-            result = gr.Image(label="dream (live)", type="pil", format="png", interactive=False)
-            status = gr.Markdown()
+            result = gr.Image(label="dream (live)", type="pil", format="png", interactive=False, elem_id="dream-result")
+            status = gr.Markdown(elem_id="dream-status")
             curve = gr.LinePlot(x="step", y="objective", color="octave", label="objective per iteration",
                                 title="objective per iteration (it climbs: that is gradient ascent)")
             why = gr.Markdown()
@@ -274,7 +275,7 @@ def build() -> None:
     dream_event = run_button.click(
         user_errors(run_dream),
         [image, from_noise, guide, backbone, *slots, octaves, scale, iterations, step, jitter, max_loss, seed, max_side],
-        [result, status, curve, why, maps, png], **queue(TAB, 1))
+        [result, status, curve, why, maps, png], api_name="dream", **queue(TAB, 1))
     stop_button.click(None, None, None, cancels=[dream_event], **queue(f"{TAB}-ui", 8))
     zoom_event = zoom_button.click(
         user_errors(run_zoom),

@@ -335,10 +335,10 @@ def _build_models(choices) -> None:
         truncation = gr.Slider(0.05, 1.0, 1.0, step=0.05, label="truncation",
                                info="z ~ N(0, t²): below 1 the images get more typical and less varied")
         with gr.Row():
-            go = gr.Button("Generate", variant="primary")
+            go = gr.Button("Generate", variant="primary", elem_id="gan-generate")
             fresh = gr.Button("New samples (random seed)")
         note = gr.Markdown()
-        image = gr.Image(label="samples", type="pil", format="png")
+        image = gr.Image(label="samples", type="pil", format="png", elem_id="gan-samples")
         inputs = [model, seed, grid, klass, truncation]
         for event in (go.click, model.change, klass.change):
             event(user_errors(samples), inputs, [image, note], **queue(TAB, 2))

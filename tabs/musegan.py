@@ -194,7 +194,7 @@ def build() -> None:
         instruments = [gr.Dropdown(list(PROGRAMS), value=default, label=f"{voice} plays")
                        for voice, default in zip(VOICES, DEFAULT_INSTRUMENTS)]
     with gr.Row():
-        new_button = gr.Button("New piece (all inputs from the seed)", variant="primary")
+        new_button = gr.Button("New piece (all inputs from the seed)", variant="primary", elem_id="musegan-new")
         chords_button = gr.Button("Re-roll chords")
         style_button = gr.Button("Re-roll style")
     with gr.Row():
@@ -202,8 +202,8 @@ def build() -> None:
         melody_button = gr.Button("Re-roll this voice's melody")
         groove_button = gr.Button("Re-roll this voice's groove")
     note = gr.Markdown()
-    plot = gr.Plot(label="piano roll")
-    audio = gr.Audio(label="listen", type="numpy")
+    plot = gr.Plot(label="piano roll", elem_id="musegan-plot")
+    audio = gr.Audio(label="listen", type="numpy", elem_id="musegan-audio")
     files = gr.File(label="MIDI and MusicXML", file_count="multiple")
     gr.Markdown("**Metrics: this sample next to the chorales** (definitions in `core/metrics/music.py`)")
     metrics = gr.Markdown()

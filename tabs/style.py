@@ -132,9 +132,9 @@ def build() -> None:
         with gr.Column(scale=1):
             with gr.Row():
                 content = gr.Image(label="content photo", type="filepath", image_mode=None,
-                                   sources=["upload", "clipboard"])
+                                   sources=["upload", "clipboard"], elem_id="style-content")
                 style_1 = gr.Image(label="style image", type="filepath", image_mode=None,
-                                   sources=["upload", "clipboard"])
+                                   sources=["upload", "clipboard"], elem_id="style-style")
             with gr.Row():
                 gr.Examples(_examples("grace_hopper.jpg"), inputs=[content], label="content example")
                 gr.Examples(_examples("brush_strokes.png", "mosaic.png"), inputs=[style_1], label="style examples")
@@ -174,12 +174,12 @@ def build() -> None:
                 strength = gr.Slider(0, 100, value=100, step=1, label="style strength (%)")
                 seed = gr.Number(value=0, precision=0, label="seed (noise start)")
             with gr.Row():
-                run_button = gr.Button("Paint", variant="primary")
+                run_button = gr.Button("Paint", variant="primary", elem_id="style-run")
                 stop_button = gr.Button("Stop")
         with gr.Column(scale=1):
             result = gr.Image(label="result (live)", type="pil", format="png", interactive=False,
-                              buttons=["download", "fullscreen"])
-            status = gr.Markdown()
+                              buttons=["download", "fullscreen"], elem_id="style-result")
+            status = gr.Markdown(elem_id="style-status")
             curves = gr.LinePlot(x="iteration", y="log10 loss", color="term", label="weighted loss terms",
                                  title="weighted loss terms (log10): all three should fall")
             png = gr.File(label="download PNG")
@@ -190,5 +190,5 @@ def build() -> None:
         [content, style_1, blends[0], extra[0], blends[1], extra[1], blends[2], backbone, size,
          exponents["content"], exponents["style"], exponents["tv"], iterations, optimizer, init, colour,
          style_scale, strength, seed],
-        [result, curves, status, png], **queue(TAB, 1))
+        [result, curves, status, png], api_name="style_transfer", **queue(TAB, 1))
     stop_button.click(None, None, None, cancels=[paint_event], **queue(f"{TAB}-ui", 8))

@@ -350,17 +350,19 @@ def build() -> None:
                 top_p = gr.Slider(0, 1, value=1.0, step=0.01, label="top-p (1 = off)")
                 seed = gr.Number(value=0, precision=0, label="seed")
             with gr.Row():
-                run_button = gr.Button("Generate", variant="primary")
+                run_button = gr.Button("Generate", variant="primary", elem_id="text-generate")
                 stop_button = gr.Button("Stop")
         with gr.Column(scale=1):
-            output = gr.Textbox(label="text (streams in as it is sampled)", lines=10, interactive=False)
-            notes = gr.Markdown()
+            output = gr.Textbox(label="text (streams in as it is sampled)", lines=10, interactive=False,
+                                elem_id="text-output")
+            notes = gr.Markdown(elem_id="text-notes")
     with gr.Accordion("Why it works: how sure was the model of each character?", open=True):
         surprise = gr.HTML(label="generated text coloured by surprise")
         gr.Markdown("Grey: the prompt. Red: characters the model found unlikely (surprise = -log₂ p at T = 1; "
                     "hover a character for its probability). Word beginnings are red, word endings white: "
                     "once a word has started, the model knows how it ends.")
-        distribution = gr.Plot(label="next-character distribution: the model (T = 1) vs what was sampled from")
+        distribution = gr.Plot(label="next-character distribution: the model (T = 1) vs what was sampled from",
+                               elem_id="text-distribution")
         inspect = gr.Slider(1, MAX_LENGTH, value=1, step=1, label="inspect step (after generating)", interactive=False)
     with gr.Accordion("Entropy versus temperature, for the next character after the prompt", open=False):
         gr.Markdown("Entropy measures how spread out the distribution is: 0 nats when one character is certain, "
@@ -394,7 +396,8 @@ def build() -> None:
         t.change(lambda v: gr.Textbox(label=f"T = {v:g}" if v is not None else "T"), [t], [box],
                  api_visibility="private", **queue(TAB + "-fast", 8))
     generating = run_button.click(generate, [model, own, prompt, length, temperature, top_k, top_p, seed],
-                                  [output, surprise, distribution, notes, steps, inspect], **queue(TAB, 2))
+                                  [output, surprise, distribution, notes, steps, inspect], api_name="text_generate",
+                                  **queue(TAB, 2))
     stop_button.click(None, cancels=[generating])
     inspect.release(inspect_step, [steps, inspect], [distribution], **queue(TAB + "-fast", 8))
     entropy_button.click(entropy_view, [model, own, prompt, temperature], [entropy_plot], **queue(TAB, 2))
@@ -402,5 +405,5 @@ def build() -> None:
                                      **queue(TAB, 2))
     compare_stop.click(None, cancels=[comparing])
     training = train_button.click(train_own, [upload, own_kind, own_minutes, seed], [loss_curve, train_status, own],
-                                  **queue(TAB + "-train", 1))
+                                  api_name="text_train", **queue(TAB + "-train", 1))
     train_stop.click(None, cancels=[training])

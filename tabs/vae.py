@@ -279,14 +279,14 @@ def _fashion_section() -> None:
                 "(inverse normal CDF), so every cell covers the same prior mass.")
     with gr.Row():
         with gr.Column(scale=3):
-            fashion_map = gr.Image(label="latent map (click to decode)", type="pil", interactive=False)
-            show = gr.Button("Draw the map and the grid", variant="primary")
+            fashion_map = gr.Image(label="latent map (click to decode)", type="pil", interactive=False, elem_id="vae-map")
+            show = gr.Button("Draw the map and the grid", variant="primary", elem_id="vae-draw-map")
         with gr.Column(scale=1):
             decoded = gr.Image(label="decoded point", type="pil", interactive=False, height=200)
             where = gr.Textbox(label="code", interactive=False)
     with gr.Row():
         n = gr.Slider(3, 25, value=15, step=1, label="grid size n (n x n decoded images)")
-    grid = gr.Image(label="decoded latent plane", type="pil", interactive=False)
+    grid = gr.Image(label="decoded latent plane", type="pil", interactive=False, elem_id="vae-grid")
     show.click(user_errors(show_fashion), [n], [fashion_map, grid], **queue(TAB, 2))
     fashion_map.select(user_errors(decode_map_click), None, [fashion_map, decoded, where], **queue(SLIDERS, 4))
     n.release(user_errors(decode_plane), [n], [grid], **queue(SLIDERS, 4))
@@ -309,12 +309,13 @@ def _faces_section() -> None:
         seed = gr.Number(value=0, label="seed", precision=0, minimum=0)
         source = gr.Radio(["fitted to the training codes", "the prior N(0, I)"], value="fitted to the training codes",
                           label="random codes from")
-        random_button = gr.Button("Random face", variant="primary")
+        random_button = gr.Button("Random face", variant="primary", elem_id="vae-random")
         index = gr.Number(value=0, label="test face #", precision=0, minimum=0, maximum=99_999)
         dataset_button = gr.Button("Face from the dataset")
     with gr.Row():
         original = gr.Image(label="original (64x64, enlarged)", type="pil", interactive=False, height=SHOW)
-        face = gr.Image(label="decoded with your edits", type="pil", interactive=False, height=SHOW)
+        face = gr.Image(label="decoded with your edits", type="pil", interactive=False, height=SHOW,
+                        elem_id="vae-face")
         with gr.Column():
             upload = gr.Image(label="or encode a photo (centre-cropped to a square)", type="pil", sources=["upload"],
                               height=180)

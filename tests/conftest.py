@@ -18,3 +18,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def app_server():
+    """One real `python app.py` on a free localhost port, shared by the browser and many-users tests."""
+    from bench.memory import start_app
+
+    server = start_app()
+    yield server
+    server.stop()

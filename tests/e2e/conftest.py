@@ -1,0 +1,52 @@
+"""Browser fixtures: Debian's Chromium driven by Playwright, against the app_server from tests/conftest.py.
+
+No browser can be downloaded here, so Playwright is pointed at the system Chromium
+(`apt-get install chromium`; GENLAB_CHROMIUM overrides the path). Without either, these tests skip.
+Screenshots go to $GENLAB_SCREENSHOTS when set (docs/screenshots/ is refreshed that way), else to a
+temporary folder.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = os.environ.get("GENLAB_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-dev-shm-usage"]
+VIEWPORT = {"width": 1280, "height": 900}
+
+
+@pytest.fixture(scope="session")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("Playwright is not installed: run `sh tests/install.sh` (pip install -r requirements-dev.txt)")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"Chromium not found at {CHROMIUM}: run `sh tests/install.sh` (apt-get install chromium) "
+                    "or set GENLAB_CHROMIUM")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, app_server):
+    """A fresh browser tab (its own Gradio session) with the app loaded."""
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    page.goto(app_server.url)
+    page.get_by_role("tab", name="Text", exact=True).wait_for()
+    yield page
+    context.close()
+
+
+@pytest.fixture(scope="session")
+def screenshot_dir(tmp_path_factory) -> Path:
+    folder = Path(os.environ["GENLAB_SCREENSHOTS"]) if os.environ.get("GENLAB_SCREENSHOTS") else \
+        tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

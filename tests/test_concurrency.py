@@ -1,0 +1,160 @@
+"""Many users at once, against a real server (the app_server fixture): gradio_client clients calling
+different tabs side by side get exactly what a lone user gets, never see each other's models or
+pictures, a long job in one tab does not hold up another tab, and Stop really stops a job.
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+from bench.memory import free_port, ui_arguments
+
+ROOT = Path(__file__).resolve().parent.parent
+PHOTO = ROOT / "assets" / "examples" / "dream" / "grace_hopper.jpg"
+STYLE_PAINTING = ROOT / "assets" / "examples" / "style" / "mosaic.png"
+HANG_GUARD_S = 180  # no call here takes more than a few seconds alone; this only stops a hang
+
+
+def pixels(path) -> str:
+    """A digest of an image file's decoded pixels (PNG/WebP encoders may differ in bytes, not in pixels)."""
+    return hashlib.sha256(np.asarray(Image.open(path).convert("RGB")).tobytes()).hexdigest()
+
+
+def file_digest(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+# (endpoint, arguments, what of the result must be identical); seeds fixed, sizes small.
+CALLS = {
+    "text": ("/text_generate", {"length": 80, "seed": 3, "temperature": 1.0}, lambda r: r[0]),
+    "gan": ("/samples", {"name": "cgan_fashion", "seed": 3, "grid_size": 4}, lambda r: pixels(r[0])),
+    "diffusion": ("/diffusion_sample", {"seed": 5, "n": 4, "steps": 10}, lambda r: pixels(r[0])),
+    "vae": ("/random_face", {"seed": 11}, lambda r: pixels(r[1])),
+    "musegan": ("/new_piece", {"seed": 2}, lambda r: (file_digest(r[1]), r[3])),  # the audio and the metrics
+}
+
+
+def call(url: str, kind: str):
+    endpoint, arguments, fingerprint = CALLS[kind]
+    client = Client(url, verbose=False)
+    return fingerprint(client.predict(api_name=endpoint, **ui_arguments(client, endpoint, **arguments)))
+
+
+def test_concurrent_clients_get_what_a_lone_client_gets(app_server):
+    solo = {kind: call(app_server.url, kind) for kind in CALLS}
+    assert len(solo["text"]) >= len("ROMEO:\n") + 80
+    kinds = list(CALLS) * 2  # ten clients, two per tab, all at once
+    start = threading.Barrier(len(kinds))
+
+    def together(kind):
+        start.wait(timeout=HANG_GUARD_S)
+        return call(app_server.url, kind)
+
+    with ThreadPoolExecutor(len(kinds)) as pool:
+        results = list(pool.map(together, kinds, timeout=HANG_GUARD_S))
+    for kind, result in zip(kinds, results):
+        assert result == solo[kind], f"{kind}: a concurrent call with the same seed differs from the solo call"
+
+
+def test_a_users_text_model_and_face_stay_theirs(app_server, tmp_path):
+    owner, other = Client(app_server.url, verbose=False), Client(app_server.url, verbose=False)
+    corpus = tmp_path / "mine.txt"
+    corpus.write_text("abba baab " * 3000)  # an alphabet of three characters: a, b and the space
+    owner.predict(api_name="/text_train", **ui_arguments(owner, "/text_train", upload=handle_file(str(corpus)),
+                                                         minutes=0.25))  # the shortest the slider allows
+    own = ui_arguments(owner, "/text_generate", name="own", prompt="ab", length=60)
+    text = owner.predict(api_name="/text_generate", **own)[0]
+    assert len(text) == 62 and set(text) <= {"a", "b", " "}  # the owner samples from their own model
+    with pytest.raises(AppError, match="not trained your own model"):
+        other.predict(api_name="/text_generate", **ui_arguments(other, "/text_generate", name="own"))
+
+    # The owner's uploaded photo becomes their face; the other user has no face to edit.
+    owner.predict(api_name="/uploaded_face", image=handle_file(str(PHOTO)))
+    sliders = ui_arguments(owner, "/render_face")
+    assert Image.open(owner.predict(api_name="/render_face", **sliders)).size == (256, 256)
+    with pytest.raises(AppError, match="Choose a face first"):
+        other.predict(api_name="/render_face", **sliders)
+
+
+def test_a_long_style_transfer_does_not_hold_up_the_vae(app_server):
+    painter, explorer = Client(app_server.url, verbose=False), Client(app_server.url, verbose=False)
+    long_job = painter.submit(api_name="/style_transfer", **ui_arguments(
+        painter, "/style_transfer", content=handle_file(str(PHOTO)), style_1=handle_file(str(STYLE_PAINTING)),
+        iterations=1000))  # a few minutes of work here
+    try:
+        deadline = time.monotonic() + HANG_GUARD_S
+        while not long_job.outputs():  # the first picture: the painting is under way
+            assert not long_job.done() and time.monotonic() < deadline, "the style transfer never started"
+            time.sleep(0.1)
+        face = explorer.predict(api_name="/random_face", **ui_arguments(explorer, "/random_face", seed=1))
+        edited = explorer.predict(api_name="/render_face", **ui_arguments(explorer, "/render_face", param_1=2.0))
+        assert not long_job.done(), "the VAE only answered after the style transfer had finished"
+        assert pixels(face[1]) != pixels(edited)  # a real decode, with the first attribute slider moved
+    finally:
+        long_job.cancel()
+
+
+# --- Stop -------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def counted_server():
+    """The app served from this process, with DeepDream's steps counted as the generator makes them."""
+    import app
+    from core import dream
+
+    steps = {"count": 0}
+    original = dream.dream
+
+    def counted(*args, **kwargs):
+        for update in original(*args, **kwargs):
+            steps["count"] += 1
+            yield update
+
+    dream.dream = counted  # tabs.dream imports it when a job starts, so the job runs the counted one
+    demo = app.build_app()
+    demo.launch(server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        yield demo.local_url, steps
+    finally:
+        demo.close()
+        dream.dream = original
+
+
+def test_stop_stops_a_long_dream_between_steps_and_frees_the_tab(counted_server):
+    url, steps = counted_server
+    client = Client(url, verbose=False)
+    # The page's Stop button cancels the dream event (cancels=[...]); pressing it makes the page send the
+    # same /cancel request for the running job that Job.cancel() sends.
+    dependencies = client.config["dependencies"]
+    dream_id = next(d["id"] for d in dependencies if d.get("api_name") == "dream")
+    assert any(d.get("cancels") == [dream_id] for d in dependencies), "no Stop button cancels the dream"
+    long_dream = ui_arguments(client, "/dream", image=handle_file(str(PHOTO)), param_14=100)  # 300 steps
+    job = client.submit(api_name="/dream", **long_dream)
+    deadline = time.monotonic() + HANG_GUARD_S
+    while steps["count"] < 3:
+        assert not job.done() and time.monotonic() < deadline, "the dream never started"
+        time.sleep(0.05)
+    job.cancel()
+
+    # The generator stops: the count settles (a step under way may finish) far below the 300 steps.
+    last, settled_since = steps["count"], time.monotonic()
+    while time.monotonic() - settled_since < 2.0:
+        assert time.monotonic() < deadline, "DeepDream kept running after Stop"
+        time.sleep(0.1)
+        if steps["count"] != last:
+            last, settled_since = steps["count"], time.monotonic()
+    assert last < 100, f"{last} steps ran: Stop did not stop the dream"
+
+    # The tab's single slot is free again: a short dream runs to the end.
+    short = ui_arguments(client, "/dream", image=handle_file(str(PHOTO)), param_12=1, param_14=2, param_19=128)
+    result = client.predict(api_name="/dream", **short)
+    assert steps["count"] == last + 2 and Image.open(result[0]).size[0] >= 64

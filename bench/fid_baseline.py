@@ -1,7 +1,7 @@
 """The feature networks behind every FID/KID in GenLab, and the real-vs-real floor they give.
 
     python -m bench.fid_baseline            # Fashion-MNIST n = 10,000, faces n = 5,000
-    python -m bench.fid_baseline --quick    # n = 2,000 and 500
+    python -m bench.fid_baseline --quick    # n = 1,000 and 300
 
 Prints and saves:
 - each classifier's accuracy (a feature network that cannot tell classes apart makes a
@@ -83,8 +83,8 @@ def face_figures(n: int) -> dict:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--n", type=int, default=None, help="Fashion-MNIST sample count (default 10,000; quick 2,000)")
-    parser.add_argument("--face-n", type=int, default=None, help="face sample count (default 5,000; quick 500)")
+    parser.add_argument("--n", type=int, default=None, help="Fashion-MNIST sample count (default 10,000; quick 1,000)")
+    parser.add_argument("--face-n", type=int, default=None, help="face sample count (default 5,000; quick 300)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: on a busy 2-core machine two threads spin-wait on "
                              "each other and this run took 5x longer)")
@@ -94,9 +94,9 @@ def main(argv=None) -> dict:
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
-        figures = {"fashion": fashion_figures(args.n or (2000 if args.quick else 10000))}
+        figures = {"fashion": fashion_figures(args.n or (1000 if args.quick else 10000))}
         if shipped_path("classifier", "face_attributes").is_file():
-            figures["faces"] = face_figures(args.face_n or (500 if args.quick else 5000))
+            figures["faces"] = face_figures(args.face_n or (300 if args.quick else 5000))
         else:
             print("face attribute classifier not shipped yet: skipping the face figures")
     finally:

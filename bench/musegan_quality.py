@@ -17,6 +17,13 @@ RELATIVE_TOLERANCE = 0.25
 ABSOLUTE_TOLERANCE = 0.02
 WITHIN_25 = ("empty_bar_rate", "used_pitch_classes", "qualified_note_rate", "tonal_distance", "in_key_ratio")
 
+README_ROWS = [
+    {"figure": f"MuseGAN {metric.replace('_', ' ')}, generated 4-bar phrases",
+     "measured": f"{{generated.{metric}:.3f}} (n = {{phrases}})",
+     "reference": f"chorales {{held_out_chorales.{metric}:.3f}} ({'≤ 2×' if metric == 'voice_order_violations' else '± 25 %'})"}
+    for metric in WITHIN_25 + ("voice_order_violations",)
+]
+
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__)

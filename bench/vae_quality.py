@@ -17,6 +17,18 @@ import argparse
 
 from bench.common import save_results
 
+README_ROWS = [
+    {"figure": "VAE Fashion-MNIST 2-D latent: test ELBO (nats per image; reconstruction, KL)",
+     "measured": "{fashion_2d_test_elbo_nats:.1f} ({fashion_2d_test_recon_nats:.1f}, {fashion_2d_test_kl_nats:.1f})",
+     "reference": "higher is better"},
+    {"figure": "VAE faces 200-D latent: validation ELBO (nats per image)",
+     "measured": "{faces_200d_validation_elbo_nats:.1f}", "reference": "higher is better"},
+    {"figure": "Smile vector: non-smiling faces that smile after the edit",
+     "measured": "{smile_vector.now_smiling:.1%} (n = {smile_vector.faces})", "reference": "≥ 80 %"},
+    {"figure": "Smile vector: worst share of another attribute keeping its true label",
+     "measured": "{smile_vector.worst_kept_vs_truth:.1%}", "reference": "≥ 90 %"},
+]
+
 
 def elbo_figures(figures: dict, quick: bool) -> None:
     from core.data.faces import face_split

@@ -16,7 +16,6 @@ import datetime as _dt
 import functools
 import json
 import os
-import shlex
 import sys
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
@@ -42,11 +41,24 @@ class Checkpoint:
     path: Path | None = None
 
 
-def make_card(*, data: str, wall_time_s: float, metrics: dict | None = None, command: str | None = None,
+def command_history(args, resume_state: dict | None = None) -> list[str]:
+    """Every command line that contributed to a run, first one first.
+
+    `python -m core.train` stores its command line on `args`; a run continued with --resume
+    adds its own line to the ones saved in the resume state. Trainers keep this list in their
+    resume state (key "commands") and pass it to `make_card`."""
+    earlier = list(resume_state.get("commands", [])) if resume_state else []
+    return earlier + [getattr(args, "command_line", None) or "(trainer called from Python, not the command line)"]
+
+
+def make_card(*, commands: list[str], data: str, wall_time_s: float, metrics: dict | None = None,
               device=None, **details) -> dict:
-    """A model card: how this checkpoint was made, for a reader who wants to make it again."""
-    return {
-        "command": command or "python -m core.train " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+    """A model card: how this checkpoint was made, for a reader who wants to make it again.
+
+    `commands` comes from `command_history`: the first made the run, any others continued it."""
+    card = {
+        "command": commands[0],
+        **({"resumed_with": commands[1:]} if len(commands) > 1 else {}),
         "data": data,
         "wall_time_s": round(float(wall_time_s), 1),
         "hardware": hardware_description(device),
@@ -54,6 +66,7 @@ def make_card(*, data: str, wall_time_s: float, metrics: dict | None = None, com
         "metrics": metrics or {},
         **details,
     }
+    return card
 
 
 def _atomic_torch_save(obj, path: Path) -> None:

@@ -407,14 +407,14 @@ def train(model: UNet, images: torch.Tensor, steps: int, batch_size: int = 64, l
 
 
 def train_main(args) -> Path:
-    from core.checkpoints import load_resume, make_card, save_checkpoint, save_resume
-    from core.registry import shipped_path
+    from core.checkpoints import command_history, load_resume, make_card, save_checkpoint, save_resume
+    from core.registry import resume_path, shipped_path
     from core.runtime import make_generator, pick_device
     from core.train import Every, progress
 
     name = "fashion32" if args.data == "fashion" else f"faces{args.size}"
     out = Path(args.out) if args.out else shipped_path("diffusion", name)
-    resume_path = out.with_name(out.name + ".resume.pt")
+    state_file = resume_path(out)
     device = pick_device(args.device)
     images, data_description = load_training_images(args.data, args.size, args.data_dir, args.limit)
     images = images.to(device)
@@ -427,15 +427,14 @@ def train_main(args) -> Path:
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     generator = make_generator(args.seed, device)
     start_step, elapsed_before, curve = 0, 0.0, []
-    commands = [make_card(data="", wall_time_s=0)["command"]]  # this run's command line
-    if args.resume:
-        state = load_resume(resume_path)
+    state = load_resume(state_file) if args.resume else None
+    commands = command_history(args, state)
+    if state:
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
         start_step, elapsed_before, curve = state["step"], state["elapsed_s"], state["curve"]
-        commands = state["commands"] + commands
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{data_description}; {n_params / 1e6:.2f}M parameters; from step {start_step}")
 
@@ -445,12 +444,10 @@ def train_main(args) -> Path:
 
     def save() -> None:
         wall = elapsed_before + time.monotonic() - started
-        save_resume(resume_path, {"model": model.state_dict(), "ema": ema.state_dict(),
+        save_resume(state_file, {"model": model.state_dict(), "ema": ema.state_dict(),
                                   "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
                                   "step": step, "elapsed_s": wall, "curve": curve, "commands": commands})
-        # A run continued with --resume lists every command line that contributed, first one first.
-        card = make_card(data=data_description, wall_time_s=wall, device=device, steps=step,
-                         command=commands[0], resumed_with=commands[1:],
+        card = make_card(commands=commands, data=data_description, wall_time_s=wall, device=device, steps=step,
                          batch_size=args.batch_size, parameters=n_params,
                          optimizer=f"AdamW lr {args.lr} wd {args.weight_decay}, 200-step warm-up, grad clip 1",
                          ema_decay=args.ema, weights="EMA, float16",

@@ -31,10 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.checkpoints import load_resume, make_card, save_checkpoint, save_resume
+from core.checkpoints import command_history, load_resume, make_card, save_checkpoint, save_resume
 from core.data.images import image_grid, pil_to_tensor, tensor_to_pil
 from core.latent import interpolate  # noqa: F401  (latent walks: gan.interpolate(z0, z1, steps, mode))
-from core.registry import shipped_path
+from core.registry import resume_path, shipped_path
 from core.runtime import hardware_description, make_generator, pick_device
 from core.train import Every, progress
 
@@ -331,14 +331,17 @@ def train_main(args) -> Path:
     if cfg.num_classes and args.data != "fashion":
         raise ValueError("The conditional GAN is trained on Fashion-MNIST's 10 classes.")
     data = load_data(args.data, size, args.data_dir, args.faces)
-    resume = load_resume(out.with_name(out.name + ".resume.pt")) if args.resume else None
+    resume = load_resume(resume_path(out)) if args.resume else None
     return train(cfg, tcfg, data, out, seed=args.seed, minutes=args.minutes, device=device, resume=resume,
-                 note=args.note)
+                 note=args.note, commands=command_history(args, resume))
 
 
 def train(cfg: GANConfig, tcfg: TrainConfig, data: ImageData, out: Path, seed: int = 0,
-          minutes: float | None = None, device=None, resume: dict | None = None, note: str = "") -> Path:
-    """Train until tcfg.epochs or `minutes`; writes the checkpoint each epoch and at the end."""
+          minutes: float | None = None, device=None, resume: dict | None = None, note: str = "",
+          commands: list[str] | None = None) -> Path:
+    """Train until tcfg.epochs or `minutes`; writes the checkpoint each epoch and at the end.
+    `commands` (core.checkpoints.command_history) go into the model card."""
+    commands = commands or command_history(None, resume)
     device = torch.device(device or "cpu")
     torch.manual_seed(seed)  # weight initialisation only; every random draw below uses `gen`
     G, D = Generator(cfg).to(device), Critic(cfg).to(device)
@@ -355,12 +358,12 @@ def train(cfg: GANConfig, tcfg: TrainConfig, data: ImageData, out: Path, seed: i
     steps_per_epoch = len(data) // tcfg.batch_size
     total = steps_per_epoch * tcfg.epochs
     fixed_z, fixed_labels = snapshot_inputs(cfg, seed)
-    resume_path = out.with_name(out.name + ".resume.pt")
+    state_file = resume_path(out)
 
     def save_state():
-        save_resume(resume_path, {"G": G.state_dict(), "D": D.state_dict(), "ema": ema.state_dict(),
+        save_resume(state_file, {"G": G.state_dict(), "D": D.state_dict(), "ema": ema.state_dict(),
                                   "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                                  "gen": gen.get_state(), **state})
+                                  "gen": gen.get_state(), "commands": commands, **state})
 
     def shipped_generator():
         # The averaged weights are smoother than the live ones; without EMA ship G itself.
@@ -375,7 +378,7 @@ def train(cfg: GANConfig, tcfg: TrainConfig, data: ImageData, out: Path, seed: i
     def write_checkpoint(ship):
         frames = torch.stack(state["frames"]) if state["frames"] else torch.zeros(0)
         epochs = state["step"] / steps_per_epoch
-        card = make_card(data=data.description, wall_time_s=state["wall_time_s"], device=device,
+        card = make_card(commands=commands, data=data.description, wall_time_s=state["wall_time_s"], device=device,
                          metrics={k: v for k, v in state["history"][-1].items() if k != "step"}
                          if state["history"] else {},
                          steps=state["step"], epochs=round(epochs, 2), training=asdict(tcfg),

@@ -361,19 +361,20 @@ def metric_table(generator: Generator, held_out: data.ChoraleSet, n_phrases: int
 
 
 def train_main(args) -> Path:
-    from core.checkpoints import load_resume, make_card, save_checkpoint, save_resume
-    from core.registry import shipped_path
+    from core.checkpoints import command_history, load_resume, make_card, save_checkpoint, save_resume
+    from core.registry import resume_path, shipped_path
     from core.train import Every, progress
 
     out = Path(args.out or shipped_path("musegan", "chorales"))
-    resume_path = out.with_name(out.name + ".resume.pt")
+    state_file = resume_path(out)
     pieces = data.load_folder(args.data) if args.data else data.load_bach()
     train_set, held_out = pieces.split()
     cfg = MuseGANConfig(z_dim=args.z_dim, bar_channels=args.bar_channels, critic_channels=args.critic_channels)
     model = MuseGAN(cfg)
     rng = torch.Generator().manual_seed(args.seed)
     torch.manual_seed(args.seed)  # weight initialisation only; sampling uses `rng`
-    state = load_resume(resume_path) if args.resume else None
+    state = load_resume(state_file) if args.resume else None
+    commands = command_history(args, state)
     curves = state["curves"] if state else {"step": [], "wasserstein": [], "gp": [], "g_loss": []}
     elapsed = state["elapsed"] if state else 0.0
     started = time.monotonic() - elapsed
@@ -391,12 +392,14 @@ def train_main(args) -> Path:
                 curves[key].append(round(running[key], 4))
         out_of_time = budget is not None and time.monotonic() > budget
         if save_timer.due() or out_of_time:
-            save_resume(resume_path, {**event["state"](), "curves": curves, "elapsed": time.monotonic() - started})
+            save_resume(state_file, {**event["state"](), "curves": curves, "commands": commands,
+                                      "elapsed": time.monotonic() - started})
         if out_of_time:
             break
     steps_done = curves["step"][-1] if curves["step"] else 0
     metrics = metric_table(ema, held_out, args.eval_phrases)
     card = make_card(
+        commands=commands,
         data=(f"{args.data}" if args.data else "music21 corpus: Bach chorales in 4/4 with four voices (SATB)")
         + f"; {len(train_set.rolls)} pieces for training, {len(held_out.rolls)} held out (by piece); "
           "16th-note grid, 2/4/8-bar windows, transposed by up to +-6 semitones",

@@ -10,10 +10,20 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT_DIR = ROOT / "assets" / "checkpoints"
+RESUME_DIR = ROOT / "runs" / "resume"  # trainers' resumable state: large, never shipped
 
 
 def shipped_path(technique: str, name: str) -> Path:
     return CHECKPOINT_DIR / technique / f"{name}.pt"
+
+
+def resume_path(checkpoint) -> Path:
+    """Where a trainer keeps the resumable state of `checkpoint`: for a shipped checkpoint under
+    runs/resume/<technique>/ (so assets/ holds only what ships), for any other beside it."""
+    checkpoint = Path(checkpoint).resolve()
+    if checkpoint.parent.parent == CHECKPOINT_DIR:
+        return RESUME_DIR / checkpoint.parent.name / (checkpoint.name + ".resume.pt")
+    return checkpoint.with_name(checkpoint.name + ".resume.pt")
 
 
 def list_shipped(technique: str) -> list[str]:
@@ -21,7 +31,7 @@ def list_shipped(technique: str) -> list[str]:
     folder = CHECKPOINT_DIR / technique
     if not folder.is_dir():
         return []
-    # A trainer's resumable state (<name>.pt.resume.pt) sits beside its checkpoint but is not one.
+    # A resumable state (<name>.pt.resume.pt) may sit beside a checkpoint but is not one.
     return sorted(p.stem for p in folder.glob("*.pt") if not p.name.endswith(".resume.pt"))
 
 

@@ -21,8 +21,6 @@ import argparse
 import copy
 import functools
 import math
-import shlex
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -582,8 +580,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def train_main(args) -> Path:
-    from core.checkpoints import load_resume, make_card, save_checkpoint, save_resume
-    from core.registry import shipped_path
+    from core.checkpoints import command_history, load_resume, make_card, save_checkpoint, save_resume
+    from core.registry import resume_path, shipped_path
     from core.runtime import pick_device
     from core.train import Every, progress
 
@@ -604,13 +602,11 @@ def train_main(args) -> Path:
                          weight_decay=args.weight_decay, eval_every=args.eval_every, bf16=args.bf16)
     trainer = Trainer(model, train_ids, val_ids, config, seed=args.seed)
     out = Path(args.out) if args.out else shipped_path("text", args.name or f"{args.model}_{corpus_path.stem}")
-    resume_path = out.with_name(out.name + ".resume.pt")
-    command = "python -m core.train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    commands = [command]  # a resumed run lists every command that contributed to it
-    if args.resume:
-        state = load_resume(resume_path)
+    state_file = resume_path(out)
+    state = load_resume(state_file) if args.resume else None
+    if state:
         trainer.load_state_dict(state)
-        commands = state.get("commands", []) + commands
+    commands = command_history(args, state)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{args.model}: {n_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}, "
           f"{len(train_ids):,} train / {len(val_ids):,} validation characters")
@@ -620,12 +616,12 @@ def train_main(args) -> Path:
             print(f"step {event['step']}: train {trainer.curve[-1]['train_loss']:.4f} "
                   f"val {event['val_loss']:.4f} ({trainer.elapsed_s / 60:.1f} min)", flush=True)
         if save_every.due():
-            save_resume(resume_path, trainer.state_dict() | {"commands": commands})
-    save_resume(resume_path, trainer.state_dict() | {"commands": commands})
+            save_resume(state_file, trainer.state_dict() | {"commands": commands})
+    save_resume(state_file, trainer.state_dict() | {"commands": commands})
     model = trainer.best_model()
     metrics = {"val_loss_nats_per_char": round(trainer.best_val, 4), "parameters": n_params,
                "val_loss_full_split": round(split_loss(model, val_ids, config.context), 4)}
-    card = make_card(command=" && ".join(commands), data=f"{corpus_path.name}: {len(text):,} characters, first 90% train, last 10% validation",
+    card = make_card(commands=commands, data=f"{corpus_path.name}: {len(text):,} characters, first 90% train, last 10% validation",
                      wall_time_s=trainer.elapsed_s, metrics=metrics, device=device, steps=trainer.step,
                      train_config=asdict(config), curve=trainer.curve)
     return save_checkpoint(out, model, model.config, card, half=args.half,

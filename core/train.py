@@ -7,13 +7,15 @@
 Each technique module registered in TRAINERS provides two functions:
     add_train_arguments(parser)   its own options
     train_main(args) -> Path      trains, writes checkpoint + model card, returns the path
-Trainers are resumable: they save their state to `<out>.resume.pt` every few minutes
+Trainers are resumable: they save their state every few minutes (core.registry.resume_path: runs/resume/ for
+shipped checkpoints, `<out>.resume.pt` otherwise)
 and continue from it with --resume.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 import sys
 import time
 from typing import Iterable, Iterator
@@ -35,7 +37,7 @@ TRAINERS = {
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="checkpoint path to write (default: the shipped location)")
     parser.add_argument("--minutes", type=float, default=None, help="stop after this much wall time")
-    parser.add_argument("--resume", action="store_true", help="continue from <out>.resume.pt")
+    parser.add_argument("--resume", action="store_true", help="continue from the saved state (runs/resume/... or <out>.resume.pt)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     parser.add_argument("--device", default=None, help="cpu, cuda or mps (default: best available)")
@@ -68,6 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     add_common_arguments(parser)
     module.add_train_arguments(parser)
     args = parser.parse_args(argv[1:])
+    args.command_line = "python -m core.train " + shlex.join(argv)  # for the model card
     from core.runtime import set_threads
 
     set_threads(args.threads)

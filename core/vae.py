@@ -37,8 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from core import latent
-from core.checkpoints import build_model, load_resume, load_shipped, make_card, save_checkpoint, save_resume
-from core.registry import shipped_path
+from core.checkpoints import build_model, command_history, load_resume, load_shipped, make_card, save_checkpoint, save_resume
+from core.registry import resume_path, shipped_path
 from core.runtime import make_generator, pick_device
 
 DEFAULT_ATTRIBUTE_STRENGTH = 1.5  # multiples of an attribute vector added by default (the tab's sliders span -4..4)
@@ -334,7 +334,7 @@ def train_main(args) -> Path:
     if device.type != "cpu":
         print(f"note: training on {device} is not wired up; the VAE trains on the CPU")  # small models
     out = Path(args.out) if args.out else shipped_path("vae", "fashion_2d" if args.dataset == "fashion" else "faces_200d")
-    resume_path = out.with_name(out.name + ".resume.pt")
+    state_file = resume_path(out)
     torch.manual_seed(args.seed)  # weight initialisation only; sampling uses explicit generators
     data = load_dataset(args)
     config = VAEConfig(image_size=args.image_size, channels=data["train"].shape[1], latent_dim=args.latent,
@@ -342,12 +342,13 @@ def train_main(args) -> Path:
     model = VAE(config)
     state = None
     if args.resume:
-        state = load_resume(resume_path)
+        state = load_resume(state_file)
         model.load_state_dict(state.pop("model"))
+    commands = command_history(args, state)
     steps_per_epoch = math.ceil(len(data["train"]) / args.batch_size)
     events = train_vae(model, data["train"], data["valid"], beta=args.beta, epochs=args.epochs,
                        batch_size=args.batch_size, lr=args.lr, seed=args.seed, minutes=args.minutes, state=state,
-                       on_checkpoint=lambda s: save_resume(resume_path, s))
+                       on_checkpoint=lambda s: save_resume(state_file, {**s, "commands": commands}))
     curves = []
     for event in progress(events, total=steps_per_epoch * args.epochs, desc=f"vae {args.dataset}"):
         if "valid_elbo" in event:
@@ -356,10 +357,10 @@ def train_main(args) -> Path:
                   f"validation ELBO {event['valid_elbo']:.1f}", flush=True)
     if state is not None:
         curves = state["curves"]
-    return _save(out, model, config, args, data, curves)
+    return _save(out, model, config, args, data, curves, commands)
 
 
-def _save(out: Path, model: VAE, config: VAEConfig, args, data, curves) -> Path:
+def _save(out: Path, model: VAE, config: VAEConfig, args, data, curves, commands: list[str]) -> Path:
     """Checkpoint + card, with the extras the tab needs (test-set codes for the map, attribute vectors)."""
     valid = evaluate(model, data["valid"])
     mu, logvar = encode_all(model, data["valid"])
@@ -381,7 +382,7 @@ def _save(out: Path, model: VAE, config: VAEConfig, args, data, curves) -> Path:
     order = kl_dims.argsort(descending=True)[:12]
     details = {"most_active_dims": order.tolist(), "most_active_kl": [round(kl_dims[i].item(), 3) for i in order],
                "attribute_names": list(extras.get("attribute_names", []))}
-    card = make_card(data=data["description"], wall_time_s=curves[-1]["wall_s"] if curves else 0.0, metrics=metrics,
+    card = make_card(commands=commands, data=data["description"], wall_time_s=curves[-1]["wall_s"] if curves else 0.0, metrics=metrics,
                      epochs=curves[-1]["epoch"] if curves else 0, steps=curves[-1]["step"] if curves else 0,
                      batch_size=args.batch_size, learning_rate=args.lr, latent=details, curves=curves)
     return save_checkpoint(out, model, config, card, extras, half=True)

@@ -46,3 +46,20 @@ def test_declared_rows_and_quick_only_results(tmp_path):
 def test_a_benchmark_that_never_ran_is_listed_as_not_run(tmp_path):
     text = report.table(tmp_path, ["fid_baseline"])
     assert text.count(report.MISSING) == len(fid_baseline.README_ROWS)
+
+
+def test_every_benchmark_declares_rows_that_its_saved_results_fill():
+    # The README table is for people: every benchmark says in words what its numbers mean, and
+    # each row's {fields} exist in the figures its full run saved (a renamed figure breaks this test).
+    from bench.common import RESULTS_DIR
+
+    for name in report.all_benchmarks():
+        rows = report._declared_rows(name)
+        assert rows, f"bench/{name}.py declares no README_ROWS"
+        # The table reads the full run's results, or a quick run's when no full run exists yet.
+        path = RESULTS_DIR / f"{name}.json"
+        if path.is_file():
+            figures = json.loads(path.read_text())["figures"]
+            for row in rows:
+                report.fill(row["measured"], figures)
+                report.fill(row["reference"], figures)

@@ -27,7 +27,7 @@ class TinyNet(torch.nn.Module):
 
 
 def _card():
-    return make_card(data="none", wall_time_s=1.23, metrics={"loss": 0.5}, command="python -m core.train tiny")
+    return make_card(commands=["python -m core.train tiny"], data="none", wall_time_s=1.23, metrics={"loss": 0.5})
 
 
 def test_round_trip_rebuilds_model_from_config(tmp_path):
@@ -128,3 +128,24 @@ def test_resume_state_round_trip(tmp_path):
     assert torch.equal(torch.randn(3, generator=restored), torch.randn(3, generator=gen))
     with pytest.raises(CheckpointError, match="--resume"):
         load_resume(tmp_path / "none.pt")
+
+
+def test_command_history_lists_every_command_that_made_a_run():
+    from argparse import Namespace
+
+    from core.checkpoints import command_history
+
+    first = command_history(Namespace(command_line="python -m core.train gan --minutes 5"))
+    assert first == ["python -m core.train gan --minutes 5"]
+    resumed = command_history(Namespace(command_line="python -m core.train gan --resume"), {"commands": first})
+    assert resumed == first + ["python -m core.train gan --resume"]
+    card = make_card(commands=resumed, data="none", wall_time_s=0)
+    assert card["command"] == first[0] and card["resumed_with"] == ["python -m core.train gan --resume"]
+    assert "resumed_with" not in make_card(commands=first, data="none", wall_time_s=0)
+
+
+def test_resumable_state_of_shipped_checkpoints_stays_out_of_assets(tmp_path):
+    from core.registry import CHECKPOINT_DIR, RESUME_DIR, resume_path
+
+    assert resume_path(CHECKPOINT_DIR / "gan" / "dcgan.pt") == RESUME_DIR / "gan" / "dcgan.pt.resume.pt"
+    assert resume_path(tmp_path / "mine.pt") == tmp_path / "mine.pt.resume.pt"

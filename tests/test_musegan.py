@@ -142,7 +142,7 @@ def shipped_tiny(tmp_path, monkeypatch):
     monkeypatch.setattr(core.registry, "CHECKPOINT_DIR", tmp_path)
     metrics = {side: {name: 0.5 for name in METRICS} for side in ("generated", "held_out_chorales")}
     save_checkpoint(tmp_path / "musegan" / "chorales.pt", tiny_generator(), TINY,
-                    make_card(data="test", wall_time_s=0, metrics=metrics, command="test"))
+                    make_card(commands=["test"], data="test", wall_time_s=0, metrics=metrics))
     for cached in (load_shipped, musegan.load_generator):
         cached.cache_clear()
     yield

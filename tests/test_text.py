@@ -1,6 +1,7 @@
 """Character language models: sampling math, caches, training, checkpoints and the tab's handlers."""
 import json
 import math
+import shlex
 
 import pytest
 import torch
@@ -192,7 +193,10 @@ def test_training_command_writes_a_loadable_checkpoint_and_resumes(tmp_path):
     main(common + ["--steps", "15", "--resume", "--half"])
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["steps"] == 15 and [c["step"] for c in card["curve"]] == [5, 10, 15]
-    assert card["command"].startswith("python -m core.train") and card["metrics"]["val_loss_nats_per_char"] > 0
+    # The card names the exact command lines given to core.train.main (not pytest's sys.argv).
+    assert card["command"] == "python -m core.train " + shlex.join(common + ["--steps", "10"])
+    assert card["resumed_with"] == ["python -m core.train " + shlex.join(common + ["--steps", "15", "--resume", "--half"])]
+    assert card["metrics"]["val_loss_nats_per_char"] > 0
     ckpt = load_checkpoint(out)
     assert ckpt.extras["kind"] == "gpt" and set(ckpt.extras["chars"]) == set(CORPUS)
 

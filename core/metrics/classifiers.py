@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.checkpoints import build_model, load_checkpoint, load_resume, load_shipped, make_card, save_checkpoint, save_resume
-from core.registry import shipped_path
+from core.checkpoints import build_model, command_history, load_checkpoint, load_resume, load_shipped, make_card, save_checkpoint, save_resume
+from core.registry import resume_path, shipped_path
 from core.runtime import make_generator, pick_device
 
 TECHNIQUE = "classifier"
@@ -262,7 +262,7 @@ def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device) -> tor
 def _fit(model, args, *, train_x, train_y, test_x, test_y, loss_fn, augment, out):
     """Shared loop: AdamW with a one-cycle schedule, per-epoch test accuracy, resumable state.
 
-    Yields progress events; returns (history, epochs finished, wall seconds) at the end.
+    Yields progress events; returns (history, epochs finished, wall seconds, commands) at the end.
     """
     from core.train import Every
 
@@ -273,18 +273,19 @@ def _fit(model, args, *, train_x, train_y, test_x, test_y, loss_fn, augment, out
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr,
                                                    total_steps=args.epochs * steps_per_epoch)
     state = {"epoch": 0, "batch": 0, "history": [], "elapsed_s": 0.0, "loss_sum": 0.0}
-    resume_path = out.with_name(out.name + ".resume.pt")
-    if args.resume:
-        saved = load_resume(resume_path)
+    state_file = resume_path(out)
+    saved = load_resume(state_file) if args.resume else None
+    if saved:
         model.load_state_dict(saved.pop("model"))
         optimizer.load_state_dict(saved.pop("optimizer"))
         schedule.load_state_dict(saved.pop("schedule"))
         state.update(saved)
+    state["commands"] = command_history(args, saved)
     started, save_clock = time.monotonic() - state["elapsed_s"], Every(180)
 
     def snapshot():
         state["elapsed_s"] = time.monotonic() - started
-        save_resume(resume_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        save_resume(state_file, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                   "schedule": schedule.state_dict(), **state})
 
     while state["epoch"] < args.epochs:
@@ -308,7 +309,7 @@ def _fit(model, args, *, train_x, train_y, test_x, test_y, loss_fn, augment, out
                 snapshot()
             if args.minutes and time.monotonic() - started > args.minutes * 60:
                 snapshot()  # out of time: --resume carries on from this batch
-                return state["history"], state["epoch"], time.monotonic() - started
+                return state["history"], state["epoch"], time.monotonic() - started, state["commands"]
         accuracy = _accuracy(model, test_x.float() / 255, test_y, device)
         state["history"].append({"epoch": state["epoch"] + 1,
                                  "train_loss": round(state["loss_sum"] / steps_per_epoch, 4),
@@ -317,7 +318,7 @@ def _fit(model, args, *, train_x, train_y, test_x, test_y, loss_fn, augment, out
         print(f"epoch {state['epoch'] + 1}: {state['history'][-1]}", flush=True)
         state.update(epoch=state["epoch"] + 1, batch=0, loss_sum=0.0)
         snapshot()
-    return state["history"], state["epoch"], time.monotonic() - started
+    return state["history"], state["epoch"], time.monotonic() - started, state["commands"]
 
 
 def train_main(args):
@@ -326,7 +327,7 @@ def train_main(args):
 
 
 def _drive(loop, total: int, desc: str):
-    """Run a _fit generator under a progress bar and return its (history, epochs, seconds)."""
+    """Run a _fit generator under a progress bar and return what it returns."""
     from core.train import progress
 
     result = {}
@@ -361,10 +362,10 @@ def train_fashion(args):
     loop = _fit(model, args, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
                 loss_fn=lambda logits, y: F.cross_entropy(logits, y, label_smoothing=args.label_smoothing),
                 augment=lambda x, generator: _augment_clothes(x, generator, args.shift), out=out)
-    history, epochs, seconds = _drive(loop, args.epochs * max(1, len(train_x) // args.batch_size),
+    history, epochs, seconds, commands = _drive(loop, args.epochs * max(1, len(train_x) // args.batch_size),
                                       "fashion classifier")
     accuracy = float(_accuracy(model, test_x.float() / 255, test_y, pick_device(args.device)))
-    card = make_card(data=f"Fashion-MNIST train ({len(train_x)} images), measured on test ({len(test_x)})",
+    card = make_card(commands=commands, data=f"Fashion-MNIST train ({len(train_x)} images), measured on test ({len(test_x)})",
                      wall_time_s=seconds, device=args.device,
                      metrics={"test_accuracy": round(accuracy, 4)},
                      epochs=epochs, batch_size=args.batch_size, lr=args.lr,
@@ -398,11 +399,11 @@ def train_faces(args):
         raise ValueError(f"{args.init_from} was trained on other attributes: {cfg.attributes}.")
     loop = _fit(model, args, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
                 loss_fn=F.binary_cross_entropy_with_logits, augment=lambda x, generator: x, out=out)
-    history, epochs, seconds = _drive(loop, args.epochs * max(1, len(train_x) // args.batch_size),
+    history, epochs, seconds, commands = _drive(loop, args.epochs * max(1, len(train_x) // args.batch_size),
                                       "face attribute classifier")
     per_attribute = _accuracy(model, test_x.float() / 255, test_y, pick_device(args.device))
     accuracy = {name: round(float(a), 4) for name, a in zip(attributes, per_attribute)}
-    card = make_card(data=f"synthetic faces (core.data.faces): {len(train_x)} of the train split, "
+    card = make_card(commands=commands, data=f"synthetic faces (core.data.faces): {len(train_x)} of the train split, "
                           f"measured on {len(test_x)} of the validation split",
                      wall_time_s=seconds, device=args.device,
                      metrics={"test_accuracy": accuracy, "mean_test_accuracy": round(float(per_attribute.mean()), 4),

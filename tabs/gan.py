@@ -13,7 +13,8 @@ import tempfile
 import gradio as gr
 
 from core.registry import list_shipped, read_card, shipped_path
-from tabs.common import queue, user_errors
+from core.runtime import MAX_SEED
+from tabs.common import number, queue, user_errors
 
 TAB = "gan"
 LIVE = "gan-live"  # the 2-D GAN gets its own slot: one user's live game never waits for another's grid
@@ -24,7 +25,6 @@ MAX_GRID = 16      # images per side of a grid
 MAX_WALK = 24      # frames in a latent walk
 SHOW_PX = 96       # each image is enlarged to this many pixels for display
 LIVE_FRAMES = 400  # a play press runs at most this many frames, then pauses by itself
-MAX_SEED = 2**31 - 1  # as core.runtime.MAX_SEED, which cannot be imported here: it loads torch
 
 INTRO = """### GANs: the forger and the art dealer
 A **generator** turns random noise into images; a **discriminator** (a *critic* in a WGAN) learns to
@@ -91,9 +91,9 @@ def samples(name, seed, grid_size, class_choice=ALL_CLASSES, truncation=1.0):
     from core.data.images import image_grid
     from core.runtime import make_generator
 
-    if grid_size is None or int(grid_size) < 1:
+    side, note = number(grid_size, 0, 0, MAX_GRID + 1, whole=True), ""
+    if side < 1:
         raise ValueError(f"The grid needs at least 1 image per side, not {grid_size}.")
-    side, note = int(grid_size), ""
     if side > MAX_GRID:
         side, note = MAX_GRID, f"Grid size limited to {MAX_GRID}×{MAX_GRID}."
     G = _generator(name)
@@ -122,7 +122,7 @@ def latent_walk(name, seed_a, seed_b, steps, mode="slerp", class_choice=ALL_CLAS
     seed_a, seed_b = clamp_seed(seed_a), clamp_seed(seed_b)
     if seed_a == seed_b:
         raise ValueError(f"Both ends of the walk use seed {seed_a}, so it would stand still: pick two different seeds.")
-    steps = min(MAX_WALK, max(2, int(steps or 2)))
+    steps = number(steps, 2, 2, MAX_WALK, whole=True)
     G = _generator(name)
     trunc = _truncation(truncation)
     labels, rows = _labels_for(name, class_choice, 1)
@@ -157,7 +157,7 @@ def story_frame(name, index):
     card = read_card("gan", name)
     timeline = card["timeline"]
     count = len(timeline["steps"])
-    index = min(count - 1, max(0, int(index or 0)))
+    index = number(index, 0, 0, count - 1, whole=True)
     height = timeline["frame_height"]
     strip = _timeline_strip(name)
     frame = strip.crop((0, index * height, strip.width, (index + 1) * height))
@@ -222,7 +222,7 @@ def _figure_to_image(fig):
 # --- the live 2-D GAN ------------------------------------------------------------------------
 
 def _lr(log10_value) -> float:
-    return 10.0 ** float(log10_value)
+    return 10.0 ** number(log10_value, -3.0, -5.0, 1.0)  # the sliders' range
 
 
 def live_reset(distribution, seed, lr_g_log, lr_d_log):
@@ -246,7 +246,7 @@ def live_step(live, steps, lr_g_log, lr_d_log):
     if live is None:
         raise ValueError("Press Reset first to create a GAN.")
     live.set_learning_rates(_lr(lr_g_log), _lr(lr_d_log))
-    live.train(min(500, max(1, int(steps or 1))))
+    live.train(number(steps, 1, 1, 500, whole=True))
     return live, live_picture(live), live_status(live)
 
 

@@ -218,7 +218,7 @@ def reroll(inputs: dict, kind: str, generator: torch.Generator, voice: int | Non
 def check_bars(n_bars) -> int:
     try:
         n_bars = int(n_bars)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: infinity
         raise ValueError("The number of bars must be a whole number.") from None
     if not 1 <= n_bars <= MAX_BARS:
         raise ValueError(f"The number of bars must be between 1 and {MAX_BARS}, not {n_bars}.")

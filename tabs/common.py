@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 
 import gradio as gr
 
@@ -28,6 +29,17 @@ def user_errors(fn):
         except ValueError as exc:
             raise gr.Error(str(exc)) from None
     return wrapped
+
+
+def number(value, default: float, low: float, high: float, whole: bool = False):
+    """A number from a widget or an API call, made safe to compute with: empty (None), NaN and
+    non-numbers become `default`; anything outside [low, high], infinities included, is clamped."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        value = math.nan
+    value = default if math.isnan(value) else min(max(value, low), high)
+    return int(value) if whole else value
 
 
 def queue(tab: str, limit: int = 1) -> dict:

@@ -15,7 +15,7 @@ from pathlib import Path
 import gradio as gr
 
 from core.registry import ROOT, list_shipped, read_card, shipped_path
-from tabs.common import queue, user_errors
+from tabs.common import number, queue, user_errors
 
 TAB = "diffusion"
 VIEW = "diffusion-view"  # scrubbing, playing and noising are cheap: their own, wider slot
@@ -89,7 +89,7 @@ def _model(name):
 # --- argument checks: clamp what can be clamped, refuse with a sentence what cannot ----------------
 
 def _samples(n) -> tuple[int, str]:
-    n = int(n or 0)
+    n = number(n, 0, 0, MAX_SAMPLES + 1, whole=True)
     if n < 1:
         raise ValueError(f"Ask for at least 1 sample, not {n}.")
     if n > MAX_SAMPLES:
@@ -98,10 +98,10 @@ def _samples(n) -> tuple[int, str]:
 
 
 def _steps(steps) -> int:
-    steps = int(steps or 0)
-    if not 1 <= steps <= MAX_STEPS:
+    if not 1 <= number(steps, 0, 0, MAX_STEPS + 1) <= MAX_STEPS:
         raise ValueError(f"Steps must be between 1 and {MAX_STEPS} (the finest grid the model knows); "
                          f"{steps} was asked for.")
+    steps = int(steps)
     return steps
 
 
@@ -204,7 +204,7 @@ def show_frame(frames, index):
     """The viewer at one precomputed frame (no network call) -> (image, caption)."""
     if not frames:
         return None, "Sample first: the viewer shows the steps of the last run."
-    index = min(max(int(index or 0), 0), len(frames) - 1)
+    index = number(index, 0, 0, len(frames) - 1, whole=True)
     return frames[index]
 
 
@@ -212,7 +212,8 @@ def play(frames, index, seconds_per_frame=0.08):
     """Animate the viewer from the current frame (or the start, when at the end)."""
     if not frames:
         raise ValueError("Sample first: there are no steps to play yet.")
-    start = 0 if int(index or 0) >= len(frames) - 1 else int(index or 0)
+    index = number(index, 0, 0, len(frames) - 1, whole=True)
+    start = 0 if index >= len(frames) - 1 else index
     for i in range(start, len(frames)):
         yield i, frames[i][0], frames[i][1]
         time.sleep(seconds_per_frame)
@@ -279,7 +280,7 @@ def forward_process(example, upload, t, schedule, seed=0):
 
     if schedule not in SCHEDULES:
         raise ValueError(f"Pick a schedule: {', '.join(SCHEDULES)}.")
-    t = min(max(float(t or 0.0), 0.0), 1.0)
+    t = number(t, 0.0, 0.0, 1.0)
     x0 = _example_image(example, upload)
     noise = torch.randn(x0.shape, generator=make_generator(seed))  # the same ε at every t: only the mix changes
     x_t = add_noise(x0, t, noise, schedule)
@@ -301,7 +302,7 @@ def steps_versus_quality(name, seed, n_rows=4):
     from core.runtime import make_generator
 
     model = _model(name)
-    n_rows = min(max(int(n_rows or 1), 1), 8)
+    n_rows = number(n_rows, 1, 1, 8, whole=True)
     noise = diffusion.start_noise(n_rows, model.config, make_generator(seed))
     columns = [diffusion.sample(model, n_rows, make_generator(seed), steps=s, noise=noise)
                for s in QUALITY_STEPS]
@@ -320,7 +321,7 @@ def interpolation(name, seed_a, seed_b, frames, steps=50):
     seed_a, seed_b = clamp_seed(seed_a), clamp_seed(seed_b)
     if seed_a == seed_b:
         raise ValueError(f"Both ends use seed {seed_a}: pick two different seeds.")
-    frames = min(max(int(frames or 2), 2), MAX_INTERPOLATION)
+    frames = number(frames, 2, 2, MAX_INTERPOLATION, whole=True)
     steps = _steps(steps)
     a = diffusion.start_noise(1, model.config, make_generator(seed_a))
     b = diffusion.start_noise(1, model.config, make_generator(seed_b))

@@ -14,7 +14,7 @@ from pathlib import Path
 import gradio as gr
 
 from core.backbone_layers import BACKBONE_LABELS, BACKBONE_NAMES, DREAM_LAYERS, LAYER_NAMES, OFFLINE_DEFAULT
-from tabs.common import queue, user_errors
+from tabs.common import number, queue, user_errors
 
 TAB = "dream"
 LAYER_SLOTS = 4  # Inception v3's book setting uses four layers
@@ -40,7 +40,7 @@ def collect_layers(slot_values) -> dict[str, float]:
     layers = {}
     for layer, weight in zip(slot_values[::2], slot_values[1::2]):
         if layer:
-            layers[layer] = layers.get(layer, 0.0) + float(weight or 0.0)
+            layers[layer] = layers.get(layer, 0.0) + number(weight, 0.0, 0.0, 3.0)
     return layers
 
 
@@ -50,7 +50,7 @@ def _load_input(image, from_noise: bool, max_side: int, seed):
     from core.dream import noise_image
     from core.runtime import make_generator
 
-    max_side = int(min(max(max_side, 64), 1024))
+    max_side = number(max_side, 512, 64, 1024, whole=True)
     if from_noise:
         return noise_image(max_side * 3 // 4, max_side, make_generator(seed)), ["started from smooth noise"]
     picture, notes = prepare_image(image, max_side=max_side)
@@ -67,10 +67,13 @@ def _backbone(name: str):
 
 
 def _config(backbone, requested: str, slot_values, octaves, scale, iterations, step, jitter, max_loss):
-    from core.dream import DreamConfig
+    from core.dream import MAX_ITERATIONS, MAX_JITTER, MAX_OCTAVES, DreamConfig
 
-    config = DreamConfig(layers=collect_layers(slot_values), octaves=int(octaves), octave_scale=float(scale),
-                         iterations=int(iterations), step=float(step), jitter=int(jitter),
+    # Empty, NaN and infinite numbers are made finite here; core.dream refuses what is still out of range.
+    config = DreamConfig(layers=collect_layers(slot_values), octaves=number(octaves, 0, 0, MAX_OCTAVES + 1, whole=True),
+                         octave_scale=number(scale, 1.4, 1.0, 3.0),
+                         iterations=number(iterations, 0, 0, MAX_ITERATIONS + 1, whole=True),
+                         step=number(step, 0.02, 0.0, 1.0), jitter=number(jitter, 0, 0, MAX_JITTER, whole=True),
                          max_loss=float(max_loss) if max_loss and max_loss > 0 else None)
     if backbone.name != requested:
         # After a failed download the layers picked for VGG & co. do not exist in Lite0: use its defaults.
@@ -121,7 +124,7 @@ def run_dream(image, from_noise, guide, backbone_name, *settings):
 
     slots, (octaves, scale, iterations, step, jitter, max_loss, seed, max_side) = \
         settings[:2 * LAYER_SLOTS], settings[2 * LAYER_SLOTS:]
-    if int(iterations or 0) < 1:
+    if number(iterations, 0, 0, 1) < 1:
         raise ValueError("Choose at least one iteration per octave (0 would return the photo unchanged).")
     generator = make_generator(seed)
     picture, notes = _load_input(image, from_noise, max_side, seed)
@@ -176,7 +179,7 @@ def run_zoom(image, from_noise, backbone_name, *settings):
 
     slots, (step, jitter, seed, frame_size, frames, zoom, frame_iterations, video_format) = \
         settings[:2 * LAYER_SLOTS], settings[2 * LAYER_SLOTS:]
-    if int(frame_iterations or 0) < 1:
+    if number(frame_iterations, 0, 0, 1) < 1:
         raise ValueError("Choose at least one iteration per frame.")
     generator = make_generator(seed)
     picture, notes = _load_input(image, from_noise, frame_size, seed)
@@ -184,10 +187,11 @@ def run_zoom(image, from_noise, backbone_name, *settings):
         gr.Info(note)
     backbone = _backbone(backbone_name)
     config = _config(backbone, backbone_name, slots, 1, 1.4, frame_iterations, step, jitter, 0)
+    frames, zoom = number(frames, 12, 0, 301, whole=True), number(zoom, 1.05, 0.0, 3.0)  # core refuses 0, 301, 3
     pictures, start = [], time.perf_counter()
-    for index, frame in zoom_dream(backbone, picture, config, int(frames), float(zoom), generator):
+    for index, frame in zoom_dream(backbone, picture, config, frames, zoom, generator):
         pictures.append(tensor_to_pil(frame))
-        yield pictures[-1], f"Frame {index}/{int(frames)} ({time.perf_counter() - start:.1f} s)", gr.skip()
+        yield pictures[-1], f"Frame {index}/{frames} ({time.perf_counter() - start:.1f} s)", gr.skip()
     suffix = ".mp4" if video_format == "MP4" else ".gif"
     with tempfile.NamedTemporaryFile(prefix="deepdream_zoom_", suffix=suffix, delete=False) as handle:
         path = handle.name

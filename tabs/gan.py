@@ -45,15 +45,19 @@ def model_choices() -> list[tuple[str, str]]:
     return [(MODEL_LABELS.get(name, name), name) for name in names]
 
 
+def _check_shipped(name) -> str:
+    if name not in dict(model_choices()).values():
+        raise ValueError(f"There is no shipped GAN called {name!r}.")
+    return name
+
+
 @functools.lru_cache(maxsize=None)
 def _generator(name: str):
     """The shipped generator, built once per process and only read afterwards."""
     from core import gan
     from core.checkpoints import load_shipped
 
-    if name not in dict(model_choices()).values():
-        raise ValueError(f"There is no shipped GAN called {name!r}.")
-    return gan.load_generator(load_shipped("gan", name))
+    return gan.load_generator(load_shipped("gan", _check_shipped(name)))
 
 
 def _class_names(name: str) -> list[str]:
@@ -154,7 +158,7 @@ def _timeline_strip(name: str):
 
 def story_frame(name, index):
     """One frame of the timeline: the fixed noise batch as the model saw it at that point."""
-    card = read_card("gan", name)
+    card = read_card("gan", _check_shipped(name))
     timeline = card["timeline"]
     count = len(timeline["steps"])
     index = number(index, 0, 0, count - 1, whole=True)
@@ -168,7 +172,7 @@ def story_frame(name, index):
 
 def story_model(name):
     """Model changed: reset the scrubber to the last frame and redraw curves and card."""
-    card = read_card("gan", name)
+    card = read_card("gan", _check_shipped(name))
     last = len(card["timeline"]["steps"]) - 1
     image, caption = story_frame(name, last)
     return gr.Slider(minimum=0, maximum=last, value=last, step=1), image, caption, loss_curves(name), card_markdown(name)

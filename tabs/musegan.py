@@ -14,7 +14,7 @@ import gradio as gr
 
 from core.data.chorales import DEFAULT_INSTRUMENTS, MAX_TEMPO, MIN_TEMPO, PROGRAMS, VOICES
 from core.registry import list_shipped, read_card
-from tabs.common import queue, user_errors
+from tabs.common import number, queue, user_errors
 
 TAB = "musegan"
 MODEL = "chorales"
@@ -128,11 +128,11 @@ def interpolate(state, kind, segments, bars_per_segment, tempo, *instruments):
 
     if not state:
         raise ValueError("Make a piece first (New piece): it is the interpolation's starting point.")
-    kind = kind.lower()
+    kind, segments = kind.lower(), number(segments, 4, 2, 8, whole=True)  # the slider's range
     end = musegan.reroll(state["inputs"], kind, _seed_stream(state))
     roll = musegan.interpolate_piece(musegan.load_generator(MODEL), state["inputs"], end, kind,
-                                     int(segments), _bars(bars_per_segment))[0].numpy()
-    note = (f"{int(segments)} segments of {int(bars_per_segment)} bar(s): the {kind} moves from this piece's "
+                                     segments, _bars(bars_per_segment))[0].numpy()
+    note = (f"{segments} segments of {int(bars_per_segment)} bar(s): the {kind} moves from this piece's "
             "to a new random one; the other inputs stay fixed.")
     return render(roll, tempo, instruments, note)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import gradio as gr
 
 from core.backbone_layers import BACKBONE_LABELS, OFFLINE_DEFAULT
-from tabs.common import queue, user_errors
+from tabs.common import number, queue, user_errors
 
 TAB = "style"
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples" / "style"
@@ -37,8 +37,9 @@ so a weight means the same on every layer, size and network."""
 
 def weight_from_slider(term: str, exponent: float) -> float:
     """Slider exponent -> weight 10**exponent; the leftmost position means 0 (the term is off)."""
-    low, _ = LOG_RANGES[term]
-    return 0.0 if exponent is None or exponent <= low else 10.0 ** float(exponent)
+    low, high = LOG_RANGES[term]
+    exponent = number(exponent, low, low, high)
+    return 0.0 if exponent <= low else 10.0 ** exponent
 
 
 def backbone_defaults(backbone_name: str):
@@ -88,10 +89,12 @@ def run_style(content, style_1, blend_1, style_2, blend_2, style_3, blend_3, bac
     for index, (path, blend) in enumerate([(style_1, blend_1), (style_2, blend_2), (style_3, blend_3)], start=1):
         image = _load(path, f"style image #{index}", 1024, notes)
         if image is not None:
-            styles.append((image, float(blend or 0)))
+            styles.append((image, number(blend, 0.0, 0.0, 1.0)))
     settings = StyleSettings(
-        size=int(size or DEFAULT_SIZE), iterations=int(iterations or 0), optimizer=optimizer, init=init,
-        colour=colour, style_scale=float(style_scale or 1.0), strength=float(strength_percent or 0) / 100,
+        # Only made finite here: core.style clamps into range with a note for the user.
+        size=number(size, DEFAULT_SIZE, 0, 10_000, whole=True), iterations=number(iterations, 0, 0, 10_000, whole=True),
+        optimizer=optimizer, init=init, colour=colour, style_scale=number(style_scale, 1.0, 0.0, 10.0),
+        strength=number(strength_percent, 0.0, -100.0, 1000.0) / 100,
         content_weight=weight_from_slider("content", content_exp), style_weight=weight_from_slider("style", style_exp),
         tv_weight=weight_from_slider("tv", tv_exp), seed=seed, report_every=5 if optimizer == "adam" else 10)
     backbone = load_backbone(backbone_name)

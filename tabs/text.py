@@ -17,7 +17,7 @@ import time
 import gradio as gr
 
 from core.registry import list_shipped, read_card
-from tabs.common import queue, user_errors
+from tabs.common import number, queue, user_errors
 
 TAB = "text"
 OWN_MODEL = "own"  # the dropdown value of the model a user trained in this session
@@ -25,6 +25,7 @@ COMPARE_TEMPERATURES = (0.2, 0.5, 1.0, 1.5)
 ENTROPY_TEMPERATURES = [round(0.05 * i, 2) for i in range(0, 41)]  # 0 .. 2
 MAX_LENGTH = 1000  # per generation in the UI; core allows more
 MAX_UPLOAD_BYTES = 2_000_000
+MAX_PROMPT_CHARS = 2000  # the models read the last 128 (GPT) or so; an LSTM would still run through all of it
 MAX_TRAIN_MINUTES = 10
 STREAM_EVERY_S = 0.1  # text updates this often; the plot (slower to draw) every PLOT_EVERY_S
 PLOT_EVERY_S = 1.0
@@ -92,7 +93,11 @@ def _prompt(tokenizer, prompt: str):
     """The prompt the model will read, telling the user what changed."""
     from core import text
 
-    prepared = text.prepare_prompt(tokenizer, prompt or "")
+    prompt = prompt or ""
+    if len(prompt) > MAX_PROMPT_CHARS:
+        gr.Warning(f"The prompt is {len(prompt):,} characters long; using its last {MAX_PROMPT_CHARS:,}.")
+        prompt = prompt[-MAX_PROMPT_CHARS:]
+    prepared = text.prepare_prompt(tokenizer, prompt)
     if prepared.dropped:
         gr.Warning("Dropped characters this model never saw in training: "
                    + " ".join(repr(c) for c in prepared.dropped[:20]))
@@ -103,15 +108,13 @@ def _prompt(tokenizer, prompt: str):
 
 def _clamp_options(length, temperature, top_k, top_p):
     """Out-of-range values from the API or a typed number are clamped, with a note."""
-    length = int(length or 1)
-    if length > MAX_LENGTH or length < 1:
-        gr.Warning(f"Length {length} is outside 1-{MAX_LENGTH}; using {min(max(length, 1), MAX_LENGTH)}.")
-        length = min(max(length, 1), MAX_LENGTH)
-    temperature = float(temperature) if temperature is not None and math.isfinite(float(temperature)) else 1.0
-    temperature = min(max(temperature, 0.0), 2.0)
-    top_k = max(int(top_k or 0), 0)
-    top_p = min(max(float(top_p if top_p is not None else 1.0), 0.0), 1.0)
-    return length, temperature, top_k, top_p
+    clamped = number(length, 1, 1, MAX_LENGTH, whole=True)
+    if number(length, 1, 0, MAX_LENGTH + 1, whole=True) != clamped:
+        gr.Warning(f"Length {length} is outside 1-{MAX_LENGTH}; using {clamped}.")
+    temperature = number(temperature, 1.0, 0.0, 2.0)
+    top_k = number(top_k, 0, 0, 10_000, whole=True)  # more than any alphabet: no limit
+    top_p = number(top_p, 1.0, 0.0, 1.0)
+    return clamped, temperature, top_k, top_p
 
 
 # --- why-it-works views ----------------------------------------------------------------------
@@ -238,7 +241,7 @@ def inspect_step(steps, index):
     """The distribution plot for step `index` (1-based) of the last generation."""
     if not steps:
         raise ValueError("Generate some text first.")
-    index = min(max(int(index or 1), 1), len(steps["chars"]))
+    index = number(index, 1, 1, len(steps["chars"]), whole=True)
     context = steps["prompt"] + "".join(steps["chars"][:index - 1])
     return distribution_figure(steps["model_probs"][index - 1], steps["probs"][index - 1], steps["alphabet"],
                                steps["temperature"], steps["chars"][index - 1],
@@ -252,7 +255,7 @@ def entropy_view(name, own, prompt, temperature):
 
     model, tokenizer = _model(name, own)
     prepared = _prompt(tokenizer, prompt)
-    temperature = min(max(float(temperature or 0), 0.0), 2.0)
+    temperature = number(temperature, 0.0, 0.0, 2.0)
     return entropy_figure(text.next_char_logits(model, prepared.ids), temperature, len(tokenizer))
 
 
@@ -267,7 +270,7 @@ def compare(name, own, prompt, length, seed, *temperatures):
     model, tokenizer = _model(name, own)
     length = _clamp_options(length, 1.0, 0, 1.0)[0]
     prepared = _prompt(tokenizer, prompt)
-    temperatures = [min(max(float(t if t is not None else 1.0), 0.0), 2.0) for t in temperatures]
+    temperatures = [number(t, 1.0, 0.0, 2.0) for t in temperatures]
     streams = [text.sample(model, tokenizer, prepared.ids, length, t, generator=make_generator(seed))
                for t in temperatures]
     outputs = [prepared.text for _ in temperatures]
@@ -287,17 +290,20 @@ def train_own(upload, kind, minutes, seed):
     import torch
 
     from core import text
+    from core.runtime import clamp_seed
 
     if upload is None:
         raise ValueError("Upload a .txt file first.")
     path = upload if isinstance(upload, str) else upload.name
+    if not os.path.isfile(path):
+        raise ValueError("The uploaded file is no longer on the server: please upload it again.")
     size = os.path.getsize(path)
     if size > MAX_UPLOAD_BYTES:
         raise ValueError(f"The file is {size / 1e6:.1f} MB; the limit here is {MAX_UPLOAD_BYTES / 1e6:.0f} MB "
                          "(a small model could not use more in a few minutes anyway).")
     with open(path, "rb") as handle:
         corpus = text.decode_corpus(handle.read(), os.path.basename(path))
-    minutes = min(max(float(minutes or 1), 0.05), MAX_TRAIN_MINUTES)
+    minutes = number(minutes, 1.0, 0.05, MAX_TRAIN_MINUTES)
     tokenizer = text.CharTokenizer.from_text(corpus)
     if len(tokenizer) > 500:
         raise ValueError(f"The text uses {len(tokenizer)} different characters; a character model needs a "
@@ -305,11 +311,12 @@ def train_own(upload, kind, minutes, seed):
     train_ids, val_ids = text.split_corpus(torch.tensor(tokenizer.encode(corpus), dtype=torch.long))
     sizes = (dict(n_layer=2, n_head=4, n_embd=128, block_size=64, dropout=0.1) if kind == "GPT" else
              dict(n_layer=1, n_embd=32, hidden=256, dropout=0.1))
-    torch.manual_seed(int(seed or 0))
+    seed = clamp_seed(seed)
+    torch.manual_seed(seed)
     model = text.build_model("gpt" if kind == "GPT" else "lstm", len(tokenizer), **sizes)
     config = text.TrainConfig(batch_size=32, context=64, max_steps=100_000, minutes=minutes, lr=2e-3,
                               warmup_steps=50, eval_every=50, eval_windows=64)
-    trainer = text.Trainer(model, train_ids, val_ids, config, seed=int(seed or 0))
+    trainer = text.Trainer(model, train_ids, val_ids, config, seed=seed)
     rows, last = [], 0.0
     for event in trainer.run():
         rows.append((event["step"], event["loss"], "train (one batch)"))

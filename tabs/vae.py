@@ -8,7 +8,7 @@ from __future__ import annotations
 import gradio as gr
 
 from core.registry import list_shipped, read_card
-from tabs.common import queue, user_errors
+from tabs.common import number, queue, user_errors
 
 TAB = "vae"
 SLIDERS = "vae_sliders"          # slider drags get their own queue slot, so they never wait behind a morph
@@ -100,7 +100,7 @@ def decode_plane(n):
     from core.data.images import image_grid
     from core.vae import load_vae, normal_grid
 
-    n = max(3, min(25, int(n or 12)))
+    n = number(n, 12, 3, 25, whole=True)
     model, _ = load_vae(FASHION)
     with torch.no_grad():
         images = model.decode(normal_grid(n))
@@ -156,7 +156,7 @@ def dataset_face(index):
 
     try:
         index = int(index)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError("The face number must be a whole number.") from None
     if not 0 <= index <= 99_999:
         raise ValueError(f"Face numbers go from 0 to 99999, not {index}.")
@@ -199,8 +199,8 @@ def render_face(state, *values):
     z = torch.tensor(state["z"], dtype=torch.float32)
     dims = ckpt.card["latent"]["most_active_dims"][:N_DIM_SLIDERS]
     for d, value in zip(dims, values[len(ATTRIBUTES):]):
-        z[d] = max(-4.0, min(4.0, float(value if value is not None else z[d])))
-    strengths = {name: float(v or 0.0) for name, v in zip(ATTRIBUTES, values[:len(ATTRIBUTES)]) if name in vectors}
+        z[d] = number(value, float(z[d]), -4.0, 4.0)
+    strengths = {name: number(v, 0.0, -4.0, 4.0) for name, v in zip(ATTRIBUTES, values[:len(ATTRIBUTES)]) if name in vectors}
     z = apply_attributes(z[None], vectors, strengths)
     with torch.no_grad():
         return _tensor_image(model.decode(z))
@@ -240,7 +240,7 @@ def morph_faces(ends, steps, mode):
     from core.vae import morph
 
     z0, z1 = _ends(ends)
-    steps = max(2, min(16, int(steps or 8)))
+    steps = number(steps, 8, 2, 16, whole=True)
     frames = morph(_faces()[0], z0, z1, steps, mode if mode in ("slerp", "lerp") else "slerp")
     note = "A and B are the same face, so every frame is that face." if torch.equal(z0, z1) else ""
     return image_grid(frames, nrow=steps, padding=2), note
@@ -253,7 +253,7 @@ def morph_position(ends, t, mode):
     from core.latent import lerp, slerp
 
     z0, z1 = _ends(ends)
-    t = max(0.0, min(1.0, float(t or 0.0)))
+    t = number(t, 0.0, 0.0, 1.0)
     z = (lerp if mode == "lerp" else slerp)(z0[None], z1[None], t)
     with torch.no_grad():
         return _tensor_image(_faces()[0].decode(z))

@@ -1,0 +1,387 @@
+"""Bad input, everywhere: every tab handler fed wrong image modes, huge and tiny images, files that are
+not images, empty and huge text, extreme and non-finite numbers, unknown choices, odd seeds.
+
+A case passes when the handler, wrapped as the UI wraps it (tabs.common.user_errors), either gives a
+sane result or raises gr.Error with a sentence for a person; any other exception, a message that is
+Python talking, a blank picture, or a call running past HANG_GUARD_S fails it. Handlers are called
+directly with the real shipped models and small settings, so each good call takes well under a second.
+"""
+from __future__ import annotations
+
+import math
+import re
+import time
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.backbone_layers import OFFLINE_DEFAULT
+from core.data.chorales import DEFAULT_INSTRUMENTS
+from tabs import diffusion, dream, gan, musegan, style, text, vae
+from tabs.common import user_errors
+
+ROOT = Path(__file__).resolve().parent.parent
+PHOTO = str(ROOT / "assets" / "examples" / "dream" / "grace_hopper.jpg")
+PAINTING = str(ROOT / "assets" / "examples" / "style" / "mosaic.png")
+HANG_GUARD_S = 20  # a guard against hangs, not a benchmark: good calls here take well under a second
+STREAM_S = 5  # a streaming job still running after this long is stopped, as the Stop button would
+NAN, INF = float("nan"), float("inf")
+NUMBERS = {"nan": NAN, "inf": INF, "negative": -5, "huge": 1e12, "none": None}
+# Fields whose top value is a legitimately slow job (a 1024-px painting): their "huge" and "inf" are
+# clamped the same way as every other field's, so they are left out to keep this file fast.
+SLOW_AT_THE_TOP = {("style_run", "size"), ("style_run", "iterations"), ("steps_versus_quality", "n_rows"),
+                   ("text_compare", "length"), ("gan_live", "steps")}
+SEEDS = {"negative": -1, "huge": 2**80, "nan": NAN, "inf": INF, "float": 3.7, "none": None}
+# What Python (not a person) says: such text must never be the message a user sees.
+PYTHON_TALK = re.compile(r"Traceback|invalid literal|could not convert|cannot convert|NoneType|has no attribute|"
+                         r"not subscriptable|unsupported operand|object is not|unexpected keyword|positional argument|"
+                         r"index out of range|out of bounds|math domain|tensor|size mismatch|must be real number|"
+                         r"^[A-Za-z]*(Error|Exception)\b")
+
+
+# --- images and files a user might upload ---------------------------------------------------------
+
+def _picture(mode: str, size=(96, 72)) -> Image.Image:
+    y, x = np.mgrid[0:size[1], 0:size[0]]
+    rgb = np.stack([x * 255 // size[0], y * 255 // size[1], (x + y) % 256], -1).astype(np.uint8)
+    picture = Image.fromarray(rgb)
+    if mode == "I;16":
+        return Image.fromarray((x * 65535 // size[0]).astype(np.uint16))
+    if mode in ("RGBA", "LA"):
+        alpha = Image.fromarray((x % 2 * 255).astype(np.uint8))
+        picture = picture.convert(mode[:-1])
+        picture.putalpha(alpha)
+        return picture
+    return picture.convert(mode)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, str]:
+    """Paths of awkward uploads, made once: every image mode, a huge and a tiny image, and non-images."""
+    folder = tmp_path_factory.mktemp("uploads")
+    paths = {}
+    for mode in ("RGBA", "P", "LA", "I;16", "1", "CMYK", "L"):
+        name = f"mode_{mode.replace(';', '')}"
+        paths[name] = str(folder / (f"{name}.jpg" if mode == "CMYK" else f"{name}.png"))
+        _picture(mode).save(paths[name])
+    paths["huge"] = str(folder / "huge.jpg")
+    _picture("RGB", (6000, 4000)).save(paths["huge"], quality=70)
+    paths["tiny"] = str(folder / "tiny.png")
+    _picture("RGB", (1, 1)).save(paths["tiny"])
+    paths["text_file"] = str(folder / "notes.txt")
+    Path(paths["text_file"]).write_text("not a picture\n" * 100)
+    paths["empty"] = str(folder / "empty.png")
+    Path(paths["empty"]).write_bytes(b"")
+    paths["truncated"] = str(folder / "truncated.png")
+    Path(paths["truncated"]).write_bytes(Path(paths["mode_L"]).read_bytes()[:200])
+    paths["binary"] = str(folder / "binary.txt")
+    Path(paths["binary"]).write_bytes(bytes(range(256)) * 40)
+    paths["latin1"] = str(folder / "latin1.txt")
+    Path(paths["latin1"]).write_bytes("café naïve résumé ".encode("latin-1") * 200)
+    paths["huge_text"] = str(folder / "huge.txt")
+    Path(paths["huge_text"]).write_text("x" * 3_000_000)
+    paths["short_text"] = str(folder / "short.txt")
+    Path(paths["short_text"]).write_text("hi")
+    paths["missing"] = str(folder / "does_not_exist.png")
+    return paths
+
+
+IMAGE_FILES = ["mode_RGBA", "mode_P", "mode_LA", "mode_I16", "mode_1", "mode_CMYK", "mode_L", "huge", "tiny",
+               "text_file", "empty", "truncated", "missing"]
+PIL_MODES = ["RGBA", "P", "LA", "I;16", "1", "CMYK", "L", "F", "I"]
+
+
+# --- each handler, called as its tab calls it, with small settings ------------------------------
+
+def ui(handler):
+    """The handler as its tab wires it: ValueErrors become gr.Error messages."""
+    return user_errors(handler)
+
+
+def dream_run(image=PHOTO, from_noise=False, guide=None, octaves=1, scale=1.4, iterations=2, step=0.02, jitter=16,
+              max_loss=0, seed=0, max_side=128, weight=1.0, layer=None):
+    slots = dream.layer_slot_values(OFFLINE_DEFAULT)
+    slots[1] = weight
+    if layer is not None:
+        slots[0] = layer
+    return ui(dream.run_dream)(image, from_noise, guide, OFFLINE_DEFAULT, *slots, octaves, scale, iterations, step, jitter,
+                           max_loss, seed, max_side)
+
+
+def dream_zoom(image=PHOTO, from_noise=False, step=0.02, jitter=16, seed=0, frame_size=128, frames=2, zoom=1.05,
+               frame_iterations=1, video_format="GIF"):
+    return ui(dream.run_zoom)(image, from_noise, OFFLINE_DEFAULT, *dream.layer_slot_values(OFFLINE_DEFAULT), step, jitter,
+                          seed, frame_size, frames, zoom, frame_iterations, video_format)
+
+
+def style_run(content=PHOTO, style_1=PAINTING, blend_1=1.0, style_2=None, blend_2=1.0, size=64, content_exp=0.0,
+              style_exp=3.0, tv_exp=1.7, iterations=3, optimizer="lbfgs", init="content", colour="none",
+              style_scale=1.0, strength=100, seed=0, backbone="efficientnet_lite0"):
+    return ui(style.run_style)(content, style_1, blend_1, style_2, blend_2, None, 1.0, backbone, size, content_exp,
+                           style_exp, tv_exp, iterations, optimizer, init, colour, style_scale, strength, seed)
+
+
+def text_generate(name="lstm_shakespeare", own=None, prompt="ROMEO:\n", length=20, temperature=0.8, top_k=0, top_p=1.0,
+                  seed=0):
+    return ui(text.generate)(name, own, prompt, length, temperature, top_k, top_p, seed)
+
+
+def text_compare(name="lstm_shakespeare", prompt="ROMEO:\n", length=10, seed=0, temperatures=(0.2, 0.5, 1.0, 1.5)):
+    return ui(text.compare)(name, None, prompt, length, seed, *temperatures)
+
+
+def text_entropy(name="lstm_shakespeare", prompt="ROMEO:\n", temperature=0.8):
+    return ui(text.entropy_view)(name, None, prompt, temperature)
+
+
+def text_train(upload=None, kind="LSTM", minutes=0.25, seed=0):
+    return ui(text.train_own)(upload, kind, minutes, seed)
+
+
+def face_state():
+    return vae.random_face(0)[0]
+
+
+def vae_render(state="random", attribute=0.0, dimension=0.0):
+    state = face_state() if state == "random" else state
+    values = [attribute] + [0.0] * (len(vae.ATTRIBUTES) - 1) + [dimension] * vae.N_DIM_SLIDERS
+    return ui(vae.render_face)(state, *values)
+
+
+def vae_morph(ends="two", steps=8, mode="slerp"):
+    ends = {"A": face_state()["z"], "B": vae.random_face(1)[0]["z"]} if ends == "two" else ends
+    return ui(vae.morph_faces)(ends, steps, mode)
+
+
+def vae_morph_position(t=0.5, mode="slerp"):
+    return ui(vae.morph_position)({"A": face_state()["z"], "B": vae.random_face(1)[0]["z"]}, t, mode)
+
+
+def vae_click(x=100, y=100):
+    return ui(vae.decode_map_click)(gr.SelectData(None, {"index": [x, y], "value": None}))
+
+
+def gan_samples(name="dcgan_fashion", seed=0, grid_size=4, class_choice=gan.ALL_CLASSES, truncation=1.0):
+    return ui(gan.samples)(name, seed, grid_size, class_choice, truncation)
+
+
+def gan_walk(name="dcgan_fashion", seed_a=1, seed_b=2, steps=4, mode="slerp", class_choice=gan.ALL_CLASSES,
+             truncation=1.0):
+    return ui(gan.latent_walk)(name, seed_a, seed_b, steps, mode, class_choice, truncation)
+
+
+def gan_live(distribution="ring", seed=0, lr_g=-3, lr_d=-3, steps=5):
+    live = ui(gan.live_reset)(distribution, seed, lr_g, lr_d)[0]
+    return ui(gan.live_step)(live, steps, lr_g, lr_d)
+
+
+def diffusion_sample(name="fashion32", seed=0, n=2, sampler="DDIM", steps=4, eta=0.0, schedule="cosine"):
+    return ui(diffusion.generate)(name, seed, n, sampler, steps, eta, schedule)
+
+
+def diffusion_forward(example=None, upload=None, t=0.3, schedule="cosine", seed=0):
+    example = example if example is not None else diffusion.EXAMPLES[0].name
+    return ui(diffusion.forward_process)(example, upload, t, schedule, seed)
+
+
+def diffusion_viewer(index=0):
+    frames = [(_picture("RGB"), "first"), (_picture("L"), "second")]
+    return ui(diffusion.show_frame)(frames, index)
+
+
+def musegan_new(seed=0, n_bars=2, tempo=90, instruments=DEFAULT_INSTRUMENTS):
+    return ui(musegan.new_piece)(seed, n_bars, tempo, *instruments)
+
+
+def musegan_reroll(kind="melody", voice="Soprano", n_bars=2, tempo=90):
+    state = musegan.new_piece(0, 2, 90, *DEFAULT_INSTRUMENTS)[0]
+    return ui(musegan.reroll_input)(state, kind, voice, n_bars, tempo, *DEFAULT_INSTRUMENTS)
+
+
+def musegan_interpolate(kind="Style", segments=2, bars_per_segment=1, tempo=90):
+    state = musegan.new_piece(0, 2, 90, *DEFAULT_INSTRUMENTS)[0]
+    return ui(musegan.interpolate)(state, kind, segments, bars_per_segment, tempo, *DEFAULT_INSTRUMENTS)
+
+
+def musegan_upload(path=None, tempo=90):
+    return ui(musegan.analyse_upload)(path, tempo, *DEFAULT_INSTRUMENTS)
+
+
+# --- the table ------------------------------------------------------------------------------------
+
+def _cases():
+    """(handler, keyword arguments; a value "file:<name>" is replaced by that upload's path)."""
+    cases = []
+
+    def add(handler, **kwargs):
+        if any((handler.__name__, field) in SLOW_AT_THE_TOP and value in (INF, 1e12) for field, value in kwargs.items()):
+            return
+        label = ",".join(f"{k}={v if not isinstance(v, float) or math.isfinite(v) else str(v)}"
+                         for k, v in kwargs.items())
+        cases.append(pytest.param(handler, kwargs, id=f"{handler.__name__}[{label[:60]}]"))
+
+    for upload in IMAGE_FILES:
+        add(dream_run, image=f"file:{upload}")
+        add(style_run, content=f"file:{upload}")
+        add(style_run, style_1=f"file:{upload}")
+    for upload in ("mode_CMYK", "huge", "tiny", "text_file"):
+        add(dream_run, guide=f"file:{upload}")
+        add(dream_zoom, image=f"file:{upload}")
+    for name, value in NUMBERS.items():
+        for field in ("octaves", "scale", "iterations", "step", "jitter", "max_loss", "max_side", "weight"):
+            add(dream_run, **{field: value})
+        for field in ("frames", "zoom", "frame_iterations", "frame_size"):  # step, jitter: as dream_run's
+            add(dream_zoom, **{field: value})
+        for field in ("size", "iterations", "content_exp", "style_exp", "tv_exp", "style_scale", "strength", "blend_1"):
+            add(style_run, **{field: value})
+        for field in ("length", "temperature", "top_k", "top_p"):
+            add(text_generate, **{field: value})
+        add(text_compare, length=value)
+        add(text_compare, temperatures=(value, value, 0.5, 1.0))
+        add(text_entropy, temperature=value)
+        add(text_train, upload="file:latin1", minutes=value)
+        add(vae_render, attribute=value)
+        add(vae_render, dimension=value)
+        add(vae_morph, steps=value)
+        add(vae_morph_position, t=value)
+        for handler in (ui(vae.decode_plane), ui(vae.show_fashion)):
+            add(handler, n=value)
+        add(ui(vae.dataset_face), index=value)
+        for field in ("grid_size", "truncation"):
+            add(gan_samples, **{field: value})
+        for field in ("steps", "truncation"):
+            add(gan_walk, **{field: value})
+        for field in ("lr_g", "lr_d", "steps"):
+            add(gan_live, **{field: value})
+        add(ui(gan.story_frame), name="dcgan_fashion", index=value)
+        for field in ("n", "steps", "eta"):
+            add(diffusion_sample, **{field: value})
+        add(diffusion_forward, t=value)
+        add(diffusion_viewer, index=value)
+        add(ui(diffusion.steps_versus_quality), name="fashion32", seed=0, n_rows=value)
+        add(ui(diffusion.interpolation), name="fashion32", seed_a=1, seed_b=2, frames=value, steps=3)
+        add(ui(diffusion.interpolation), name="fashion32", seed_a=1, seed_b=2, frames=2, steps=value)
+        for field in ("n_bars", "tempo"):
+            add(musegan_new, **{field: value})
+        add(musegan_interpolate, segments=value)
+        add(musegan_interpolate, bars_per_segment=value)
+    for name, seed in SEEDS.items():
+        add(dream_run, seed=seed, from_noise=True)
+        add(style_run, seed=seed, init="noise")
+        add(text_generate, seed=seed)
+        add(ui(vae.random_face), seed=seed)
+        add(gan_samples, seed=seed)
+        add(gan_walk, seed_a=seed)
+        add(gan_live, seed=seed)
+        add(diffusion_sample, seed=seed)
+        add(diffusion_forward, seed=seed)
+        add(ui(diffusion.interpolation), name="fashion32", seed_a=seed, seed_b=5, frames=2, steps=3)
+        add(musegan_new, seed=seed)
+    # Text: empty, huge, strange prompts; uploads that are not training text.
+    for prompt in ("", None, "x" * 200_000, "🙂🙂 \x00\u202e", "\n" * 5000):
+        add(text_generate, prompt=prompt)
+        add(text_entropy, prompt=prompt)
+    add(text_compare, prompt="x" * 200_000)
+    for upload in ("binary", "huge_text", "short_text", "empty", "mode_L", "missing"):
+        add(text_train, upload=f"file:{upload}")
+    add(text_train, upload=None)
+    add(ui(text.inspect_step), steps=None, index=3)
+    # Unknown choices (the API accepts any string).
+    add(text_generate, name="no_such_model")
+    add(text_generate, name=text.OWN_MODEL)
+    add(text_train, upload="file:latin1", kind="Transformer-XL", minutes=0.25)
+    add(dream_run, layer="no_such_layer")
+    add(dream_zoom, video_format="AVI")
+    add(style_run, optimizer="sgd")
+    add(style_run, backbone="resnet")
+    add(ui(vae.random_face), seed=0, source="somewhere else")
+    add(vae_render, state=None)
+    for x, y in ((-50, 100), (10_000, 100), (100, -50), (100, 10_000)):  # clicks outside the map
+        add(vae_click, x=x, y=y)
+    add(vae_morph, ends={})
+    add(vae_morph, mode="teleport")
+    add(ui(vae.uploaded_face), image=None)
+    for mode in PIL_MODES:
+        add(ui(vae.uploaded_face), image=f"pil:{mode}")
+        add(diffusion_forward, upload=f"pil:{mode}")
+    add(ui(vae.uploaded_face), image="pil:tiny")
+    add(ui(vae.uploaded_face), image="pil:huge")
+    add(diffusion_forward, upload="pil:tiny")
+    add(gan_samples, name="no_such_gan")
+    add(gan_samples, name="cgan_fashion", class_choice="Unicorn")
+    add(gan_samples, name="cgan_fashion", class_choice=None)
+    add(gan_walk, seed_a=3, seed_b=3)
+    add(gan_walk, mode="teleport")
+    add(gan_live, distribution="cube")
+    add(ui(gan.live_step), live=None, steps=1, lr_g_log=-3, lr_d_log=-3)
+    add(ui(gan.story_frame), name="no_such_gan", index=0)
+    add(diffusion_sample, name="no_such_model")
+    add(diffusion_sample, name=None)
+    add(diffusion_sample, sampler="Euler")
+    add(diffusion_sample, schedule="sigmoid")
+    add(diffusion_forward, example="no_such_example.png")
+    add(diffusion_forward, schedule="sigmoid")
+    add(ui(diffusion.frames_gif), frames=[])
+    add(ui(diffusion.play), frames=None, index=0)
+    add(musegan_new, instruments=("Kazoo", "Oboe", "Clarinet", "Bassoon"))
+    add(musegan_reroll, kind="harmony")
+    add(musegan_reroll, voice="Countertenor")
+    add(musegan_interpolate, kind="Groove")
+    add(ui(musegan.replay), state=None, n_bars=2, tempo=90)
+    for upload in ("text_file", "mode_L", "empty", "missing", "binary"):
+        add(musegan_upload, path=f"file:{upload}")
+    add(musegan_upload, path=None)
+    return cases
+
+
+def _resolve(value, files):
+    if isinstance(value, str) and value.startswith("file:"):
+        return files[value[5:]]
+    if isinstance(value, str) and value.startswith("pil:"):
+        what = value[4:]
+        if what == "tiny":
+            return _picture("RGB", (1, 1))
+        if what == "huge":
+            return _picture("RGB", (6000, 4000))
+        return _picture("RGB").convert("F") if what == "F" else \
+            _picture("I;16").convert("I") if what == "I" else _picture(what)
+    return value
+
+
+def _pictures(result):
+    """Every PIL image in a handler's result (nested tuples and lists too)."""
+    if isinstance(result, Image.Image):
+        yield result
+    elif isinstance(result, (tuple, list)):
+        for item in result:
+            yield from _pictures(item)
+
+
+@pytest.mark.parametrize("handler, kwargs", _cases())
+def test_bad_input_gives_a_sentence_or_a_sane_result(handler, kwargs, files):
+    kwargs = {key: _resolve(value, files) for key, value in kwargs.items()}
+    start = time.monotonic()
+    try:
+        result = handler(**kwargs)
+        if hasattr(result, "__next__"):  # a streaming job: each update must come promptly
+            outputs, last = [], time.monotonic()
+            for outputs in result:
+                assert time.monotonic() - last < HANG_GUARD_S, f"no update for {HANG_GUARD_S} s"
+                last = time.monotonic()
+                if last - start > STREAM_S:  # a long job at the top of its range: fine, stop it here
+                    result.close()
+                    break
+            result = outputs
+    except gr.Error as error:
+        message = str(error.message)
+        assert len(message) > 15 and " " in message, f"not a sentence: {message!r}"
+        assert not PYTHON_TALK.search(message), f"Python's words, not a message for a person: {message!r}"
+    else:
+        for picture in _pictures(result):
+            assert 0 < min(picture.size) and max(picture.size) <= 4096, picture.size
+            assert np.asarray(picture.convert("L")).std() > 0, "a blank (uniform) picture"
+    assert time.monotonic() - start < HANG_GUARD_S, f"took {time.monotonic() - start:.1f} s"
+

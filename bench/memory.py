@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -27,7 +28,7 @@ from bench.common import save_results
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_READY_S, TARGET_RSS_GB = 5.0, 4.0
 README_ROWS = [
-    {"figure": "seconds from `python app.py` to the server answering", "measured": "{ready_s:.2f} s",
+    {"figure": "seconds from `python app.py` to the server answering (median)", "measured": "{ready_s:.2f} s",
      "reference": "≤ {target_ready_s:g} s"},
     {"figure": "server memory (RSS) after every tab's main action ran once",
      "measured": "{rss_after_all_gb:.2f} GB (idle: {rss_idle_gb:.2f} GB)", "reference": "≤ {target_rss_gb:g} GB"},
@@ -125,11 +126,11 @@ def main_actions(quick: bool) -> list[tuple[str, str, dict]]:
     """(what, endpoint, arguments) for each tab's main action; arguments not given keep the UI's defaults."""
     from gradio_client import handle_file
 
-    # The two optimisation jobs run at their defaults in the full run; --quick cuts them short.
+    # Every action runs at the UI's defaults in the full run; --quick cuts the slow ones short.
     short = {"param_14": 2, "param_19": 256} if quick else {}            # DeepDream: iterations, working size
     style_short = {"iterations": 5, "size": 128} if quick else {}
     return [
-        ("Text", "/text_generate", {}),
+        ("Text", "/text_generate", {"length": 60} if quick else {}),
         ("DeepDream", "/dream", {"image": handle_file(str(DREAM_EXAMPLE)), **short}),
         ("Style transfer", "/style_transfer", {"content": handle_file(str(STYLE_CONTENT)),
                                                "style_1": handle_file(str(STYLE_PAINTING)), **style_short}),
@@ -138,7 +139,7 @@ def main_actions(quick: bool) -> list[tuple[str, str, dict]]:
         ("GAN dcgan_fashion", "/samples", {"name": "dcgan_fashion"}),
         ("GAN cgan_fashion", "/samples", {"name": "cgan_fashion"}),
         ("GAN wgangp_faces", "/samples", {"name": "wgangp_faces"}),
-        ("Diffusion", "/diffusion_sample", {}),
+        ("Diffusion", "/diffusion_sample", {"steps": 10} if quick else {}),
         ("MuseGAN", "/new_piece", {}),
     ]
 
@@ -146,10 +147,18 @@ def main_actions(quick: bool) -> list[tuple[str, str, dict]]:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--starts", type=int, default=None, help="start-ups timed (median); default 3, quick 1")
     args = parser.parse_args(argv)
     from gradio_client import Client
 
+    load = os.getloadavg()[0]  # start-up time on a busy machine is not the app's fault: record how busy
+    ready = []
+    for _ in range((args.starts or (1 if args.quick else 3)) - 1):
+        extra = start_app()
+        ready.append(extra.ready_s)
+        extra.stop()
     server = start_app()
+    ready.append(server.ready_s)
     try:
         idle = tree_rss_bytes(server.process.pid)
         client = Client(server.url, verbose=False)
@@ -163,7 +172,8 @@ def main(argv=None) -> dict:
         after = tree_rss_bytes(server.process.pid)
     finally:
         server.stop()
-    figures = {"ready_s": round(server.ready_s, 2), "rss_idle_gb": round(idle / 1e9, 3),
+    figures = {"ready_s": round(statistics.median(ready), 2), "ready_runs_s": [round(t, 2) for t in ready],
+               "load_average_1min": round(load, 2), "rss_idle_gb": round(idle / 1e9, 3),
                "rss_after_all_gb": round(after / 1e9, 3), "action_seconds": seconds,
                "target_ready_s": TARGET_READY_S, "target_rss_gb": TARGET_RSS_GB}
     save_results("memory", figures, quick=args.quick)

@@ -18,6 +18,8 @@ def user_errors(fn):
         def wrapped_gen(*args, **kwargs):
             try:
                 yield from fn(*args, **kwargs)
+            except gr.Error:  # already a message for the user (gr.Error is a ValueError too)
+                raise
             except ValueError as exc:
                 raise gr.Error(str(exc)) from None
         return wrapped_gen
@@ -26,6 +28,8 @@ def user_errors(fn):
     def wrapped(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except gr.Error:
+            raise
         except ValueError as exc:
             raise gr.Error(str(exc)) from None
     return wrapped

@@ -109,6 +109,8 @@ def reroll_input(state, kind, voice, n_bars, tempo, *instruments):
 
     if not state:
         raise ValueError("Make a piece first (New piece), then re-roll its inputs.")
+    if kind in ("melody", "groove") and str(voice).lower() not in VOICES:
+        raise ValueError(f"Pick a voice: {', '.join(v.capitalize() for v in VOICES)}.")
     voice_index = VOICES.index(voice.lower()) if kind in ("melody", "groove") else None
     state = {**state, "inputs": musegan.reroll(state["inputs"], kind, _seed_stream(state), voice_index)}
     what = f"the {voice.lower()}'s {kind}" if voice_index is not None else f"the {kind}"

@@ -216,9 +216,10 @@ def generate(name, own, prompt, length, temperature, top_k, top_p, seed):
                    gr.skip(), gr.skip())
     steps = {"prompt": prepared.text, "chars": chars, "probs": torch.stack(sampled_probs),
              "model_probs": torch.stack(model_dists), "temperature": temperature, "alphabet": tokenizer.chars}
+    # Gradio refuses a slider whose maximum equals its minimum, as it would after one character.
     yield (prepared.text + "".join(chars), surprise_html(prepared.text, chars, model_p),
            inspect_step(steps, len(chars)), _summary(prepared, chars, model_p, temperature, top_k, top_p),
-           steps, gr.Slider(minimum=1, maximum=len(chars), value=len(chars), step=1, interactive=True))
+           steps, gr.Slider(minimum=1, maximum=max(len(chars), 2), value=len(chars), step=1, interactive=True))
 
 
 def _summary(prepared, chars, model_p, temperature, top_k, top_p) -> str:

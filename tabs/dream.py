@@ -240,7 +240,7 @@ def build() -> None:
             with gr.Row():
                 octaves = gr.Slider(1, 6, value=3, step=1, label="octaves")
                 scale = gr.Slider(1.1, 2.0, value=1.4, step=0.05, label="octave scale")
-                iterations = gr.Slider(0, 100, value=20, step=1, label="iterations per octave")
+                iterations = gr.Slider(0, 100, value=20, step=1, label="iterations per octave", elem_id="dream-iterations")
             with gr.Row():
                 step = gr.Slider(0.002, 0.1, value=0.02, step=0.002, label="step (mean pixel change per iteration)")
                 jitter = gr.Slider(0, 64, value=16, step=1, label="jitter (px)")
@@ -250,7 +250,7 @@ def build() -> None:
                 max_side = gr.Slider(128, 1024, value=512, step=32, label="working size (longer side, px)")
             with gr.Row():
                 run_button = gr.Button("Dream", variant="primary", elem_id="dream-run")
-                stop_button = gr.Button("Stop")
+                stop_button = gr.Button("Stop", elem_id="dream-stop")
         with gr.Column(scale=1):
             result = gr.Image(label="dream (live)", type="pil", format="png", interactive=False, elem_id="dream-result")
             status = gr.Markdown(elem_id="dream-status")

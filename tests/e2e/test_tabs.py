@@ -7,6 +7,7 @@ a real result reached the page (a picture that is not blank, sound that is not s
 from __future__ import annotations
 
 import io
+import time
 import wave
 from pathlib import Path
 
@@ -151,6 +152,32 @@ def test_musegan_plays_a_new_piece(page, screenshot_dir):
     assert_picture(page, "#musegan-plot", min_side=200)  # the piano roll
     assert_no_error(page)
     save_screenshot(page, screenshot_dir, "musegan")
+
+
+def test_stop_button_stops_a_long_dream_and_frees_the_tab(page):
+    open_tab(page, "DeepDream")
+    upload(page, "#dream-image", DREAM_PHOTO)
+    iterations = page.locator("#dream-iterations input[type=number]")
+    iterations.fill("100")  # 300 steps: about a minute here
+    iterations.press("Enter")
+    page.locator("#dream-run").click()
+    status = page.locator("#dream-status")
+    status.get_by_text("iteration").wait_for(timeout=JOB_TIMEOUT_MS)  # the dream is streaming
+    page.locator("#dream-stop").click()
+    # A stopped dream's status stops changing (a running one updates every 0.4 s) and never says Done.
+    deadline, shown, since = time.monotonic() + 60, status.inner_text(), time.monotonic()
+    while time.monotonic() - since < 3:
+        assert time.monotonic() < deadline, "the dream kept streaming after Stop"
+        time.sleep(0.2)
+        if status.inner_text() != shown:
+            shown, since = status.inner_text(), time.monotonic()
+    assert "Done" not in shown and "Octave 1/" in shown, shown
+    # The tab's one slot is free again: a short dream runs to the end.
+    iterations.fill("1")
+    iterations.press("Enter")
+    page.locator("#dream-run").click()
+    status.get_by_text("Done in").wait_for(timeout=JOB_TIMEOUT_MS)
+    assert_no_error(page)
 
 
 def test_a_handler_error_reaches_the_page_as_a_sentence(page):

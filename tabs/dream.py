@@ -254,8 +254,11 @@ def build() -> None:
         with gr.Column(scale=1):
             result = gr.Image(label="dream (live)", type="pil", format="png", interactive=False, elem_id="dream-result")
             status = gr.Markdown(elem_id="dream-status")
-            curve = gr.LinePlot(x="step", y="objective", color="octave", label="objective per iteration",
-                                title="objective per iteration (it climbs: that is gradient ascent)")
+            # One series: Gradio 6.31's LinePlot never draws a colour series that first appears in a
+            # streamed update, so colouring by octave would show octave 1 only.
+            curve = gr.LinePlot(x="step", y="objective", label="objective per iteration",
+                                title="objective per iteration (it climbs: that is gradient ascent)",
+                                caption="Each jump marks a new octave (a larger copy of the picture); within an octave it climbs.")
             why = gr.Markdown()
             maps = gr.Gallery(label="where the chosen layers fire (bright = strong)", columns=2, height=260)
             png = gr.File(label="download PNG")

@@ -318,7 +318,9 @@ def train_own(upload, kind, minutes, seed):
     config = text.TrainConfig(batch_size=32, context=64, max_steps=100_000, minutes=minutes, lr=2e-3,
                               warmup_steps=50, eval_every=50, eval_windows=64)
     trainer = text.Trainer(model, train_ids, val_ids, config, seed=seed)
-    rows, last = [], 0.0
+    # The untrained model's validation loss (about ln(alphabet size)) starts the curve: both series
+    # must be in the first streamed update, or Gradio's LinePlot never draws the later one.
+    rows, last = [(0, trainer.evaluate(), "validation (last 10%)")], 0.0
     for event in trainer.run():
         rows.append((event["step"], event["loss"], "train (one batch)"))
         if "val_loss" in event:

@@ -42,8 +42,11 @@ adds fresh random noise (DDPM, or DDIM with η = 1), and repeats."""
 
 def model_choices() -> list[tuple[str, str]]:
     # Only finished checkpoints have their card beside them (a training's resume file has none).
-    return [(MODEL_LABELS.get(name, name), name) for name in list_shipped(TAB)
-            if shipped_path(TAB, name).with_suffix(".json").is_file()]
+    # Known models first, in MODEL_LABELS order: the measured Fashion-MNIST model is the default.
+    names = [name for name in list_shipped(TAB) if shipped_path(TAB, name).with_suffix(".json").is_file()]
+    order = list(MODEL_LABELS)
+    names.sort(key=lambda name: order.index(name) if name in order else len(order))
+    return [(MODEL_LABELS.get(name, name), name) for name in names]
 
 
 def model_card(name) -> str:

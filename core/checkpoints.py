@@ -16,7 +16,6 @@ import datetime as _dt
 import functools
 import json
 import os
-import sys
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 
@@ -56,7 +55,7 @@ def make_card(*, commands: list[str], data: str, wall_time_s: float, metrics: di
     """A model card: how this checkpoint was made, for a reader who wants to make it again.
 
     `commands` comes from `command_history`: the first made the run, any others continued it."""
-    card = {
+    return {
         "command": commands[0],
         **({"resumed_with": commands[1:]} if len(commands) > 1 else {}),
         "data": data,
@@ -66,7 +65,6 @@ def make_card(*, commands: list[str], data: str, wall_time_s: float, metrics: di
         "metrics": metrics or {},
         **details,
     }
-    return card
 
 
 def _atomic_torch_save(obj, path: Path) -> None:

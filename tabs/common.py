@@ -7,6 +7,8 @@ import math
 
 import gradio as gr
 
+from core.registry import list_shipped, shipped_path
+
 
 def user_errors(fn):
     """Show core's ValueError sentences as a gr.Error popup instead of a traceback.
@@ -44,6 +46,15 @@ def number(value, default: float, low: float, high: float, whole: bool = False):
         value = math.nan
     value = default if math.isnan(value) else min(max(value, low), high)
     return int(value) if whole else value
+
+
+def shipped_choices(technique: str, labels: dict[str, str]) -> list[tuple[str, str]]:
+    """(label, name) of every finished shipped model of a technique, those named in `labels` first, in
+    its order (the first is the tab's default). A training in progress has no card yet: left out."""
+    names = [name for name in list_shipped(technique) if shipped_path(technique, name).with_suffix(".json").is_file()]
+    order = list(labels)
+    names.sort(key=lambda name: (order.index(name) if name in order else len(order), name))
+    return [(labels.get(name, name), name) for name in names]
 
 
 def queue(tab: str, limit: int = 1) -> dict:

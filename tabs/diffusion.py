@@ -14,8 +14,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from core.registry import ROOT, list_shipped, read_card, shipped_path
-from tabs.common import number, queue, user_errors
+from core.registry import ROOT, read_card
+from tabs.common import number, queue, shipped_choices, user_errors
 
 TAB = "diffusion"
 VIEW = "diffusion-view"  # scrubbing, playing and noising are cheap: their own, wider slot
@@ -41,12 +41,7 @@ adds fresh random noise (DDPM, or DDIM with η = 1), and repeats."""
 # --- shipped models ---------------------------------------------------------------------------
 
 def model_choices() -> list[tuple[str, str]]:
-    # Only finished checkpoints have their card beside them (a training's resume file has none).
-    # Known models first, in MODEL_LABELS order: the measured Fashion-MNIST model is the default.
-    names = [name for name in list_shipped(TAB) if shipped_path(TAB, name).with_suffix(".json").is_file()]
-    order = list(MODEL_LABELS)
-    names.sort(key=lambda name: order.index(name) if name in order else len(order))
-    return [(MODEL_LABELS.get(name, name), name) for name in names]
+    return shipped_choices(TAB, MODEL_LABELS)  # the measured Fashion-MNIST model first: the default
 
 
 def model_card(name) -> str:

@@ -12,9 +12,9 @@ import tempfile
 
 import gradio as gr
 
-from core.registry import list_shipped, read_card, shipped_path
+from core.registry import read_card, shipped_path
 from core.runtime import MAX_SEED
-from tabs.common import number, queue, user_errors
+from tabs.common import number, queue, shipped_choices, user_errors
 
 TAB = "gan"
 LIVE = "gan-live"  # the 2-D GAN gets its own slot: one user's live game never waits for another's grid
@@ -38,11 +38,7 @@ given to the critic as extra channels), so you can ask for a sneaker."""
 # --- shipped models --------------------------------------------------------------------------
 
 def model_choices() -> list[tuple[str, str]]:
-    # Only finished checkpoints have their card beside them (a training's resume file has none).
-    names = [name for name in list_shipped("gan") if shipped_path("gan", name).with_suffix(".json").is_file()]
-    order = list(MODEL_LABELS)  # the book's order: DCGAN, then the conditional GAN, then WGAN-GP
-    names.sort(key=lambda name: (order.index(name) if name in order else len(order), name))
-    return [(MODEL_LABELS.get(name, name), name) for name in names]
+    return shipped_choices("gan", MODEL_LABELS)  # the book's order: DCGAN, the conditional GAN, WGAN-GP
 
 
 def _check_shipped(name) -> str:

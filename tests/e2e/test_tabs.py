@@ -69,8 +69,13 @@ def upload(page, selector: str, path: Path) -> None:
 
 def save_screenshot(page, folder: Path, name: str) -> None:
     """A 1280-px-wide PNG of the top of the page, reduced to 256 colours to stay small."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
     for close in page.locator(".toast-close").all():  # "resized from ..." notes would cover the header
-        close.click()
+        try:
+            close.click(timeout=2000)
+        except PlaywrightTimeoutError:  # the note closed itself meanwhile (Gradio's toasts time out)
+            pass
     page.evaluate("window.scrollTo(0, 0)")
     picture = Image.open(io.BytesIO(page.screenshot(full_page=True))).convert("RGB")
     picture = picture.crop((0, 0, picture.width, min(picture.height, SCREENSHOT_HEIGHT)))

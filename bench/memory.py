@@ -115,11 +115,18 @@ def tree_rss_bytes(pid: int) -> int:
 
 # --- every tab's main action -------------------------------------------------------------------
 
-def ui_arguments(client, api_name: str, **given) -> dict:
+def ui_arguments(client, api_name: str, by_label: dict | None = None, **given) -> dict:
     """Keyword arguments for an endpoint as the page would send them untouched: each widget's
-    starting value, None for empty widgets (an image not uploaded, an unused layer slot), and `given`."""
+    starting value, None for empty widgets (an image not uploaded, an unused layer slot), and `given`.
+    `by_label` sets widgets by their on-page label, for handlers whose inputs Gradio names param_N
+    (DeepDream's, which takes a variable number of layer slots)."""
     parameters = client.view_api(return_format="dict", print_info=False)["named_endpoints"][api_name]["parameters"]
-    return {p["parameter_name"]: p["parameter_default"] for p in parameters} | given
+    labelled = {p["label"]: p["parameter_name"] for p in parameters}
+    missing = set(by_label or {}) - set(labelled)
+    if missing:
+        raise KeyError(f"{api_name} has no input labelled {', '.join(sorted(missing))}")
+    return ({p["parameter_name"]: p["parameter_default"] for p in parameters}
+            | {labelled[label]: value for label, value in (by_label or {}).items()} | given)
 
 
 def main_actions(quick: bool) -> list[tuple[str, str, dict]]:
@@ -127,11 +134,11 @@ def main_actions(quick: bool) -> list[tuple[str, str, dict]]:
     from gradio_client import handle_file
 
     # Every action runs at the UI's defaults in the full run; --quick cuts the slow ones short.
-    short = {"param_14": 2, "param_19": 256} if quick else {}            # DeepDream: iterations, working size
+    dream_short = {"iterations per octave": 2, "working size (longer side, px)": 256} if quick else {}
     style_short = {"iterations": 5, "size": 128} if quick else {}
     return [
         ("Text", "/text_generate", {"length": 60} if quick else {}),
-        ("DeepDream", "/dream", {"image": handle_file(str(DREAM_EXAMPLE)), **short}),
+        ("DeepDream", "/dream", {"image": handle_file(str(DREAM_EXAMPLE)), "by_label": dream_short}),
         ("Style transfer", "/style_transfer", {"content": handle_file(str(STYLE_CONTENT)),
                                                "style_1": handle_file(str(STYLE_PAINTING)), **style_short}),
         ("VAE", "/show_fashion", {}),

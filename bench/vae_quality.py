@@ -4,9 +4,9 @@ Smile vector test (issue #6): 500 non-smiling validation faces are encoded, the 
 at the default strength (core.vae.DEFAULT_ATTRIBUTE_STRENGTH), the codes are decoded, and the shipped
 face-attribute classifier (core.metrics.classifiers) scores the results. Targets: >= 80% become
 smiling; every other attribute keeps its label for >= 90% of the faces. "Keeps its label" is
-measured against the face's true label (what the generator drew), so it also counts what the VAE's
-reconstruction alone loses; the same figure against the classifier's reading of the plain
-reconstruction (no vector) isolates the vector's side effects. For every other attribute vector the
+measured two ways: against the classifier's reading of the plain reconstruction (no vector), which
+isolates what the vector changes, and against the face's true label (what the generator drew), which
+also counts what the VAE's reconstruction alone loses (reported too, as plain reconstruction vs truth). For every other attribute vector the
 bench also reports the share of faces lacking the attribute that gain it at the default strength.
 
     python -m bench.vae_quality [--quick]
@@ -26,7 +26,10 @@ README_ROWS = [
     {"figure": "Smile vector: non-smiling faces that smile after the edit",
      "measured": "{smile_vector.now_smiling:.1%} (n = {smile_vector.faces})", "reference": "≥ 80 %"},
     {"figure": "Smile vector: worst share of another attribute keeping its true label",
-     "measured": "{smile_vector.worst_kept_vs_truth:.1%}", "reference": "≥ 90 %"},
+     "measured": "{smile_vector.worst_kept_vs_truth:.1%}",
+     "reference": "≥ 90 %; the reconstruction alone, no edit: {smile_vector.worst_reconstruction_vs_truth:.1%}"},
+    {"figure": "Smile vector: worst share of another attribute unchanged by the edit (vs the plain reconstruction)",
+     "measured": "{smile_vector.worst_kept_vs_plain:.1%}", "reference": "≥ 90 %"},
 ]
 
 
@@ -78,6 +81,7 @@ def smile_figures(figures: dict, n: int) -> None:
     others = [name for name in on_edited if name != "smiling" and name in truth]
     kept_truth = {name: round((on_edited[name] == truth[name]).float().mean().item(), 3) for name in others}
     kept_plain = {name: round((on_edited[name] == on_plain[name]).float().mean().item(), 3) for name in others}
+    reconstructed = {name: round((on_plain[name] == truth[name]).float().mean().item(), 3) for name in others}
     # Every other vector too: the share of faces without an attribute that have it after adding its vector.
     each = {}
     for name, vector in vectors.items():
@@ -97,6 +101,7 @@ def smile_figures(figures: dict, n: int) -> None:
                                                       for k in others) / len(others), 3),
         "kept_label_vs_truth": kept_truth, "worst_kept_vs_truth": min(kept_truth.values()),
         "kept_label_vs_plain_reconstruction": kept_plain, "worst_kept_vs_plain": min(kept_plain.values()),
+        "plain_reconstruction_vs_truth": reconstructed, "worst_reconstruction_vs_truth": min(reconstructed.values()),
         "target_kept": 0.9,
     }
 

@@ -71,7 +71,7 @@ def render(roll, tempo, instruments, note: str = ""):
     # A Markdown table, not gr.Dataframe: that one imports pandas' styler and matplotlib at start-up.
     table = ["| measure | this sample | Bach (held-out chorales) | model (1,000 phrases) |", "|---|---|---|---|"]
     table += [f"| {description} | {sample[name]:.3f} | {reference['held_out_chorales'][name]:.3f} | "
-              f"{reference['generated'][name]:.3f} |" for name, description in METRICS.items()]
+              f"{reference['generated'][name]:.3f} |" for name, (_, description) in METRICS.items()]
     return (piano_roll_figure(roll, len(roll) // 16), (musegan.SAMPLE_RATE, audio),
             [str(folder / "chorale.mid"), str(folder / "chorale.musicxml")], "\n".join(table), note)
 
@@ -185,8 +185,13 @@ def build() -> None:
                     f"`python -m core.train musegan` (it writes assets/checkpoints/musegan/{MODEL}.pt).")
         return
     card = _card()
+    continued = len(card.get("resumed_with", []))
+    shipped_step = card.get("selected_step", card.get("steps", "?"))
     gr.Markdown(f"Model trained for {card.get('steps', '?')} generator steps ({card['wall_time_s'] / 60:.0f} min, "
-                f"{card['hardware']}) with `{card['command']}`.")
+                f"{card['hardware']}) with `{card['command']}`"
+                + (f", continued {continued} times (the model card lists every command)" if continued else "")
+                + f"; these weights are the generator's average at step {shipped_step}, the one closest to the "
+                "training chorales' metrics.")
     state = gr.State(None)
     with gr.Row():
         seed = gr.Number(value=0, label="seed", precision=0)

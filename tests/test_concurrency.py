@@ -96,7 +96,7 @@ def test_a_long_style_transfer_does_not_hold_up_the_vae(app_server):
             assert not long_job.done() and time.monotonic() < deadline, "the style transfer never started"
             time.sleep(0.1)
         face = explorer.predict(api_name="/random_face", **ui_arguments(explorer, "/random_face", seed=1))
-        edited = explorer.predict(api_name="/render_face", **ui_arguments(explorer, "/render_face", param_1=2.0))
+        edited = explorer.predict(api_name="/render_face", **ui_arguments(explorer, "/render_face", by_label={"smiling": 2.0}))
         assert not long_job.done(), "the VAE only answered after the style transfer had finished"
         assert pixels(face[1]) != pixels(edited)  # a real decode, with the first attribute slider moved
     finally:
@@ -137,7 +137,7 @@ def test_stop_stops_a_long_dream_between_steps_and_frees_the_tab(counted_server)
     dependencies = client.config["dependencies"]
     dream_id = next(d["id"] for d in dependencies if d.get("api_name") == "dream")
     assert any(d.get("cancels") == [dream_id] for d in dependencies), "no Stop button cancels the dream"
-    long_dream = ui_arguments(client, "/dream", image=handle_file(str(PHOTO)), param_14=100)  # 300 steps
+    long_dream = ui_arguments(client, "/dream", {"iterations per octave": 100}, image=handle_file(str(PHOTO)))  # 300 steps
     job = client.submit(api_name="/dream", **long_dream)
     deadline = time.monotonic() + HANG_GUARD_S
     while steps["count"] < 3:
@@ -155,6 +155,7 @@ def test_stop_stops_a_long_dream_between_steps_and_frees_the_tab(counted_server)
     assert last < 100, f"{last} steps ran: Stop did not stop the dream"
 
     # The tab's single slot is free again: a short dream runs to the end.
-    short = ui_arguments(client, "/dream", image=handle_file(str(PHOTO)), param_12=1, param_14=2, param_19=128)
+    short = ui_arguments(client, "/dream", {"octaves": 1, "iterations per octave": 2, "working size (longer side, px)": 128},
+                         image=handle_file(str(PHOTO)))
     result = client.predict(api_name="/dream", **short)
     assert steps["count"] == last + 2 and Image.open(result[0]).size[0] >= 64

@@ -83,6 +83,37 @@ def test_metrics_on_a_hand_made_roll():
     assert music.empty_bar_rate(np.full((16, 4), data.REST)) == 1.0
 
 
+def test_target_gaps_measure_distance_in_tolerances():
+    reference = {name: 1.0 for name in music.METRICS} | {"empty_bar_rate": 0.0, "voice_order_violations": 0.01}
+    generated = dict(reference) | {"used_pitch_classes": 1.25, "tonal_distance": 0.5, "empty_bar_rate": 0.01,
+                                   "voice_order_violations": 0.03}
+    gaps = music.target_gaps(generated, reference)
+    assert gaps["used_pitch_classes"] == pytest.approx(1.0)    # 25% off: just within
+    assert gaps["tonal_distance"] == pytest.approx(2.0)        # 50% off
+    assert gaps["empty_bar_rate"] == pytest.approx(0.5)        # 0.01 of the 0.02 absolute tolerance
+    assert gaps["voice_order_violations"] == pytest.approx(2.0)  # three times the reference; twice is allowed
+    assert gaps["in_key_ratio"] == 0.0
+    assert music.target_gaps(reference | {"voice_order_violations": 0.0}, reference)["voice_order_violations"] == 0.0
+
+
+def test_training_ships_the_ema_closest_to_the_chorales(tmp_path, monkeypatch):
+    from core.checkpoints import load_checkpoint
+    from core.train import main
+
+    rng = np.random.default_rng(0)
+    pieces = data.ChoraleSet([rng.integers(30, 60, size=(16 * 9, 4)).astype(np.uint8) for _ in range(12)],
+                             [f"p{i}" for i in range(12)])
+    monkeypatch.setattr(data, "load_bach", lambda: pieces)
+    gaps = iter([3.0, 1.5, 2.0])  # the second check is the closest
+    monkeypatch.setattr(music, "target_gaps", lambda generated, reference: {"tonal_distance": next(gaps)})
+    out = tmp_path / "musegan.pt"
+    main(["musegan", "--out", str(out), "--steps", "3", "--select-every", "1", "--z-dim", "8", "--bar-channels", "16",
+          "--critic-channels", "8", "--eval-phrases", "10", "--threads", "1"])
+    card = load_checkpoint(out).card
+    assert card["selected_step"] == 2 and card["steps"] == 3
+    assert set(card["metrics"]) == {"generated", "held_out_chorales"}
+
+
 def test_tonal_distance_is_zero_for_unisons_and_largest_for_a_tritone():
     c = data.midi_to_class
     unison = np.full((16, 4), c(60))
@@ -157,7 +188,7 @@ def test_tab_rerolls_one_voice_and_refuses_bad_input(shipped_tiny):
     state, figure, (rate, audio), files, table, _ = tab.new_piece(5, 2, 120, *instruments)
     assert rate == musegan.SAMPLE_RATE and len(audio) >= rate * 4
     assert [Path(f).suffix for f in files] == [".mid", ".musicxml"]
-    assert all(description in table for description in music.METRICS.values())
+    assert all(description in table for _, description in music.METRICS.values())
     new_state, *_, note = tab.reroll_input(state, "groove", "Tenor", 2, 120, *instruments)
     assert "tenor" in note
     for kind in ("chords", "style", "melody"):

@@ -59,6 +59,21 @@ def test_loss_falls_on_a_tiny_batch_and_logs_both_terms():
     assert result["elbo"] == pytest.approx(-(result["recon"] + result["kl"]))
 
 
+def test_feature_loss_is_zero_for_the_original_and_joins_the_training_loss():
+    from core.vae import feature_loss
+
+    torch.manual_seed(0)
+    faces = torch.rand(2, 3, 64, 64)
+    assert feature_loss(faces, faces).item() == pytest.approx(0.0, abs=1e-6)
+    slightly, badly = ((faces + scale * torch.randn_like(faces)).clamp(0, 1) for scale in (0.02, 0.3))
+    assert 0 < feature_loss(slightly, faces) < feature_loss(badly, faces)
+    assert feature_loss(torch.rand(2, 1, 16, 16), torch.rand(2, 1, 16, 16)) > 0  # grayscale, smaller than the backbone's minimum
+    model, x = VAE(TINY).eval(), torch.rand(2, 3, 16, 16)
+    plain, with_features = (vae_loss(model, x, 0.5, make_generator(0), weight) for weight in (0.0, 3.0))
+    assert "features" not in plain and torch.isclose(plain["recon"], with_features["recon"])
+    assert torch.isclose(with_features["loss"], plain["loss"] + 3.0 * with_features["features"])
+
+
 def test_attribute_vector_is_the_difference_of_means():
     codes = torch.tensor([[1.0, 0.0], [3.0, 2.0], [0.0, 0.0], [0.0, 4.0]])
     labels = {"smiling": torch.tensor([True, True, False, False]), "everyone": torch.ones(4, dtype=torch.bool)}
@@ -134,6 +149,17 @@ def test_training_on_celeba_writes_a_checkpoint_with_attribute_vectors(tmp_path)
     assert [p["epoch"] for p in ckpt.card["curves"]] == [1, 2]
     assert {"valid_elbo", "valid_recon", "valid_kl"} <= set(ckpt.card["metrics"])
     assert out.with_suffix(".json").is_file()
+    # Fine-tuning starts from those weights and keeps the first run's command at the head of the card.
+    tuned = tmp_path / "tuned.pt"
+    main(["vae", "--dataset", "celeba", "--data-dir", str(tmp_path), "--image-size", "16", "--latent", "4",
+          "--widths", "8,16", "--epochs", "1", "--batch-size", "4", "--threads", "1", "--out", str(tuned),
+          "--init-from", str(out), "--feature-weight", "1"])
+    card = load_checkpoint(tuned).card
+    assert card["command"] == ckpt.card["command"] and "--init-from" in card["resumed_with"][0]
+    assert card["fine_tuned_from"]["epochs"] == 2 and card["metrics"]["feature_weight"] == 1.0
+    with pytest.raises(ValueError, match="asks for"):
+        main(["vae", "--dataset", "celeba", "--data-dir", str(tmp_path), "--image-size", "16", "--latent", "5",
+              "--widths", "8,16", "--epochs", "1", "--threads", "1", "--out", str(tuned), "--init-from", str(out)])
 
 
 @pytest.fixture

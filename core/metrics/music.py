@@ -31,15 +31,6 @@ STEPS_PER_BAR = 16
 QUALIFIED_STEPS = 2
 MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
 
-METRICS = {
-    "empty_bar_rate": "empty bars (share of bars x voices)",
-    "used_pitch_classes": "pitch classes per bar and voice",
-    "qualified_note_rate": "notes an eighth or longer",
-    "tonal_distance": "tonal distance between voices",
-    "in_key_ratio": "steps in the phrase's key",
-    "voice_order_violations": "voice crossings (share of steps)",
-}
-
 
 def _rolls(rolls) -> np.ndarray:
     rolls = np.asarray(rolls, dtype=np.int64)
@@ -134,10 +125,39 @@ def voice_order_violations(rolls) -> float:
     return float(((upper < lower) & both).sum() / both.sum()) if both.any() else 0.0
 
 
+# How close generated music must come to the chorales (issue #9): within 25% of their value (0.02
+# absolute where their value is under 0.05: 25% of almost nothing is no tolerance at all), and voice
+# crossings at most twice as often as Bach wrote them.
+RELATIVE_TOLERANCE = 0.25
+ABSOLUTE_TOLERANCE = 0.02
+MAX_VOICE_ORDER_RATIO = 2.0
+
+
+def target_gaps(generated: dict, reference: dict) -> dict[str, float]:
+    """Each metric's distance from the reference in units of its tolerance: <= 1 meets the target."""
+    gaps = {}
+    for name in METRICS:
+        if name == "voice_order_violations":
+            allowed = (MAX_VOICE_ORDER_RATIO - 1) * reference[name]
+            gaps[name] = max(0.0, generated[name] - reference[name]) / max(allowed, 1e-9)
+        else:
+            tolerance = max(RELATIVE_TOLERANCE * abs(reference[name]),
+                            ABSOLUTE_TOLERANCE if reference[name] < 0.05 else 0.0)
+            gaps[name] = abs(generated[name] - reference[name]) / tolerance
+    return gaps
+
+
+METRICS = {  # name -> (function, what the tab's table calls it)
+    "empty_bar_rate": (empty_bar_rate, "empty bars (share of bars x voices)"),
+    "used_pitch_classes": (used_pitch_classes, "pitch classes per bar and voice"),
+    "qualified_note_rate": (qualified_note_rate, "notes an eighth or longer"),
+    "tonal_distance": (tonal_distance, "tonal distance between voices"),
+    "in_key_ratio": (in_key_ratio, "steps in the phrase's key"),
+    "voice_order_violations": (voice_order_violations, "voice crossings (share of steps)"),
+}
+
+
 def all_metrics(rolls) -> dict:
     """Every measure of METRICS, rounded to 4 places."""
     rolls = _rolls(rolls)
-    functions = {"empty_bar_rate": empty_bar_rate, "used_pitch_classes": used_pitch_classes,
-                 "qualified_note_rate": qualified_note_rate, "tonal_distance": tonal_distance,
-                 "in_key_ratio": in_key_ratio, "voice_order_violations": voice_order_violations}
-    return {name: round(functions[name](rolls), 4) for name in METRICS}
+    return {name: round(function(rolls), 4) for name, (function, _) in METRICS.items()}

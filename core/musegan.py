@@ -275,7 +275,8 @@ def gradient_penalty(critic: Critic, real: torch.Tensor, fake: torch.Tensor, gen
 def crossing_probability(probs: torch.Tensor) -> torch.Tensor:
     """Expected share of steps where a voice sounds below the voice under it (soprano under alto,
     alto under tenor, tenor under bass), from pitch distributions (B, tracks, bars, steps, pitches).
-    P(upper below lower) = sum over p of P(upper = p) * P(lower above p); a rest crosses nothing."""
+    P(upper below lower) = sum over p of P(upper = p) * P(lower above p); a rest crosses nothing.
+    The differentiable counterpart of core.metrics.music.voice_order_violations, which counts argmax notes."""
     sounding = probs[..., 1:]
     upper, lower = sounding[:, :-1], sounding[:, 1:]
     lower_above = lower.flip(-1).cumsum(-1).flip(-1) - lower
@@ -410,7 +411,7 @@ def train_main(args) -> Path:
     commands = command_history(args, state)
     curves = state["curves"] if state else {"step": [], "wasserstein": [], "gp": [], "g_loss": []}
     elapsed = state["elapsed"] if state else 0.0
-    best = state.get("best") if state else None  # {"step", "gap", "gaps", "ema"}
+    best = state.get("best") if state else None  # {"step", "gap", "ema"}
     reference = all_metrics(data.phrases(train_set, 4))
     started = time.monotonic() - elapsed
     budget = None if args.minutes is None else time.monotonic() + args.minutes * 60
@@ -429,8 +430,7 @@ def train_main(args) -> Path:
             gaps = target_gaps(generated_metrics(ema, 500), reference)
             gap = max(gaps.values())
             if best is None or gap < best["gap"]:
-                best = {"step": event["step"], "gap": gap, "gaps": gaps,
-                        "ema": {k: v.clone() for k, v in ema.state_dict().items()}}
+                best = {"step": event["step"], "gap": gap, "ema": {k: v.clone() for k, v in ema.state_dict().items()}}
             print(f"step {event['step']}: worst metric at {gap:.2f} x its tolerance "
                   f"({max(gaps, key=gaps.get)}); best so far step {best['step']} ({best['gap']:.2f})", flush=True)
         out_of_time = budget is not None and time.monotonic() > budget

@@ -96,6 +96,21 @@ def test_target_gaps_measure_distance_in_tolerances():
     assert music.target_gaps(reference | {"voice_order_violations": 0.0}, reference)["voice_order_violations"] == 0.0
 
 
+def test_crossing_probability_counts_voices_below_the_voice_under_them():
+    c = data.midi_to_class
+    ordered = torch.tensor([[c(72), c(67), c(60), c(48)]] * 16)      # S > A > T > B
+    crossed = torch.tensor([[c(60), c(67), c(60), c(48)]] * 16)      # soprano under alto
+    onehot = lambda roll: musegan.roll_to_onehot(roll[None], TINY)  # (1, 4, 1, 16, 84)
+    assert musegan.crossing_probability(onehot(ordered)).item() == 0.0
+    assert musegan.crossing_probability(onehot(crossed)).item() == pytest.approx(1 / 3)  # one pair of three
+    # Half the soprano's probability under the alto: half a crossing on that pair, and it has a gradient.
+    probs = ((onehot(ordered) + onehot(crossed)) / 2).requires_grad_(True)
+    risk = musegan.crossing_probability(probs)
+    assert risk.item() == pytest.approx(1 / 6)
+    risk.backward()
+    assert probs.grad[0, 0, 0, 0, c(60)] > 0 and probs.grad[0, 0, 0, 0, c(72)] == 0
+
+
 def test_training_ships_the_ema_closest_to_the_chorales(tmp_path, monkeypatch):
     from core.checkpoints import load_checkpoint
     from core.train import main

@@ -83,7 +83,7 @@ def face_figures(n: int) -> dict | None:
     result = face_quality(sample_many(diffusion.load_model(FACES_MODEL), n, 50), value_range=(0, 1))
     gan_images = generate_many(gan.load_generator(load_shipped("gan", "wgangp_faces")), n, seed=1)
     result["wgangp_fid"] = face_quality(gan_images, value_range=(0, 1))["fid"]
-    return result
+    return {"model": FACES_MODEL, **result}
 
 
 def main(argv=None) -> dict:

@@ -60,7 +60,7 @@ def main(argv=None) -> dict:
         corpus = args.data_dir / card["data"].split(":")[0]
         if not corpus.is_file():
             raise SystemExit(f"{name}: its corpus {corpus} is missing; pass --data-dir.")
-        threads = int(card["hardware"].rsplit(",", 1)[-1].split()[0])  # "...; torch X, N threads"
+        threads = card["threads"]
         _, val = text.split_corpus(torch.tensor(tokenizer.encode(text.read_corpus(corpus)), dtype=torch.long))
         if args.quick:
             val = val[:QUICK_CHARS]

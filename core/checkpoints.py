@@ -61,6 +61,7 @@ def make_card(*, commands: list[str], data: str, wall_time_s: float, metrics: di
         "data": data,
         "wall_time_s": round(float(wall_time_s), 1),
         "hardware": hardware_description(device),
+        "threads": torch.get_num_threads(),  # CPU time = wall time x threads: benches compare runs by it
         "date": _dt.date.today().isoformat(),
         "metrics": metrics or {},
         **details,

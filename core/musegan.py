@@ -22,6 +22,8 @@ MIDI, roll -> music21 score (MusicXML), and audio (FluidSynth when a SoundFont i
 pretty_midi's own additive synthesis otherwise).
 
     python -m core.train musegan --minutes 80 --threads 1       # writes assets/checkpoints/musegan/chorales.pt
+    python -m core.train musegan --init-from assets/checkpoints/musegan/chorales.pt --fragment-weight 20 \
+        --lr 5e-4 --minutes 45 --threads 1 --out runs/tuned.pt  # fine-tune: that generator, a fresh critic
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ import glob
 import io
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +144,15 @@ class Generator(nn.Module):
         return torch.stack(voices, dim=1)
 
 
+def pitch_classes_used(x: torch.Tensor) -> torch.Tensor:
+    """(B, tracks, bars, steps, pitches) -> (B, tracks, bars, 12): how surely each voice sounds each
+    pitch class (C, C#, ...) somewhere in each bar; for one-hot rolls 1 or 0. Octaves are folded,
+    steps maxed over, rests ignored."""
+    b, t, bars, steps, pitches = x.shape
+    sounding = F.pad(x[..., 1:], (0, 1))  # class k is MIDI 23 + k: 83 pitches from C1, padded to 7 whole octaves
+    return sounding.reshape(b, t, bars, steps, pitches // 12, 12).sum(4).amax(3)
+
+
 class Critic(nn.Module):
     """Scores a phrase (B, tracks, bars, steps, pitches); the voices are the input channels.
 
@@ -149,8 +160,11 @@ class Critic(nn.Module):
     equal their strides, so each is a linear map on non-overlapping blocks. We apply those maps
     directly to reshaped blocks (same function, much faster on a CPU): 12 semitones x 4 voices
     -> features per octave; 7 octaves -> features per step; steps in blocks of 2, 2 and 4 ->
-    one feature vector per bar. A 1-D convolution across neighbouring bars then sees how bars
-    follow each other. Averaging over bars lets one critic judge phrases of any length >= 2."""
+    one feature vector per bar. Beside them, each bar gets features of which pitch classes each
+    voice used (pitch_classes_used), so the critic can compare a bar's pitch content with Bach's
+    without assembling it from 16 separate steps. A 1-D convolution across neighbouring bars then
+    sees how bars follow each other. Averaging over bars lets one critic judge phrases of any
+    length >= 2."""
 
     def __init__(self, cfg: MuseGANConfig):
         super().__init__()
@@ -161,11 +175,13 @@ class Critic(nn.Module):
         self.octaves = nn.Sequential(nn.Linear(7 * c, c), act())
         self.steps = nn.ModuleList([nn.Sequential(nn.Linear(2 * c, c), act()), nn.Sequential(nn.Linear(2 * c, c), act()),
                                     nn.Sequential(nn.Linear(4 * c, 2 * c), act())])
-        self.across_bars = nn.Sequential(nn.Conv1d(2 * c, 2 * c, 2), act())
-        self.score = nn.Linear(4 * c, 1)
+        self.pitch_classes = nn.Sequential(nn.Linear(12 * cfg.n_tracks, c), act())
+        self.across_bars = nn.Sequential(nn.Conv1d(3 * c, 2 * c, 2), act())
+        self.score = nn.Linear(5 * c, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, bars, steps, pitches = x.shape
+        used = self.pitch_classes(pitch_classes_used(x).permute(0, 2, 1, 3).reshape(b, bars, t * 12))  # (B, bars, c)
         # Note onsets as extra channels: a pitch sounding now that did not sound one step before.
         # A piano roll hides them, and once pitch is summarised a held note and a string of
         # different short notes look alike; with onsets the critic can count fragments.
@@ -178,7 +194,7 @@ class Critic(nn.Module):
         x = self.octaves(x.flatten(3))                           # (B, bars, 16, c)
         for layer, block in zip(self.steps, (2, 2, 4)):
             x = layer(x.reshape(b, bars, x.shape[2] // block, block * x.shape[3]))
-        per_bar = x.view(b, bars, -1).transpose(1, 2)            # (B, 2c, bars)
+        per_bar = torch.cat([x.view(b, bars, -1), used], dim=2).transpose(1, 2)   # (B, 3c, bars)
         pairs = self.across_bars(per_bar)                        # (B, 2c, bars - 1)
         return self.score(torch.cat([per_bar.mean(-1), pairs.mean(-1)], dim=1)).squeeze(1)
 
@@ -283,9 +299,23 @@ def crossing_probability(probs: torch.Tensor) -> torch.Tensor:
     return (upper * lower_above).sum(-1).mean()
 
 
+def fragment_probability(probs: torch.Tensor) -> torch.Tensor:
+    """Expected share of steps that are a one-step note (a 16th whose pitch differs from the step
+    before and the step after), from pitch distributions (B, tracks, bars, steps, pitches); a rest
+    is no note, and outside the phrase nothing sounds. P = sum over p of P_t(p) (1 - P_t-1(p)) (1 - P_t+1(p)).
+    The differentiable counterpart of the fragments that core.metrics.music.qualified_note_rate counts."""
+    b, t, bars, steps, pitches = probs.shape
+    sounding = probs[..., 1:].reshape(b, t, bars * steps, pitches - 1)
+    silence = torch.zeros_like(sounding[:, :, :1])
+    before = torch.cat([silence, sounding[:, :, :-1]], dim=2)
+    after = torch.cat([sounding[:, :, 1:], silence], dim=2)
+    return (sounding * (1 - before) * (1 - after)).sum(-1).mean()
+
+
 def train(model: MuseGAN, pieces: data.ChoraleSet, *, steps: int, generator: torch.Generator,
           state: dict | None = None, lr: float = 1e-3, critic_steps: int = 5, gp_weight: float = 10.0,
-          voice_order_weight: float = VOICE_ORDER_WEIGHT, transpose: int = 6):
+          voice_order_weight: float = VOICE_ORDER_WEIGHT, fragment_weight: float = 0.0,
+          transpose: int = 6):
     """WGAN-GP training; yields one event per generator step with the losses.
 
     `state` (from a resumable save) continues a run. Each batch is a random phrase length from
@@ -297,7 +327,16 @@ def train(model: MuseGAN, pieces: data.ChoraleSet, *, steps: int, generator: tor
     bar generator, coupled to the others only through the shared chords and style, so nothing in
     the architecture keeps the alto under the soprano, and the critic, which sees pitch through
     octave blocks, let ten times Bach's rate of crossings through (he crossed voices on 0.5% of
-    steps). The penalty is the SATB rule stated directly; the critic still judges everything else."""
+    steps). The penalty is the SATB rule stated directly; the critic still judges everything else.
+
+    `fragment_weight` adds fragment_probability the same way. Each step's pitch is an independent
+    argmax, so where two pitches are nearly tied the voice flickers between them; with the
+    critic's onset channels the model still wrote 20% of its notes as lone 16ths (Bach: 2%), and
+    those fragments made half a pitch class per bar (merged into a neighbour: 4.09 -> 3.57). The
+    penalty asks each step to agree with a neighbour, which is what a note longer than a 16th is.
+    It is for fine-tuning a trained generator against a fresh critic (train_main's --init-from):
+    with the old critic it removed fragments but the voices kept their extra pitch class per bar,
+    and from scratch it pays the young generator to write rests, which have no fragments."""
     cfg = model.cfg
     windows = {bars: data.phrases(pieces, bars) for bars, _ in TRAIN_LENGTHS}
     g_opt = torch.optim.Adam(model.generator.parameters(), lr=lr, betas=(0.5, 0.9))
@@ -344,9 +383,9 @@ def train(model: MuseGAN, pieces: data.ChoraleSet, *, steps: int, generator: tor
             c_opt.step()
         probs = fake_probs(bars, size)
         g_loss = -model.critic(straight_through(probs)).mean()
-        crossing = crossing_probability(probs)
+        crossing, fragments = crossing_probability(probs), fragment_probability(probs)
         g_opt.zero_grad(set_to_none=True)
-        (g_loss + voice_order_weight * crossing).backward()
+        (g_loss + voice_order_weight * crossing + fragment_weight * fragments).backward()
         g_opt.step()
         with torch.no_grad():
             decay = min(0.999, (1 + step) / (10 + step))
@@ -356,7 +395,7 @@ def train(model: MuseGAN, pieces: data.ChoraleSet, *, steps: int, generator: tor
                 e.copy_(b)  # BatchNorm statistics: the live ones
         step += 1
         yield {"step": step, "wasserstein": wasserstein.item(), "gp": gp.item(), "g_loss": g_loss.item(),
-               "crossing": crossing.item(), "bars": bars,
+               "crossing": crossing.item(), "fragments": fragments.item(), "bars": bars,
                "state": lambda: {"model": model.state_dict(), "ema": ema.state_dict(), "g_opt": g_opt.state_dict(),
                                  "c_opt": c_opt.state_dict(), "step": step, "rng": generator.get_state()},
                "ema": ema}
@@ -368,10 +407,16 @@ def add_train_arguments(parser) -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--voice-order-weight", type=float, default=VOICE_ORDER_WEIGHT,
                         help="weight of the expected voice-crossing rate in the generator's loss (0: the book's GAN)")
+    parser.add_argument("--fragment-weight", type=float, default=0.0,
+                        help="weight of the expected rate of lone 16th notes in the generator's loss; for fine-tuning "
+                             "a trained generator (the shipped one used 20): from scratch it drives the GAN to rests")
     parser.add_argument("--z-dim", type=int, default=MuseGANConfig.z_dim)
     parser.add_argument("--bar-channels", type=int, default=MuseGANConfig.bar_channels)
     parser.add_argument("--critic-channels", type=int, default=MuseGANConfig.critic_channels)
     parser.add_argument("--eval-phrases", type=int, default=1000, help="generated phrases for the card's metric table")
+    parser.add_argument("--init-from", default=None,
+                        help="start the generator from this MuseGAN checkpoint (the critic starts afresh); "
+                             "its card's commands head the new card's")
     parser.add_argument("--select-every", type=int, default=250,
                         help="generator steps between checks of the EMA's music metrics (the best is shipped)")
 
@@ -393,8 +438,12 @@ def train_main(args) -> Path:
     one: quality wanders as generator and critic chase each other. So every --select-every
     steps the EMA writes 500 phrases, their metrics are compared with the *training* chorales'
     (target_gaps: distance in units of the issue's tolerance), and the closest EMA so far is
-    kept. The held-out chorales are not used for this choice; they judge it in the card."""
-    from core.checkpoints import command_history, load_resume, make_card, save_checkpoint, save_resume
+    kept. The held-out chorales are not used for this choice; they judge it in the card.
+
+    --init-from starts the generator (and its EMA) from a checkpoint and the critic afresh: a
+    critic trained alongside a generator has stopped objecting to what that generator gets away
+    with, and a new one looks again (see --fragment-weight). The card keeps the earlier commands."""
+    from core.checkpoints import command_history, load_checkpoint, load_resume, make_card, save_checkpoint, save_resume
     from core.metrics.music import all_metrics, target_gaps
     from core.registry import resume_path, shipped_path
     from core.train import Every, progress
@@ -408,7 +457,16 @@ def train_main(args) -> Path:
     rng = torch.Generator().manual_seed(args.seed)
     torch.manual_seed(args.seed)  # weight initialisation only; sampling uses `rng`
     state = load_resume(state_file) if args.resume else None
-    commands = command_history(args, state)
+    init = state.get("init") if state else None  # what the --init-from checkpoint's card says about it
+    if args.init_from and not state:
+        start = load_checkpoint(args.init_from)
+        if start.config != asdict(cfg):
+            raise ValueError(f"{args.init_from} is a {start.config} MuseGAN; this run asks for {asdict(cfg)}.")
+        model.generator.load_state_dict(start.state_dict)
+        init = {"checkpoint": str(args.init_from),
+                "commands": [start.card["command"], *start.card.get("resumed_with", [])],
+                **{k: start.card.get(k) for k in ("wall_time_s", "steps", "selected_step", "metrics")}}
+    commands = command_history(args, state or init)
     curves = state["curves"] if state else {"step": [], "wasserstein": [], "gp": [], "g_loss": []}
     elapsed = state["elapsed"] if state else 0.0
     best = state.get("best") if state else None  # {"step", "gap", "ema"}
@@ -418,7 +476,8 @@ def train_main(args) -> Path:
     save_timer, ema, steps_done = Every(180), None, state["step"] if state else 0
     running = {}
     for event in progress(train(model, train_set, steps=args.steps, generator=rng, state=state, lr=args.lr,
-                                voice_order_weight=args.voice_order_weight), total=args.steps, desc="musegan"):
+                                voice_order_weight=args.voice_order_weight, fragment_weight=args.fragment_weight),
+                          total=args.steps, desc="musegan"):
         ema, steps_done = event["ema"], event["step"]
         for key in ("wasserstein", "gp", "g_loss"):
             running[key] = 0.9 * running.get(key, event[key]) + 0.1 * event[key]
@@ -435,8 +494,8 @@ def train_main(args) -> Path:
                   f"({max(gaps, key=gaps.get)}); best so far step {best['step']} ({best['gap']:.2f})", flush=True)
         out_of_time = budget is not None and time.monotonic() > budget
         if save_timer.due() or out_of_time:
-            save_resume(state_file, {**event["state"](), "curves": curves, "commands": commands, "best": best,
-                                      "elapsed": time.monotonic() - started})
+            save_resume(state_file, {**event["state"](), "curves": curves, "commands": commands, "init": init,
+                                      "best": best, "elapsed": time.monotonic() - started})
         if out_of_time:
             break
     if ema is None:  # --steps already reached by the resumed run: ship from its saved state
@@ -451,14 +510,16 @@ def train_main(args) -> Path:
         data=(f"{args.data}" if args.data else "music21 corpus: Bach chorales in 4/4 with four voices (SATB)")
         + f"; {len(train_set.rolls)} pieces for training, {len(held_out.rolls)} held out (by piece); "
           "16th-note grid, 2/4/8-bar windows, transposed by up to +-6 semitones",
-        wall_time_s=time.monotonic() - started, metrics=metrics, steps=steps_done,
+        wall_time_s=time.monotonic() - started + (init["wall_time_s"] if init else 0.0),
+        metrics=metrics, steps=steps_done,
         selected_step=best["step"] if best else steps_done,
         selection=("EMA closest to the training chorales' metrics, checked every "
                    f"{args.select_every} steps on 500 phrases" if best else "last EMA"),
         training="WGAN-GP, 5 critic steps per generator step, gradient penalty 10, Adam lr "
                  f"{args.lr} betas (0.5, 0.9), 32 bars per batch, voice-crossing penalty weight "
-                 f"{args.voice_order_weight}; shipped weights are the generator's EMA",
-        curves=curves)
+                 f"{args.voice_order_weight}, fragment penalty weight {args.fragment_weight}; "
+                 "shipped weights are the generator's EMA",
+        **({"fine_tuned_from": {k: v for k, v in init.items() if k != "commands"}} if init else {}), curves=curves)
     shipped = MuseGAN(cfg)
     shipped.generator.load_state_dict(ema.state_dict())
     # Only the generator is needed to make music; the critic stays in the resume file.

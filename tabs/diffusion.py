@@ -68,8 +68,8 @@ def _measured_quality(name) -> str:
     except ValueError:
         return ""
     figures = record.get("figures", {})
-    faces = figures.get("faces")
-    if name == "faces32" and faces:
+    faces = figures.get("faces", {})
+    if faces.get("model") == name:
         return (f"\n\nMeasured ({record.get('date', '')[:10]}, n = {faces['n']:,}): FID {faces['fid']:.1f} at 50 DDIM "
                 f"steps on the face-attribute features (the face WGAN-GP: {faces['wgangp_fid']:.1f}; real vs real "
                 f"{faces['real_fid']:.1f}).")

@@ -187,11 +187,14 @@ def build() -> None:
     card = _card()
     continued = len(card.get("resumed_with", []))
     shipped_step = card.get("selected_step", card.get("steps", "?"))
-    gr.Markdown(f"Model trained for {card.get('steps', '?')} generator steps ({card['wall_time_s'] / 60:.0f} min, "
-                f"{card['hardware']}) with `{card['command']}`"
+    earlier = card.get("fine_tuned_from")
+    steps = (f"{earlier.get('selected_step', earlier.get('steps')):,} generator steps, then {card['steps']:,} more "
+             "from that generator with a fresh critic" if earlier else f"{card['steps']:,} generator steps")
+    gr.Markdown(f"Model trained for {steps} ({card['wall_time_s'] / 60:.0f} min, {card['hardware']}) "
+                f"with `{card['command']}`"
                 + (f", continued {continued} times (the model card lists every command)" if continued else "")
-                + f"; these weights are the generator's average at step {shipped_step}, the one closest to the "
-                "training chorales' metrics.")
+                + f"; these weights are the generator's average at step {shipped_step}"
+                + (" of the last run" if earlier else "") + ", the one closest to the training chorales' metrics.")
     state = gr.State(None)
     with gr.Row():
         seed = gr.Number(value=0, label="seed", precision=0)

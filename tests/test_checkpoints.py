@@ -45,6 +45,7 @@ def test_round_trip_rebuilds_model_from_config(tmp_path):
     assert card["command"] == "python -m core.train tiny"
     assert card["config"] == {"width": 6, "depth": 3}
     assert card["metrics"] == {"loss": 0.5} and "hardware" in card and "date" in card
+    assert card["threads"] == torch.get_num_threads()
 
 
 def test_float16_storage_is_smaller_and_loads_as_float32(tmp_path):

@@ -111,6 +111,34 @@ def test_crossing_probability_counts_voices_below_the_voice_under_them():
     assert probs.grad[0, 0, 0, 0, c(60)] > 0 and probs.grad[0, 0, 0, 0, c(72)] == 0
 
 
+def test_fragment_probability_counts_lone_sixteenths():
+    c = data.midi_to_class
+    onehot = lambda voice: musegan.roll_to_onehot(torch.tensor(voice)[None, :, None], TINY)  # (1, 1, 1, 16, 84)
+    held = [c(60)] * 16
+    one_fragment = [c(60)] * 7 + [c(62)] + [c(60)] * 8          # a lone D among Cs: 1 step of 16
+    rest_between = [c(60)] * 7 + [data.REST] + [c(60)] * 8       # a rest is no note
+    assert musegan.fragment_probability(onehot(held)).item() == 0.0
+    assert musegan.fragment_probability(onehot(rest_between)).item() == 0.0
+    assert musegan.fragment_probability(onehot(one_fragment)).item() == pytest.approx(1 / 16)
+    # Edges: nothing sounds outside the phrase, so a first step unlike the second is a fragment.
+    assert musegan.fragment_probability(onehot([c(62)] + [c(60)] * 15)).item() == pytest.approx(1 / 16)
+    # Half sure of the lone D: half a fragment, and the gradient asks for less D at that step.
+    probs = ((onehot(held) + onehot(one_fragment)) / 2).requires_grad_(True)
+    risk = musegan.fragment_probability(probs)
+    assert risk.item() == pytest.approx(0.5 / 16)
+    risk.backward()
+    assert probs.grad[0, 0, 0, 7, c(62)] > 0 and probs.grad[0, 0, 0, 7, c(60)] == 0
+
+
+def test_pitch_classes_used_folds_octaves_and_ignores_rests():
+    c = data.midi_to_class
+    bar = [c(60), c(62), c(64), c(72), c(48), data.REST] + [c(60)] * 10   # C D E, C an octave up and down, a rest
+    used = musegan.pitch_classes_used(musegan.roll_to_onehot(torch.tensor(bar)[None, :, None], TINY))[0, 0, 0]
+    assert used.tolist() == [1.0, 0, 1.0, 0, 1.0] + [0.0] * 7   # C, D, E
+    critic = musegan.Critic(TINY)
+    assert critic(musegan.roll_to_onehot(torch.tensor(bar * 2)[None, :, None].expand(1, 32, 4), TINY)).shape == (1,)
+
+
 def test_training_ships_the_ema_closest_to_the_chorales(tmp_path, monkeypatch):
     from core.checkpoints import load_checkpoint
     from core.train import main
@@ -124,9 +152,29 @@ def test_training_ships_the_ema_closest_to_the_chorales(tmp_path, monkeypatch):
     out = tmp_path / "musegan.pt"
     main(["musegan", "--out", str(out), "--steps", "3", "--select-every", "1", "--z-dim", "8", "--bar-channels", "16",
           "--critic-channels", "8", "--eval-phrases", "10", "--threads", "1"])
-    card = load_checkpoint(out).card
-    assert card["selected_step"] == 2 and card["steps"] == 3
-    assert set(card["metrics"]) == {"generated", "held_out_chorales"}
+    first = load_checkpoint(out)
+    assert first.card["selected_step"] == 2 and first.card["steps"] == 3
+    assert set(first.card["metrics"]) == {"generated", "held_out_chorales"}
+
+    # --init-from: the generator starts from the checkpoint (the critic afresh); the card keeps the chain.
+    gaps = iter([1.0])
+    tuned = tmp_path / "tuned.pt"
+    started, real_train = {}, musegan.train
+
+    def recording_train(model, *args, **kwargs):
+        started.update({name: w.clone() for name, w in model.generator.state_dict().items()})
+        return real_train(model, *args, **kwargs)
+
+    monkeypatch.setattr(musegan, "train", recording_train)
+    main(["musegan", "--out", str(tuned), "--steps", "1", "--select-every", "1", "--z-dim", "8", "--bar-channels", "16",
+          "--critic-channels", "8", "--eval-phrases", "10", "--threads", "1", "--init-from", str(out)])
+    assert all(torch.equal(started[name], w.float()) for name, w in first.state_dict.items())
+    card = load_checkpoint(tuned).card
+    assert card["command"] == first.card["command"] and "--init-from" in card["resumed_with"][0]
+    assert card["fine_tuned_from"]["selected_step"] == 2
+    with pytest.raises(ValueError, match="asks for"):
+        main(["musegan", "--out", str(tuned), "--steps", "1", "--z-dim", "9", "--bar-channels", "16",
+              "--critic-channels", "8", "--threads", "1", "--init-from", str(out)])
 
 
 def test_tonal_distance_is_zero_for_unisons_and_largest_for_a_tritone():

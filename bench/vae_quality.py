@@ -6,8 +6,9 @@ face-attribute classifier (core.metrics.classifiers) scores the results. Targets
 smiling; every other attribute keeps its label for >= 90% of the faces. "Keeps its label" is
 measured two ways: against the classifier's reading of the plain reconstruction (no vector), which
 isolates what the vector changes, and against the face's true label (what the generator drew), which
-also counts what the VAE's reconstruction alone loses (reported too, as plain reconstruction vs truth). For every other attribute vector the
-bench also reports the share of faces lacking the attribute that gain it at the default strength.
+also counts what the VAE's reconstruction alone loses (reported too, as plain reconstruction vs
+truth). For every other attribute vector the bench also reports the share of faces lacking the
+attribute that gain it at the default strength.
 
     python -m bench.vae_quality [--quick]
 """

@@ -51,10 +51,15 @@ def command_history(args, resume_state: dict | None = None) -> list[str]:
 
 
 def make_card(*, commands: list[str], data: str, wall_time_s: float, metrics: dict | None = None,
-              device=None, **details) -> dict:
+              device=None, init: dict | None = None, **details) -> dict:
     """A model card: how this checkpoint was made, for a reader who wants to make it again.
 
-    `commands` comes from `command_history`: the first made the run, any others continued it."""
+    `commands` comes from `command_history`: the first made the run, any others continued it.
+    `init` (from `start_from`) marks a run that started from another checkpoint: its wall time is
+    added to this run's and its record is kept as `fine_tuned_from`."""
+    if init:
+        wall_time_s += init["wall_time_s"] or 0.0
+        details = {"fine_tuned_from": {k: v for k, v in init.items() if k != "commands"}, **details}
     return {
         "command": commands[0],
         **({"resumed_with": commands[1:]} if len(commands) > 1 else {}),
@@ -119,6 +124,19 @@ def load_checkpoint(path) -> Checkpoint:
         state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     return Checkpoint(config=raw["config"], state_dict=state, card=raw.get("card", {}),
                       extras=raw.get("extras", {}), path=path)
+
+
+def start_from(path, config: dict, kind: str, card_fields: tuple[str, ...] = ()) -> tuple[dict, dict]:
+    """For a trainer's --init-from: the weights of checkpoint `path`, whose config must equal
+    `config`, and a record of how it was made (its commands, wall time and `card_fields`). Keep the
+    record in the resume state, pass it to `command_history` (its commands head the new run's) and
+    to `make_card(init=...)`."""
+    start = load_checkpoint(path)
+    if start.config != config:
+        raise ValueError(f"{path} is a {start.config} {kind}; this run asks for {config}.")
+    record = {"checkpoint": str(path), "commands": [start.card["command"], *start.card.get("resumed_with", [])],
+              **{k: start.card.get(k) for k in ("wall_time_s", *card_fields)}}
+    return start.state_dict, record
 
 
 def build_model(ckpt: Checkpoint, model_cls, config_cls):

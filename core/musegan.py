@@ -443,7 +443,7 @@ def train_main(args) -> Path:
     --init-from starts the generator (and its EMA) from a checkpoint and the critic afresh: a
     critic trained alongside a generator has stopped objecting to what that generator gets away
     with, and a new one looks again (see --fragment-weight). The card keeps the earlier commands."""
-    from core.checkpoints import command_history, load_checkpoint, load_resume, make_card, save_checkpoint, save_resume
+    from core.checkpoints import command_history, load_resume, make_card, save_checkpoint, save_resume, start_from
     from core.metrics.music import all_metrics, target_gaps
     from core.registry import resume_path, shipped_path
     from core.train import Every, progress
@@ -459,13 +459,8 @@ def train_main(args) -> Path:
     state = load_resume(state_file) if args.resume else None
     init = state.get("init") if state else None  # what the --init-from checkpoint's card says about it
     if args.init_from and not state:
-        start = load_checkpoint(args.init_from)
-        if start.config != asdict(cfg):
-            raise ValueError(f"{args.init_from} is a {start.config} MuseGAN; this run asks for {asdict(cfg)}.")
-        model.generator.load_state_dict(start.state_dict)
-        init = {"checkpoint": str(args.init_from),
-                "commands": [start.card["command"], *start.card.get("resumed_with", [])],
-                **{k: start.card.get(k) for k in ("wall_time_s", "steps", "selected_step", "metrics")}}
+        weights, init = start_from(args.init_from, asdict(cfg), "MuseGAN", ("steps", "selected_step", "metrics"))
+        model.generator.load_state_dict(weights)
     commands = command_history(args, state or init)
     curves = state["curves"] if state else {"step": [], "wasserstein": [], "gp": [], "g_loss": []}
     elapsed = state["elapsed"] if state else 0.0
@@ -510,8 +505,7 @@ def train_main(args) -> Path:
         data=(f"{args.data}" if args.data else "music21 corpus: Bach chorales in 4/4 with four voices (SATB)")
         + f"; {len(train_set.rolls)} pieces for training, {len(held_out.rolls)} held out (by piece); "
           "16th-note grid, 2/4/8-bar windows, transposed by up to +-6 semitones",
-        wall_time_s=time.monotonic() - started + (init["wall_time_s"] if init else 0.0),
-        metrics=metrics, steps=steps_done,
+        wall_time_s=time.monotonic() - started, metrics=metrics, init=init, steps=steps_done,
         selected_step=best["step"] if best else steps_done,
         selection=("EMA closest to the training chorales' metrics, checked every "
                    f"{args.select_every} steps on 500 phrases" if best else "last EMA"),
@@ -519,7 +513,7 @@ def train_main(args) -> Path:
                  f"{args.lr} betas (0.5, 0.9), 32 bars per batch, voice-crossing penalty weight "
                  f"{args.voice_order_weight}, fragment penalty weight {args.fragment_weight}; "
                  "shipped weights are the generator's EMA",
-        **({"fine_tuned_from": {k: v for k, v in init.items() if k != "commands"}} if init else {}), curves=curves)
+        curves=curves)
     shipped = MuseGAN(cfg)
     shipped.generator.load_state_dict(ema.state_dict())
     # Only the generator is needed to make music; the critic stays in the resume file.

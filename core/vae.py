@@ -40,8 +40,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from core import latent
-from core.checkpoints import (build_model, command_history, load_checkpoint, load_resume, load_shipped, make_card,
-                              save_checkpoint, save_resume)
+from core.checkpoints import (build_model, command_history, load_resume, load_shipped, make_card, save_checkpoint,
+                              save_resume, start_from)
 from core.registry import resume_path, shipped_path
 from core.runtime import make_generator, pick_device
 
@@ -146,7 +146,8 @@ def feature_loss(images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     if images.shape[1] == 1:  # grayscale: the same image in all three colour channels
         images, target = images.expand(-1, 3, -1, -1), target.expand(-1, 3, -1, -1)
     if min(images.shape[-2:]) < 32:  # the backbone's smallest input
-        images, target = (F.interpolate(t, size=(32, 32), mode="bilinear", align_corners=False) for t in (images, target))
+        images, target = (F.interpolate(t, size=(32, 32), mode="bilinear", align_corners=False)
+                          for t in (images, target))
     with torch.no_grad():
         wanted = backbone(target, FEATURE_LAYERS)
     got = backbone(images, FEATURE_LAYERS)
@@ -391,12 +392,8 @@ def train_main(args) -> Path:
         model.load_state_dict(state.pop("model"))
         init = state.get("init")
     elif args.init_from:
-        start = load_checkpoint(args.init_from)
-        if start.config != asdict(config):
-            raise ValueError(f"{args.init_from} is a {start.config} VAE; this run asks for {asdict(config)}.")
-        model.load_state_dict(start.state_dict)
-        init = {"checkpoint": str(args.init_from), "commands": [start.card["command"], *start.card.get("resumed_with", [])],
-                **{k: start.card.get(k) for k in ("wall_time_s", "epochs", "metrics")}}
+        weights, init = start_from(args.init_from, asdict(config), "VAE", ("epochs", "metrics"))
+        model.load_state_dict(weights)
     commands = command_history(args, state or init)
     steps_per_epoch = math.ceil(len(data["train"]) / args.batch_size)
     events = train_vae(model, data["train"], data["valid"], beta=args.beta, epochs=args.epochs,
@@ -436,9 +433,8 @@ def _save(out: Path, model: VAE, config: VAEConfig, args, data, curves, commands
     order = kl_dims.argsort(descending=True)[:12]
     details = {"most_active_dims": order.tolist(), "most_active_kl": [round(kl_dims[i].item(), 3) for i in order],
                "attribute_names": list(extras.get("attribute_names", []))}
-    wall_s = (curves[-1]["wall_s"] if curves else 0.0) + (init["wall_time_s"] if init else 0.0)
-    lineage = {"fine_tuned_from": {k: v for k, v in init.items() if k != "commands"}} if init else {}
-    card = make_card(commands=commands, data=data["description"], wall_time_s=wall_s, metrics=metrics,
-                     epochs=curves[-1]["epoch"] if curves else 0, steps=curves[-1]["step"] if curves else 0,
-                     batch_size=args.batch_size, learning_rate=args.lr, latent=details, **lineage, curves=curves)
+    card = make_card(commands=commands, data=data["description"], wall_time_s=curves[-1]["wall_s"] if curves else 0.0,
+                     metrics=metrics, init=init, epochs=curves[-1]["epoch"] if curves else 0,
+                     steps=curves[-1]["step"] if curves else 0, batch_size=args.batch_size, learning_rate=args.lr,
+                     latent=details, curves=curves)
     return save_checkpoint(out, model, config, card, extras, half=True)

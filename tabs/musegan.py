@@ -186,7 +186,7 @@ def build() -> None:
         return
     card = _card()
     continued = len(card.get("resumed_with", []))
-    shipped_step = card.get("selected_step", card.get("steps", "?"))
+    shipped_step = card.get("selected_step", card["steps"])
     earlier = card.get("fine_tuned_from")
     steps = (f"{earlier.get('selected_step', earlier.get('steps')):,} generator steps, then {card['steps']:,} more "
              "from that generator with a fresh critic" if earlier else f"{card['steps']:,} generator steps")

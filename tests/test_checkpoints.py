@@ -145,6 +145,26 @@ def test_command_history_lists_every_command_that_made_a_run():
     assert "resumed_with" not in make_card(commands=first, data="none", wall_time_s=0)
 
 
+def test_a_run_started_from_a_checkpoint_keeps_its_history(tmp_path):
+    from argparse import Namespace
+
+    from core.checkpoints import command_history, start_from
+
+    model = TinyNet(TinyConfig(width=6))
+    earlier = make_card(commands=["python -m core.train tiny", "python -m core.train tiny --resume"], data="none",
+                        wall_time_s=100, metrics={"loss": 0.5}, epochs=3)
+    path = save_checkpoint(tmp_path / "tiny.pt", model, TinyConfig(width=6), earlier)
+    weights, init = start_from(path, {"width": 6, "depth": 2}, "tiny net", ("epochs",))
+    assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+    commands = command_history(Namespace(command_line="python -m core.train tiny --init-from tiny.pt"), init)
+    card = make_card(commands=commands, data="none", wall_time_s=20, init=init)
+    assert card["command"] == "python -m core.train tiny" and len(card["resumed_with"]) == 2
+    assert card["wall_time_s"] == 120 and card["fine_tuned_from"]["epochs"] == 3
+    assert "commands" not in card["fine_tuned_from"]
+    with pytest.raises(ValueError, match="asks for"):
+        start_from(path, {"width": 7, "depth": 2}, "tiny net")
+
+
 def test_resumable_state_of_shipped_checkpoints_stays_out_of_assets(tmp_path):
     from core.registry import CHECKPOINT_DIR, RESUME_DIR, resume_path
 

@@ -6,8 +6,12 @@ Tabs load their models on first use, so the app starts in a few seconds.
 """
 from __future__ import annotations
 
+import ctypes
 import importlib
+import logging
 import os
+import threading
+import time
 
 # One intra-op thread per request unless GENLAB_THREADS says otherwise: requests from several users
 # run side by side, and on a small CPU two OpenMP threads per request mostly spin-wait on each other
@@ -17,6 +21,7 @@ os.environ.setdefault("OMP_NUM_THREADS", os.environ.get("GENLAB_THREADS", "1"))
 import gradio as gr  # noqa: E402
 
 from tabs import TABS  # noqa: E402
+from tabs.common import harden_inputs  # noqa: E402
 
 HEADER = """# GenLab: generative deep learning you can touch
 Seven techniques from *Deep Learning with Python* (Chollet) and *Generative Deep Learning* (Foster),
@@ -26,6 +31,29 @@ Every model here was trained by this project's own `python -m core.train` comman
 MAX_UPLOAD = "20mb"  # photos and text files; anything bigger is refused by the server
 
 
+def limit_heap_growth(trim_every_s: float = 5.0) -> None:
+    """Keep the server's memory from creeping up request after request (glibc's malloc; elsewhere a no-op).
+
+    Gradio runs each request on one of many worker threads; glibc gives threads heaps of their own
+    (up to 8 per core) and keeps what a finished job freed inside them. One heap, and handing its free
+    pages back to the system every few seconds, keeps the server at what the models need
+    (bench/memory.py; the README gives the figures)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim  # noqa: B018 (glibc only)
+    except (OSError, AttributeError):
+        return
+    m_arena_max = -8  # from glibc's malloc.h
+    libc.mallopt(m_arena_max, 1)
+
+    def trim_forever():
+        while True:
+            time.sleep(trim_every_s)
+            libc.malloc_trim(0)
+
+    threading.Thread(target=trim_forever, name="malloc_trim", daemon=True).start()
+
+
 def build_app() -> gr.Blocks:
     with gr.Blocks(title="GenLab") as demo:
         gr.Markdown(HEADER)
@@ -33,6 +61,7 @@ def build_app() -> gr.Blocks:
             for title, module_name in TABS:
                 with gr.Tab(title, id=module_name):
                     importlib.import_module(f"tabs.{module_name}").build()
+        harden_inputs(demo)
     # Events in one tab share a concurrency slot (see tabs.common.queue); the queue itself
     # holds requests from many users in order instead of refusing them.
     demo.queue(default_concurrency_limit=2, max_size=64)
@@ -40,6 +69,10 @@ def build_app() -> gr.Blocks:
 
 
 if __name__ == "__main__":
+    limit_heap_growth()
+    # A user's mistake is one INFO line ("refused in dream_run: ..."); real faults keep their traceback.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("genlab").setLevel(logging.INFO)
     build_app().launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),

@@ -29,9 +29,10 @@ README_ROWS = [
      "measured": f"{{ddim_{steps}.fid:.1f}} (n = {{n}})", "reference": f"real vs real {{ddim_{steps}.real_fid:.2f}}"}
     for steps in STEP_COUNTS
 ] + [
-    {"figure": "Diffusion (fashion32) KID ×1000 at 50 DDIM steps (± std over subsets)",
+    {"figure": "Diffusion (fashion32) KID at 50 DDIM steps (unscaled, on the classifier's 128-d features; "
+               "± std over subsets)",
      "measured": "{ddim_50.kid_mean:.2f} ± {ddim_50.kid_std:.2f}", "reference": "real vs real {ddim_50.real_kid_mean:.2f}"},
-    {"figure": "DCGAN FID at the same n and seed (diffusion at 50 steps should be lower)",
+    {"figure": "DCGAN FID at the same n and seed, beside diffusion at 50 steps",
      "measured": "{dcgan_fid_same_n:.1f}", "reference": "diffusion {ddim_50.fid:.1f}"},
     {"figure": "Diffusion (faces32) FID at 50 DDIM steps on the face-attribute features",
      "measured": "{faces.fid:.1f} (n = {faces.n})", "reference": "face WGAN-GP {faces.wgangp_fid:.1f}; real vs real {faces.real_fid:.2f}"},

@@ -38,6 +38,13 @@ README_ROWS = [
      "measured": "{faces.real_fid:.2f} (n = {faces.n})", "reference": "≈ 0; the bias of FID at this n"},
 ]
 
+# The README's "Measuring sample quality" quotes both accuracies (the test accuracy of each shipped
+# weights, measured here on all n test images).
+README_PROSE = [
+    "Fashion-MNIST classifier ({fashion.classifier_accuracy:.1%} test accuracy, n = {fashion.n:,})",
+    "(one yes/no head per attribute, {faces.classifier_accuracy:.1%} on {faces.n:,} test faces)",
+]
+
 
 def _named(scores: dict, prefix: str) -> dict:
     return {f"{prefix}fid": scores["fid"], f"{prefix}kid": scores["kid_mean"], f"{prefix}kid_std": scores["kid_std"]}

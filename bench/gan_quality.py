@@ -28,6 +28,13 @@ README_ROWS = [
      "measured": "{wgangp_faces.fid:.1f} (n = {n})", "reference": "real vs real {wgangp_faces.real_fid:.2f}"},
 ]
 
+# Sentences of the README's GAN section, with the figures from this benchmark's latest full run.
+README_PROSE = [
+    "at n = {n:,} the CGAN reaches FID {cgan_fashion.fid:.1f} and {cgan_fashion.class_accuracy:.0%} class accuracy, "
+    "the DCGAN FID {dcgan_fashion.fid:.0f} (real vs real: {dcgan_fashion.real_fid:.1f})",
+    "(FID {wgangp_faces.fid:.0f} on the face features; real vs real {wgangp_faces.real_fid:.1f})",
+]
+
 
 def generate_many(G, n: int, seed: int, labels=None, batch: int = 500) -> torch.Tensor:
     """n samples in [0, 1], drawn in batches (one seeded generator per batch)."""

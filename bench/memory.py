@@ -1,12 +1,16 @@
-"""Hosting budget: seconds until `python app.py` answers, and the resident memory of the server
-after every tab's main action has run once (targets: ready <= 5 s, memory <= 4 GB).
+"""Hosting budget: seconds until `python app.py` answers, the resident memory of the server after
+several rounds of every tab's actions, heavier options included, and what a burst of hostile uploads
+costs (targets: ready <= 5 s, memory <= 4 GB, no growth from round to round, bombs within 100 MB).
 
-    python -m bench.memory [--quick]
+    python -m bench.memory [--quick] [--rounds N]
 
 The app runs as a real server in a subprocess and is driven through gradio_client, as a browser
 would drive it, so the figure includes Gradio, torch and every lazily loaded model. Memory is the
-resident set (RSS) of the server's whole process tree, read from /proc (Linux).
---quick runs the same actions with the long jobs (DeepDream, style transfer) cut short.
+resident set (RSS) of the server's whole process tree, read from /proc (Linux). The first round loads
+every model; later rounds must not add to it (a leak or a per-request cache would show as growth).
+The bomb burst sends 8 uploads at once of a 20000x20000 PNG (0.4 MB on disk, 1.2 GB decoded) to the
+image inputs, and samples the server's memory every 20 ms while they are refused.
+--quick runs one round with the long jobs (DeepDream, style transfer) cut short.
 
 `start_app` is also what the browser and concurrency tests use to start their server.
 """
@@ -18,20 +22,27 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.common import save_results
 
 ROOT = Path(__file__).resolve().parent.parent
-TARGET_READY_S, TARGET_RSS_GB = 5.0, 4.0
+TARGET_READY_S, TARGET_RSS_GB, TARGET_GROWTH_GB, TARGET_BOMB_MB = 5.0, 4.0, 0.1, 100
 README_ROWS = [
     {"figure": "seconds from `python app.py` to the server answering (median)", "measured": "{ready_s:.2f} s",
      "reference": "≤ {target_ready_s:g} s"},
-    {"figure": "server memory (RSS) after every tab's main action ran once",
+    {"figure": "server memory (RSS) after {rounds} rounds of every tab's actions, heavier options included",
      "measured": "{rss_after_all_gb:.2f} GB (idle: {rss_idle_gb:.2f} GB)", "reference": "≤ {target_rss_gb:g} GB"},
+    {"figure": "memory growth from the end of round 1 to the end of the last round",
+     "measured": "{rss_growth_after_first_round_gb:+.3f} GB", "reference": "≤ {target_growth_gb:g} GB"},
+    {"figure": "peak memory rise during 8 concurrent 20000×20000 PNG uploads (refused from the header)",
+     "measured": "{bomb_burst.peak_rise_mb:.0f} MB", "reference": "≤ {target_bomb_mb:g} MB"},
 ]
 DREAM_EXAMPLE = ROOT / "assets" / "examples" / "dream" / "grace_hopper.jpg"
 STYLE_CONTENT = ROOT / "assets" / "examples" / "style" / "grace_hopper.jpg"
@@ -130,31 +141,105 @@ def ui_arguments(client, api_name: str, by_label: dict | None = None, **given) -
 
 
 def main_actions(quick: bool) -> list[tuple[str, str, dict]]:
-    """(what, endpoint, arguments) for each tab's main action; arguments not given keep the UI's defaults."""
+    """(what, endpoint, arguments) for each tab's actions, in an order one user could click them (state
+    such as the current face or piece carries from one call to the next in a client's session);
+    arguments not given keep the UI's defaults. The heavier options are the largest a tab offers
+    short of its slowest settings: a guided dream, a 512-px painting, full grids, the faces models."""
     from gradio_client import handle_file
 
+    photo, painting = handle_file(str(DREAM_EXAMPLE)), handle_file(str(STYLE_PAINTING))
     # Every action runs at the UI's defaults in the full run; --quick cuts the slow ones short.
     dream_short = {"iterations per octave": 2, "working size (longer side, px)": 256} if quick else {}
     style_short = {"iterations": 5, "size": 128} if quick else {}
     return [
         ("Text", "/text_generate", {"length": 60} if quick else {}),
-        ("DeepDream", "/dream", {"image": handle_file(str(DREAM_EXAMPLE)), "by_label": dream_short}),
-        ("Style transfer", "/style_transfer", {"content": handle_file(str(STYLE_CONTENT)),
-                                               "style_1": handle_file(str(STYLE_PAINTING)), **style_short}),
-        ("VAE", "/show_fashion", {}),
-        ("VAE", "/random_face", {}),
-        ("GAN dcgan_fashion", "/samples", {"name": "dcgan_fashion"}),
-        ("GAN cgan_fashion", "/samples", {"name": "cgan_fashion"}),
-        ("GAN wgangp_faces", "/samples", {"name": "wgangp_faces"}),
+        ("Text, four temperatures", "/text_compare", {"length": 60} if quick else {}),
+        ("DeepDream", "/dream_run", {"image": photo, "by_label": dream_short}),
+        ("DeepDream with a guide", "/dream_run", {"image": photo, "guide": painting, "by_label": dream_short}),
+        ("DeepDream zoom", "/dream_zoom", {"image": photo, "by_label": {"frames": 3, "frame size (px)": 256}}),
+        ("Style transfer", "/style_transfer", {"content": handle_file(str(STYLE_CONTENT)), "style_1": painting,
+                                               **style_short}),
+        ("Style transfer 512 px", "/style_transfer", {"content": handle_file(str(STYLE_CONTENT)), "style_1": painting,
+                                                      "size": 128 if quick else 512, "iterations": 5 if quick else 20}),
+        ("VAE map", "/vae_show_fashion", {}),
+        ("VAE face", "/vae_random_face", {}),
+        ("VAE photo", "/vae_uploaded_face", {"image": photo}),
+        ("VAE edit", "/vae_render_face", {"by_label": {"smiling": 2.0}}),
+        ("GAN dcgan_fashion", "/gan_samples", {"name": "dcgan_fashion"}),
+        ("GAN cgan_fashion", "/gan_samples", {"name": "cgan_fashion"}),
+        ("GAN wgangp_faces", "/gan_samples", {"name": "wgangp_faces", "grid_size": 16}),
+        ("GAN walk", "/gan_latent_walk", {}),
         ("Diffusion", "/diffusion_sample", {"steps": 10} if quick else {}),
-        ("MuseGAN", "/new_piece", {}),
+        ("Diffusion faces", "/diffusion_sample", {"name": "faces32", "steps": 10 if quick else 50}),
+        ("Diffusion steps vs quality", "/diffusion_steps_versus_quality", {"n_rows": 1} if quick else {}),
+        ("MuseGAN", "/musegan_new_piece", {}),
+        ("MuseGAN interpolation", "/musegan_interpolate", {}),
     ]
+
+
+def image_inputs(client) -> list[tuple[str, str]]:
+    """(endpoint, parameter) of every image input the app's API offers."""
+    endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    return [(name, p["parameter_name"]) for name, endpoint in endpoints.items()
+            for p in endpoint["parameters"] if p["component"] == "Image"]
+
+
+def one_bad_image(client, endpoint: str, parameter: str, path) -> dict:
+    """Arguments for `endpoint` at its UI defaults with the file at `path` in `parameter` and the example
+    photo in the endpoint's other image inputs, so that the file under test is what gets refused."""
+    from gradio_client import handle_file
+
+    others = {other: handle_file(str(DREAM_EXAMPLE)) for e, other in image_inputs(client)
+              if e == endpoint and other != parameter}
+    return ui_arguments(client, endpoint, **others, **{parameter: handle_file(str(path))})
+
+
+def make_bomb(path: Path, side: int = 20_000) -> Path:
+    """A PNG of side x side black pixels: small on disk (zlib squeezes the runs), huge decoded."""
+    from PIL import Image
+
+    Image.new("L", (side, side)).save(path)
+    return path
+
+
+def bomb_burst(client, server: AppServer, bomb: Path, count: int = 8) -> dict:
+    """Send `count` uploads of `bomb` at once, spread over the image inputs (see one_bad_image), and sample the server's memory while they are refused.
+    Returns the peak and final rise in MB over the memory just before, and the messages users got."""
+    targets = image_inputs(client)
+    calls = [targets[i % len(targets)] for i in range(count)]
+    baseline = tree_rss_bytes(server.process.pid)
+    peak, done = baseline, threading.Event()
+
+    def sample():
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, tree_rss_bytes(server.process.pid))
+            time.sleep(0.02)
+
+    def upload(target):
+        endpoint, parameter = target
+        try:
+            client.predict(api_name=endpoint, **one_bad_image(client, endpoint, parameter, bomb))
+        except Exception as exc:  # the refusal we want: gradio_client raises the user's message
+            return str(exc)
+        return "accepted"
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    with ThreadPoolExecutor(count) as pool:
+        messages = list(pool.map(upload, calls))
+    done.set()
+    sampler.join()
+    return {"uploads": count, "peak_rise_mb": round((peak - baseline) / 1e6, 1),
+            "after_rise_mb": round((tree_rss_bytes(server.process.pid) - baseline) / 1e6, 1),
+            "messages": sorted(set(messages))}
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--starts", type=int, default=None, help="start-ups timed (median); default 3, quick 1")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds of every action; default 3, quick 1")
     args = parser.parse_args(argv)
     from gradio_client import Client
 
@@ -166,23 +251,32 @@ def main(argv=None) -> dict:
         extra.stop()
     server = start_app()
     ready.append(server.ready_s)
+    rounds = args.rounds or (1 if args.quick else 3)
     try:
         idle = tree_rss_bytes(server.process.pid)
         client = Client(server.url, verbose=False)
-        seconds = {}
-        for what, endpoint, arguments in main_actions(args.quick):
-            start = time.perf_counter()
-            client.predict(api_name=endpoint, **ui_arguments(client, endpoint, **arguments))
-            seconds[f"{what} {endpoint}"] = round(time.perf_counter() - start, 2)
-            print(f"{what:18s} {endpoint:18s} {seconds[f'{what} {endpoint}']:6.2f} s  "
-                  f"RSS {tree_rss_bytes(server.process.pid) / 1e9:.2f} GB", flush=True)
-        after = tree_rss_bytes(server.process.pid)
+        seconds, after_round = {}, []
+        for round_number in range(1, rounds + 1):
+            for what, endpoint, arguments in main_actions(args.quick):
+                start = time.perf_counter()
+                client.predict(api_name=endpoint, **ui_arguments(client, endpoint, **arguments))
+                seconds.setdefault(f"{what} {endpoint}", []).append(round(time.perf_counter() - start, 2))
+                print(f"round {round_number} {what:28s} {endpoint:32s} {seconds[f'{what} {endpoint}'][-1]:6.2f} s  "
+                      f"RSS {tree_rss_bytes(server.process.pid) / 1e9:.2f} GB", flush=True)
+            after_round.append(tree_rss_bytes(server.process.pid))
+        with tempfile.TemporaryDirectory() as folder:
+            burst = bomb_burst(client, server, make_bomb(Path(folder) / "bomb.png"))
+        print(f"bomb burst: peak +{burst['peak_rise_mb']} MB, after +{burst['after_rise_mb']} MB", flush=True)
     finally:
         server.stop()
     figures = {"ready_s": round(statistics.median(ready), 2), "ready_runs_s": [round(t, 2) for t in ready],
-               "load_average_1min": round(load, 2), "rss_idle_gb": round(idle / 1e9, 3),
-               "rss_after_all_gb": round(after / 1e9, 3), "action_seconds": seconds,
-               "target_ready_s": TARGET_READY_S, "target_rss_gb": TARGET_RSS_GB}
+               "load_average_1min": round(load, 2), "rss_idle_gb": round(idle / 1e9, 3), "rounds": rounds,
+               "rss_after_round_gb": [round(b / 1e9, 3) for b in after_round],
+               "rss_after_all_gb": round(after_round[-1] / 1e9, 3),
+               "rss_growth_after_first_round_gb": round((after_round[-1] - after_round[0]) / 1e9, 3),
+               "bomb_burst": burst, "action_seconds": {k: statistics.median(v) for k, v in seconds.items()},
+               "target_ready_s": TARGET_READY_S, "target_rss_gb": TARGET_RSS_GB,
+               "target_growth_gb": TARGET_GROWTH_GB, "target_bomb_mb": TARGET_BOMB_MB}
     save_results("memory", figures, quick=args.quick)
     return figures
 

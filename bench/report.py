@@ -10,10 +10,17 @@ A benchmark module says how its figures read in the table with a README_ROWS lis
          "reference": "≈ 0"},                                       # target or comparison value
     ]
 
-`{dotted.path:format}` fields are looked up in the result's "figures" and may appear in both
-"measured" and "reference" (a reference measured in the same run, such as a real-vs-real
-baseline, is written that way). A benchmark without README_ROWS gets one row per number it
+`{dotted.path:format}` fields are looked up in the result's "figures" and may appear in
+"measured", "reference" (a reference measured in the same run, such as a real-vs-real
+baseline, is written that way) and "figure". A benchmark without README_ROWS gets one row per number it
 saved, named by its key; its `target...` figures are listed as references.
+
+A figure the README's prose quotes is declared the same way, as the exact words it appears in:
+
+    README_PROSE = ["at n = {n:,} the CGAN reaches FID {cgan_fashion.fid:.1f}"]
+
+filled from the full run's results; tests/test_bench_report.py fails while the README does not
+contain each one (line breaks and spaces aside), so prose cannot keep an old figure.
 """
 from __future__ import annotations
 
@@ -102,7 +109,11 @@ def table(results_dir: Path = RESULTS_DIR, names: list[str] | None = None) -> st
                 reference = fill(row["reference"], figures)
             except (KeyError, ValueError, TypeError):
                 reference = MISSING
-            lines.append(f"| `bench/{name}.py` | {_escape(row['figure'])} | {_escape(reference)} | {_escape(measured)} |")
+            try:  # a figure's words may quote a setting of the run, e.g. "after {rounds} rounds"
+                figure = fill(row["figure"], figures) if result else row["figure"]
+            except (KeyError, ValueError, TypeError):
+                figure = row["figure"]
+            lines.append(f"| `bench/{name}.py` | {_escape(figure)} | {_escape(reference)} | {_escape(measured)} |")
         if result:
             machine = result.get("machine", {})
             runs.append(f"{name}: {result.get('date', '?')}, {machine.get('device', '?')}, "
@@ -113,6 +124,35 @@ def table(results_dir: Path = RESULTS_DIR, names: list[str] | None = None) -> st
     return text
 
 
+def _declared_prose(name: str) -> list[str]:
+    try:
+        return list(getattr(importlib.import_module(f"bench.{name}"), "README_PROSE", []))
+    except Exception:
+        return []
+
+
+def prose(results_dir: Path = RESULTS_DIR, names: list[str] | None = None) -> list[str]:
+    """Each benchmark's README_PROSE, filled from its full run's results (quick runs never feed prose)."""
+    sentences = []
+    for name in names if names is not None else all_benchmarks():
+        path = results_dir / f"{name}.json"
+        templates = _declared_prose(name)
+        if templates and path.is_file():
+            figures = json.loads(path.read_text())["figures"]
+            sentences += [fill(template, figures) for template in templates]
+    return sentences
+
+
+def _words(text: str) -> str:
+    return " ".join(text.split())
+
+
+def prose_missing_from(readme: str, results_dir: Path = RESULTS_DIR, names: list[str] | None = None) -> list[str]:
+    """The filled README_PROSE sentences that the README text does not contain."""
+    words = _words(readme)
+    return [sentence for sentence in prose(results_dir, names) if _words(sentence) not in words]
+
+
 def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=TABLE_PATH)
@@ -121,6 +161,9 @@ def main(argv=None) -> str:
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    for sentence in prose_missing_from(readme.read_text()) if readme.is_file() else []:
+        print(f"README prose should read: {sentence}")
     return text
 
 

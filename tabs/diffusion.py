@@ -15,7 +15,7 @@ from pathlib import Path
 import gradio as gr
 
 from core.registry import ROOT, read_card
-from tabs.common import number, queue, shipped_choices, user_errors
+from tabs.common import image_upload, number, queue, shipped_choices, user_errors
 
 TAB = "diffusion"
 VIEW = "diffusion-view"  # scrubbing, playing and noising are cheap: their own, wider slot
@@ -297,8 +297,14 @@ def forward_process(example, upload, t, schedule, seed=0):
 
 # --- steps versus quality, interpolation ------------------------------------------------------------
 
+def clipped_share(images) -> float:
+    """The share of pixel values in [0, 1] images that sit at pure black or pure white."""
+    return float(((images <= 0.002) | (images >= 0.998)).float().mean())
+
+
 def steps_versus_quality(name, seed, n_rows=4):
-    """The same start noise sampled with 1, 2, 5, … 100 DDIM steps (η = 0): one column per count."""
+    """The same start noise sampled with 1, 2, 5, … 100 DDIM steps (η = 0): one column per count,
+    and a note measuring what the single step does."""
     import torch
 
     from core import diffusion
@@ -310,8 +316,13 @@ def steps_versus_quality(name, seed, n_rows=4):
     columns = [diffusion.sample(model, n_rows, make_generator(seed), steps=s, noise=noise)
                for s in QUALITY_STEPS]
     grid = torch.stack(columns, dim=1).flatten(0, 1)  # row = one start noise, column = one step count
-    return _grid(grid, len(QUALITY_STEPS)), "Columns, left to right: " + ", ".join(f"{s} step{'s' * (s > 1)}"
-                                                                                  for s in QUALITY_STEPS) + "."
+    signal, _ = diffusion.schedule_rates(model.config.schedule, torch.tensor(1.0))
+    note = ("Columns, left to right: " + ", ".join(f"{s} step{'s' * (s > 1)}" for s in QUALITY_STEPS) + ". "
+            f"In the 1-step column {clipped_share(columns[0]):.0%} of the pixel values are pure black or white "
+            f"({QUALITY_STEPS[-1]} steps: {clipped_share(columns[-1]):.0%}): the guess from pure noise divides "
+            f"the network's error by the signal rate at t = 1, {float(signal):.3f} on this model's "
+            f"{model.config.schedule} schedule.")
+    return _grid(grid, len(QUALITY_STEPS)), note
 
 
 def interpolation(name, seed_a, seed_b, frames, steps=50):
@@ -335,6 +346,13 @@ def interpolation(name, seed_a, seed_b, frames, steps=50):
 
 # --- layout ----------------------------------------------------------------------------------------
 
+def _picture(caption: str, **kwargs) -> gr.Image:
+    """An output image with its caption above it: Gradio draws a label over the image's top-left
+    corner, which hid the first row of every grid."""
+    gr.Markdown(f"**{caption}**", elem_classes=["diffusion-caption"])
+    return gr.Image(label=caption, show_label=False, type="pil", format="png", **kwargs)
+
+
 def build() -> None:
     gr.Markdown(INTRO)
     choices = model_choices()
@@ -346,7 +364,8 @@ def build() -> None:
     with gr.Row():
         model = gr.Dropdown(choices, value=default, label="model", interactive=bool(choices))
         card = gr.Markdown(model_card(default) if default else "")
-    model.change(model_card, model, card, **queue(VIEW, 8))
+    model.change(model_card, model, card, api_name="diffusion_model_card", api_visibility="private",
+                 **queue(VIEW, 8))
 
     with gr.Tab("Sample and watch the steps"):
         with gr.Row():
@@ -361,10 +380,10 @@ def build() -> None:
             stop = gr.Button("Stop")
         note = gr.Markdown()
         with gr.Row():
-            final = gr.Image(label="samples (t = 0)", type="pil", format="png", scale=1, elem_id="diffusion-final")
+            with gr.Column(scale=1):
+                final = _picture("samples (t = 0)", elem_id="diffusion-final")
             with gr.Column(scale=2):
-                viewer = gr.Image(label="step viewer: x_t (left) and the guess x̂₀ (right)", type="pil",
-                                  format="png")
+                viewer = _picture("step viewer: x_t (left) and the guess x̂₀ (right)", elem_id="diffusion-viewer")
                 caption = gr.Markdown()
                 position = gr.Slider(0, 1, value=0, step=1,
                                      label="step (0 = pure noise at t = 1 → last = image at t = 0)")
@@ -377,42 +396,56 @@ def build() -> None:
         run = go.click(user_errors(generate), [model, seed, n, sampler, steps, eta, schedule],
                        [final, frames, position, viewer, caption, note], api_name="diffusion_sample",
                        **queue(TAB, 1))
-        stop.click(None, None, None, cancels=[run])
-        position.input(show_frame, [frames, position], [viewer, caption], **queue(VIEW, 8))
+        stop.click(None, None, None, cancels=[run], api_name="diffusion_stop", api_visibility="private")
+        position.input(show_frame, [frames, position], [viewer, caption], api_name="diffusion_show_frame",
+                       **queue(VIEW, 8))
         playing = play_button.click(user_errors(play), [frames, position], [position, viewer, caption],
-                                    **queue(VIEW, 8))
-        pause.click(None, None, None, cancels=[playing])
-        gif_button.click(user_errors(frames_gif), frames, gif, **queue(VIEW, 8))
+                                    api_name="diffusion_play", api_visibility="private", **queue(VIEW, 8))
+        pause.click(None, None, None, cancels=[playing], api_name="diffusion_pause", api_visibility="private")
+        gif_button.click(user_errors(frames_gif), frames, gif, api_name="diffusion_steps_gif", **queue(VIEW, 8))
 
-    with gr.Tab("Forward process"):
+    with gr.Tab("Forward process", elem_id="diffusion-forward-tab") as forward_tab:
         with gr.Row():
             with gr.Column():
                 example = gr.Dropdown([p.name for p in EXAMPLES], value=EXAMPLES[0].name if EXAMPLES else None,
                                       label="dataset image")
-                upload = gr.Image(label="…or upload your own (cropped to 32×32)", type="pil", sources=["upload"])
+                upload = image_upload("…or upload your own (cropped to 32×32)", sources=["upload"])
                 t = gr.Slider(0, 1, value=0.3, step=0.01, label="t (0 = image, 1 = noise)")
                 fwd_schedule = gr.Dropdown(SCHEDULES, value="cosine", label="schedule")
             with gr.Column():
-                noised = gr.Image(label="x_t", type="pil", format="png")
+                noised = _picture("x_t", elem_id="diffusion-noised")
                 fwd_caption = gr.Markdown()
                 plot = gr.Plot(label="schedule")
-        strip = gr.Image(label="the same image and noise at t = 0, 0.1, …, 1", type="pil", format="png")
+        strip = _picture("the same image and noise at t = 0, 0.1, …, 1", elem_id="diffusion-strip")
         inputs, outputs = [example, upload, t, fwd_schedule], [noised, strip, plot, fwd_caption]
-        for control in (example, upload, fwd_schedule):
-            control.change(user_errors(forward_process), inputs, outputs, **queue(VIEW, 8))
-        t.release(user_errors(forward_process), inputs, outputs, **queue(VIEW, 8))
+        forward = user_errors(forward_process)
+        example.change(forward, inputs, outputs, api_name="diffusion_forward_process", **queue(VIEW, 8))
+        for control, widget in ((upload, "upload"), (fwd_schedule, "schedule")):
+            control.change(forward, inputs, outputs, api_name=f"diffusion_forward_process_from_{widget}",
+                           api_visibility="undocumented", **queue(VIEW, 8))
+        # .input fires on drags and on typing in the number box (.release only on drags and blur).
+        t.input(forward, inputs, outputs, api_name="diffusion_forward_process_from_t", api_visibility="undocumented",
+                trigger_mode="always_last", show_progress="hidden", **queue(VIEW, 8))
+        # Drawn when the panel is opened (not at start-up: the plot needs matplotlib, start-up must not import it).
+        forward_tab.select(forward, inputs, outputs, api_name="diffusion_forward_process_on_open",
+                           api_visibility="undocumented", **queue(VIEW, 8))
 
     with gr.Tab("Steps versus quality"):
         gr.Markdown("The same start noise, decoded with DDIM (η = 0) in 1, 2, 5, 10, 20, 50 and 100 steps. "
-                    "One step jumps straight to the network's first guess: the blurry average of everything "
-                    "the noise could have been. More steps let it commit to details.")
+                    "One step jumps straight to the network's first guess x̂₀ = (x₁ − noise · ε̂) / signal, made "
+                    "from pure noise. A perfect noise estimate would make it the blurry average of everything the "
+                    "noise could have been; but at t = 1 the signal rate is only about 0.01, so the network's "
+                    "small error in ε̂ is magnified about a hundredfold and clipped to the pixel range: "
+                    "**salt-and-pepper noise**. Every further step guesses again at a higher signal rate, where "
+                    "errors are magnified less: two steps already give shapes, more steps commit to details.")
         with gr.Row():
             q_seed = gr.Number(0, label="seed", precision=0, minimum=0)
             rows = gr.Slider(1, 8, value=4, step=1, label="rows (start noises)")
             q_go = gr.Button("Compare", variant="primary")
-        q_image = gr.Image(label="columns: steps", type="pil", format="png")
+        q_image = _picture(f"columns: {', '.join(map(str, QUALITY_STEPS))} steps", elem_id="diffusion-quality")
         q_note = gr.Markdown()
-        q_go.click(user_errors(steps_versus_quality), [model, q_seed, rows], [q_image, q_note], **queue(TAB, 1))
+        q_go.click(user_errors(steps_versus_quality), [model, q_seed, rows], [q_image, q_note],
+                   api_name="diffusion_steps_versus_quality", **queue(TAB, 1))
 
     with gr.Tab("Interpolate start noise"):
         gr.Markdown("Spherical interpolation (slerp) between the start noises of two seeds, each decoded "
@@ -424,5 +457,6 @@ def build() -> None:
             count = gr.Slider(2, MAX_INTERPOLATION, value=8, step=1, label="frames")
             i_steps = gr.Slider(5, 100, value=50, step=1, label="DDIM steps")
             i_go = gr.Button("Interpolate", variant="primary")
-        i_image = gr.Image(label="A → B", type="pil", format="png")
-        i_go.click(user_errors(interpolation), [model, seed_a, seed_b, count, i_steps], i_image, **queue(TAB, 1))
+        i_image = _picture("A → B", elem_id="diffusion-interpolation")
+        i_go.click(user_errors(interpolation), [model, seed_a, seed_b, count, i_steps], i_image,
+                   api_name="diffusion_interpolation", **queue(TAB, 1))

@@ -14,12 +14,15 @@ from pathlib import Path
 import gradio as gr
 
 from core.backbone_layers import BACKBONE_LABELS, BACKBONE_NAMES, DREAM_LAYERS, LAYER_NAMES, OFFLINE_DEFAULT
-from tabs.common import number, queue, user_errors
+from tabs.common import image_upload, number, queue, user_errors
 
 TAB = "dream"
 LAYER_SLOTS = 4  # Inception v3's book setting uses four layers
+BACKBONE_CHOICES = [(BACKBONE_LABELS[n], n) for n in BACKBONE_NAMES]
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples" / "dream"
 PREVIEW_EVERY_S = 0.4  # stream the picture this often; every iteration would flood the browser
+RESULT_HEIGHT = 520  # px on the page; the picture is scaled down to fit, never up
+RUNNING = ("Octave ", "Frame ")  # how the status lines of a dream and a zoom in progress begin
 INTRO = """### DeepDream
 Gradient **ascent** on the pixels: the photo is changed, step by step, so that the chosen layers of an
 ImageNet network fire harder. Whatever those layers faintly detect (eyes, fur, arches) gets drawn in.
@@ -64,6 +67,13 @@ def _backbone(name: str):
     if backbone.name != name:
         gr.Warning(backbone.source)
     return backbone
+
+
+def _network_boxes(backbone, requested: str) -> list:
+    """Updates for the network box and the layer slots: after a fallback they show what was used."""
+    if backbone.name == requested:
+        return [gr.skip()] * (1 + 2 * LAYER_SLOTS)
+    return [gr.Dropdown(choices=BACKBONE_CHOICES, value=backbone.name), *change_backbone(backbone.name)]
 
 
 def _config(backbone, requested: str, slot_values, octaves, scale, iterations, step, jitter, max_loss):
@@ -113,7 +123,8 @@ def _loss_table(rows):
 
 
 def run_dream(image, from_noise, guide, backbone_name, *settings):
-    """Stream (picture, status, objective curve, explanation, heat maps, PNG file) while dreaming.
+    """Stream (picture, status, objective curve, explanation, heat maps, PNG file, network box, the
+    LAYER_SLOTS (layer, weight) pairs) while dreaming; the last 1 + 2 * LAYER_SLOTS change only after a fallback.
 
     `settings`: the LAYER_SLOTS (layer, weight) pairs, then octaves, scale, iterations, step,
     jitter, max_loss, seed, max_side.
@@ -139,6 +150,7 @@ def run_dream(image, from_noise, guide, backbone_name, *settings):
     config = _config(backbone, backbone_name, slots, octaves, scale, iterations, step, jitter, max_loss)
 
     start, last_shown, rows, update = time.perf_counter(), 0.0, [], None
+    boxes = _network_boxes(backbone, backbone_name)
     for update in dream(backbone, picture, config, generator, guide_tensor):
         rows.append((len(rows) + 1, update.loss, str(update.octave)))
         if update.note:
@@ -151,7 +163,8 @@ def run_dream(image, from_noise, guide, backbone_name, *settings):
             # The first frame clears the previous dream's explanation and file; later ones leave them be.
             first = len(rows) == 1
             yield (tensor_to_pil(update.image), f"{status} · {100 * update.progress:.0f}% done", _loss_table(rows),
-                   "" if first else gr.skip(), None if first else gr.skip(), None if first else gr.skip())
+                   "" if first else gr.skip(), None if first else gr.skip(), None if first else gr.skip(),
+                   *(boxes if first else [gr.skip()] * len(boxes)))
     seconds = time.perf_counter() - start
     result = tensor_to_pil(update.image)
     energy_before = activation_map(backbone, picture, config.layers)
@@ -163,12 +176,12 @@ def run_dream(image, from_noise, guide, backbone_name, *settings):
     with tempfile.NamedTemporaryFile(prefix="deepdream_", suffix=".png", delete=False) as handle:
         result.save(handle.name)
     why = _why(backbone, config, update.octave_sizes, [r[1] for r in rows], seconds, notes)
-    yield (result, f"Done in {seconds:.1f} s.", _loss_table(rows), why,
-           maps, handle.name)
+    yield (result, f"Done in {seconds:.1f} s.", _loss_table(rows), why, maps, handle.name,
+           *[gr.skip()] * len(boxes))
 
 
 def run_zoom(image, from_noise, backbone_name, *settings):
-    """Stream (latest frame, status, animation file) for the zoom animation.
+    """Stream (latest frame, status, animation file, network box, layer slots) for the zoom animation.
 
     `settings`: the LAYER_SLOTS (layer, weight) pairs, then step, jitter, seed, frame size,
     frames, zoom per frame, iterations per frame, format ("GIF" or "MP4").
@@ -188,10 +201,11 @@ def run_zoom(image, from_noise, backbone_name, *settings):
     backbone = _backbone(backbone_name)
     config = _config(backbone, backbone_name, slots, 1, 1.4, frame_iterations, step, jitter, 0)
     frames, zoom = number(frames, 12, 0, 301, whole=True), number(zoom, 1.05, 0.0, 3.0)  # core refuses 0, 301, 3
-    pictures, start = [], time.perf_counter()
+    pictures, start, boxes = [], time.perf_counter(), _network_boxes(backbone, backbone_name)
     for index, frame in zoom_dream(backbone, picture, config, frames, zoom, generator):
         pictures.append(tensor_to_pil(frame))
-        yield pictures[-1], f"Frame {index}/{frames} ({time.perf_counter() - start:.1f} s)", gr.skip()
+        yield (pictures[-1], f"Frame {index + 1}/{frames} ({time.perf_counter() - start:.1f} s)", gr.skip(),
+               *(boxes if index == 0 else [gr.skip()] * len(boxes)))
     suffix = ".mp4" if video_format == "MP4" else ".gif"
     with tempfile.NamedTemporaryFile(prefix="deepdream_zoom_", suffix=suffix, delete=False) as handle:
         path = handle.name
@@ -200,7 +214,15 @@ def run_zoom(image, from_noise, backbone_name, *settings):
     except ValueError as exc:  # no video writer installed: a GIF is still worth having
         gr.Warning(str(exc))
         path = save_animation(pictures, path[:-4] + ".gif")
-    yield pictures[-1], f"{len(pictures)} frames in {time.perf_counter() - start:.1f} s → {Path(path).name}", path
+    yield (pictures[-1], f"Done: {len(pictures)} frames in {time.perf_counter() - start:.1f} s → {Path(path).name}", path,
+           *[gr.skip()] * len(boxes))
+
+
+def stopped_status(status: str | None) -> str:
+    """The status line once a run has ended: a run that Stop cancelled says so (Gradio ends the
+    generator, which then cannot say anything itself); a finished or failed one keeps its line."""
+    status = (status or "").strip()
+    return f"**Stopped** at: {status}." if status.startswith(RUNNING) else status
 
 
 def change_backbone(backbone_name: str):
@@ -221,21 +243,20 @@ def build() -> None:
     examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     with gr.Row():
         with gr.Column(scale=1):
-            image = gr.Image(label="photo to dream on", type="filepath", image_mode=None, sources=["upload", "clipboard"],
-                             elem_id="dream-image")
+            image = image_upload("photo to dream on", elem_id="dream-image")
             if examples:
-                gr.Examples(examples, inputs=[image], label="examples")
+                gr.Examples(examples, inputs=[image], label="examples", api_visibility="private")
             from_noise = gr.Checkbox(value=False, label="start from noise instead of the photo")
             with gr.Accordion("Guide image (optional): grow its features instead of the layers' loudest", open=False):
-                guide = gr.Image(label="guide", type="filepath", image_mode=None, sources=["upload", "clipboard"])
-            backbone = gr.Dropdown([(BACKBONE_LABELS[n], n) for n in BACKBONE_NAMES], value=OFFLINE_DEFAULT,
+                guide = image_upload("guide", elem_id="dream-guide")
+            backbone = gr.Dropdown(BACKBONE_CHOICES, value=OFFLINE_DEFAULT, elem_id="dream-network",
                                    label="network (online ones fall back to Lite0 when they cannot be downloaded)")
             slots = []
             defaults = layer_slot_values(OFFLINE_DEFAULT)
             for i in range(LAYER_SLOTS):
                 with gr.Row():
                     slots.append(gr.Dropdown(LAYER_NAMES[OFFLINE_DEFAULT], value=defaults[2 * i], label=f"layer {i + 1}",
-                                             allow_custom_value=False, scale=2))
+                                             allow_custom_value=False, scale=2, elem_id=f"dream-layer-{i + 1}"))
                     slots.append(gr.Slider(0, 3, value=defaults[2 * i + 1], step=0.1, label="weight", scale=1))
             with gr.Row():
                 octaves = gr.Slider(1, 6, value=3, step=1, label="octaves")
@@ -252,7 +273,11 @@ def build() -> None:
                 run_button = gr.Button("Dream", variant="primary", elem_id="dream-run")
                 stop_button = gr.Button("Stop", elem_id="dream-stop")
         with gr.Column(scale=1):
-            result = gr.Image(label="dream (live)", type="pil", format="png", interactive=False, elem_id="dream-result")
+            # A fixed height: without one the block takes the <img>'s size, and Gradio's lazy <img> is 0 px
+            # until it loads, which it never does while the page is scrolled down to the Dream button
+            # (open guide accordion) and the picture is replaced every 0.4 s: a 2-px strip.
+            result = gr.Image(label="dream (live)", type="pil", format="png", interactive=False, height=RESULT_HEIGHT,
+                              elem_id="dream-result")
             status = gr.Markdown(elem_id="dream-status")
             # One series: Gradio 6.31's LinePlot never draws a colour series that first appears in a
             # streamed update, so colouring by octave would show octave 1 only.
@@ -274,19 +299,28 @@ def build() -> None:
             zoom_button = gr.Button("Make the animation", variant="primary")
             zoom_stop = gr.Button("Stop")
         with gr.Row():
-            zoom_frame = gr.Image(label="latest frame", type="pil", interactive=False)
+            zoom_frame = gr.Image(label="latest frame", type="pil", interactive=False, height=RESULT_HEIGHT)
             zoom_status = gr.Markdown()
             animation = gr.File(label="animation")
 
-    backbone.change(user_errors(change_backbone), [backbone], slots, **queue(f"{TAB}-ui", 8))
+    backbone.change(user_errors(change_backbone), [backbone], slots, api_name="dream_change_backbone",
+                    api_visibility="private", **queue(f"{TAB}-ui", 8))
+    # After a fallback to Lite0 a run also shows that network and its layers in the boxes.
+    network_boxes = [backbone, *slots]
     dream_event = run_button.click(
         user_errors(run_dream),
         [image, from_noise, guide, backbone, *slots, octaves, scale, iterations, step, jitter, max_loss, seed, max_side],
-        [result, status, curve, why, maps, png], api_name="dream", **queue(TAB, 1))
-    stop_button.click(None, None, None, cancels=[dream_event], **queue(f"{TAB}-ui", 8))
+        [result, status, curve, why, maps, png, *network_boxes], api_name="dream_run", **queue(TAB, 1))
+    stop_button.click(None, None, None, cancels=[dream_event], api_name="dream_stop", api_visibility="private")
+    # .then runs once the run has ended in any way, after its last streamed update (an update sent by
+    # the Stop click itself could arrive before that last frame and be overwritten).
+    dream_event.then(stopped_status, [status], [status], api_name="dream_run_ended", api_visibility="private",
+                     **queue(f"{TAB}-ui", 8))
     zoom_event = zoom_button.click(
         user_errors(run_zoom),
         [image, from_noise, backbone, *slots, step, jitter, seed, frame_size, frames, zoom, frame_iterations,
          video_format],
-        [zoom_frame, zoom_status, animation], **queue(TAB, 1))
-    zoom_stop.click(None, None, None, cancels=[zoom_event], **queue(f"{TAB}-ui", 8))
+        [zoom_frame, zoom_status, animation, *network_boxes], api_name="dream_zoom", **queue(TAB, 1))
+    zoom_stop.click(None, None, None, cancels=[zoom_event], api_name="dream_zoom_stop", api_visibility="private")
+    zoom_event.then(stopped_status, [zoom_status], [zoom_status], api_name="dream_zoom_ended",
+                    api_visibility="private", **queue(f"{TAB}-ui", 8))

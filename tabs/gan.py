@@ -22,6 +22,8 @@ MODEL_LABELS = {"dcgan_fashion": "DCGAN · Fashion-MNIST", "cgan_fashion": "Cond
                 "wgangp_faces": "WGAN-GP · synthetic faces"}
 ALL_CLASSES = "one row per class"
 MAX_GRID = 16      # images per side of a grid
+GRID_PADDING = 2   # pixels between the images of a grid, before enlarging
+ROW_LABEL_PX = 14  # font size of the class names beside a conditional grid's rows
 MAX_WALK = 24      # frames in a latent walk
 SHOW_PX = 96       # each image is enlarged to this many pixels for display
 LIVE_FRAMES = 400  # a play press runs at most this many frames, then pauses by itself
@@ -85,23 +87,60 @@ def _enlarge(image, factor: int):
     return image.resize((image.width * factor, image.height * factor), Image.NEAREST)
 
 
+def _name_rows(grid, names: list[str], image_size: int, scale: int, padding: int = GRID_PADDING):
+    """An enlarged grid with each row's class name written in a margin on its left."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=ROW_LABEL_PX)
+    margin = max(int(font.getlength(name)) for name in names) + 12
+    canvas = Image.new("RGB", (margin + grid.width, grid.height), "white")
+    canvas.paste(grid.convert("RGB"), (margin, 0))
+    draw = ImageDraw.Draw(canvas)
+    for row, name in enumerate(names):
+        middle = (padding + row * (image_size + padding) + image_size / 2) * scale
+        draw.text((margin - 6, middle), name, fill="black", font=font, anchor="rm")
+    return canvas
+
+
+def _rows_note(names: list[str]) -> str:
+    return "Rows, top to bottom: " + ", ".join(names) + "."
+
+
 def samples(name, seed, grid_size, class_choice=ALL_CLASSES, truncation=1.0):
-    """A grid of new images from a shipped model -> (image, note)."""
+    """A grid of new images from a shipped model -> (image, note). A conditional model's grid of
+    every class carries the class names beside its rows."""
     from core import gan
     from core.data.images import image_grid
     from core.runtime import make_generator
 
-    side, note = number(grid_size, 0, 0, MAX_GRID + 1, whole=True), ""
+    side, notes = number(grid_size, 0, 0, MAX_GRID + 1, whole=True), []
     if side < 1:
         raise ValueError(f"The grid needs at least 1 image per side, not {grid_size}.")
     if side > MAX_GRID:
-        side, note = MAX_GRID, f"Grid size limited to {MAX_GRID}×{MAX_GRID}."
+        side = MAX_GRID
+        notes.append(f"Grid size limited to {MAX_GRID}×{MAX_GRID}.")
     G = _generator(name)
     labels, rows = _labels_for(name, class_choice, side)
     n = side * (rows or side)
     images = gan.sample(G, n, make_generator(seed), labels=labels, truncation=_truncation(truncation))
-    grid = image_grid(images, nrow=side)
-    return _enlarge(grid, max(1, SHOW_PX // G.cfg.image_size)), note
+    scale = max(1, SHOW_PX // G.cfg.image_size)
+    grid = _enlarge(image_grid(images, nrow=side, padding=GRID_PADDING), scale)
+    if rows:
+        grid = _name_rows(grid, _class_names(name), G.cfg.image_size, scale)
+        notes.append(_rows_note(_class_names(name)))
+    return grid, " ".join(notes)
+
+
+def class_box(name, class_choice=ALL_CLASSES):
+    """The class dropdown for a model: enabled for a conditional one, else disabled and reset."""
+    names = _class_names(_check_shipped(name))
+    return gr.update(value=class_choice if class_choice in names else ALL_CLASSES, interactive=bool(names))
+
+
+def model_samples(name, seed, grid_size, class_choice=ALL_CLASSES, truncation=1.0):
+    """Another model chosen: its class box, and a grid from it -> (class box, image, note)."""
+    box = class_box(name, class_choice)
+    return (box, *samples(name, seed, grid_size, box["value"], truncation))
 
 
 def new_samples(name, grid_size, class_choice=ALL_CLASSES, truncation=1.0):
@@ -112,12 +151,10 @@ def new_samples(name, grid_size, class_choice=ALL_CLASSES, truncation=1.0):
 
 def latent_walk(name, seed_a, seed_b, steps, mode="slerp", class_choice=ALL_CLASSES, truncation=1.0):
     """Images along a straight (lerp) or great-circle (slerp) path between two seeds' noise
-    -> (strip image, GIF path)."""
+    -> (strip image, GIF path). With every class of a conditional model, one named row per class."""
     from core import gan
     from core.data.images import image_grid, save_gif
-    from core.runtime import make_generator
-
-    from core.runtime import clamp_seed
+    from core.runtime import clamp_seed, make_generator
 
     seed_a, seed_b = clamp_seed(seed_a), clamp_seed(seed_b)
     if seed_a == seed_b:
@@ -135,11 +172,14 @@ def latent_walk(name, seed_a, seed_b, steps, mode="slerp", class_choice=ALL_CLAS
                           None if labels is None else ([labels] * steps if rows == 1 else labels * steps))
     frames = images.reshape(steps, rows, *images.shape[1:])
     scale = max(1, SHOW_PX // G.cfg.image_size)
-    strip = image_grid(frames.transpose(0, 1).reshape(steps * rows, *images.shape[1:]), nrow=steps)
+    strip = _enlarge(image_grid(frames.transpose(0, 1).reshape(steps * rows, *images.shape[1:]), nrow=steps,
+                                padding=GRID_PADDING), scale)
+    if rows > 1:
+        strip = _name_rows(strip, _class_names(name), G.cfg.image_size, scale)
     gif_frames = [_enlarge(image_grid(frame, nrow=1, padding=0), scale) for frame in frames]
     gif_frames += gif_frames[-2:0:-1]  # there and back again, so the loop has no jump
     gif = save_gif(gif_frames, tempfile.NamedTemporaryFile(suffix=".gif", delete=False).name, 0.12)
-    return _enlarge(strip, scale), gif
+    return strip, gif
 
 
 # --- the training story ----------------------------------------------------------------------
@@ -324,40 +364,51 @@ def build() -> None:
 
 def _build_models(choices) -> None:
     names = [value for _, value in choices]
-    class_names = next((_class_names(n) for n in names if _class_names(n)), [])
-    class_options = [ALL_CLASSES] + class_names
+    class_options = [ALL_CLASSES] + next((_class_names(n) for n in names if _class_names(n)), [])
+    conditional = bool(_class_names(names[0]))  # the default model (the DCGAN) has no classes: box disabled
     with gr.Accordion("Samples", open=True):
         with gr.Row():
-            model = gr.Dropdown(choices, value=names[0], label="model")
+            model = gr.Dropdown(choices, value=names[0], label="model", min_width=240, elem_id="gan-model")
             seed = gr.Number(0, label="seed", precision=0, minimum=0, maximum=MAX_SEED)
             grid = gr.Slider(1, MAX_GRID, 8, step=1, label="grid size (images per side)")
-            klass = gr.Dropdown(class_options, value=ALL_CLASSES, label="class (conditional GAN only)")
-        truncation = gr.Slider(0.05, 1.0, 1.0, step=0.05, label="truncation",
-                               info="z ~ N(0, t²): below 1 the images get more typical and less varied")
+            klass = gr.Dropdown(class_options, value=ALL_CLASSES, interactive=conditional,
+                                label="class (conditional GAN only)", min_width=200, elem_id="gan-class")
+        truncation = gr.Slider(0.05, 1.0, 1.0, step=0.05, label="truncation ψ",
+                               info="below 1, each noise component beyond ±3ψ is redrawn (BigGAN's truncation "
+                                    "trick): more typical, less varied images")
         with gr.Row():
             go = gr.Button("Generate", variant="primary", elem_id="gan-generate")
             fresh = gr.Button("New samples (random seed)")
-        note = gr.Markdown()
+        note = gr.Markdown(elem_id="gan-note")
         image = gr.Image(label="samples", type="pil", format="png", elem_id="gan-samples")
         inputs = [model, seed, grid, klass, truncation]
-        for event in (go.click, model.change, klass.change):
-            event(user_errors(samples), inputs, [image, note], **queue(TAB, 2))
-        fresh.click(user_errors(new_samples), [model, grid, klass, truncation], [seed, image, note], **queue(TAB, 2))
+        go.click(user_errors(samples), inputs, [image, note], api_name="gan_samples", **queue(TAB, 2))
+        model.change(user_errors(model_samples), inputs, [klass, image, note], api_name="gan_samples_from_model",
+                     api_visibility="undocumented", **queue(TAB, 2))
+        # .input, not .change: a class box reset by a model change must not draw the grid a second time.
+        klass.input(user_errors(samples), inputs, [image, note], api_name="gan_samples_from_class",
+                    api_visibility="undocumented", **queue(TAB, 2))
+        fresh.click(user_errors(new_samples), [model, grid, klass, truncation], [seed, image, note],
+                    api_name="gan_new_samples", **queue(TAB, 2))
     with gr.Accordion("Latent walk", open=True):
         gr.Markdown("Walk from one seed's noise to another's. **slerp** follows the sphere where Gaussian noise "
                     "lives; **lerp** cuts through its middle, where mid-way images often fade.")
+        with gr.Row():  # the two dropdowns on their own row: beside five other controls they were cut off
+            walk_model = gr.Dropdown(choices, value=names[0], label="model", elem_id="gan-walk-model")
+            walk_class = gr.Dropdown(class_options, value=ALL_CLASSES, interactive=conditional,
+                                     label="class (conditional GAN only)", elem_id="gan-walk-class")
         with gr.Row():
-            walk_model = gr.Dropdown(choices, value=names[0], label="model")
             seed_a = gr.Number(1, label="from seed", precision=0, minimum=0, maximum=MAX_SEED)
             seed_b = gr.Number(2, label="to seed", precision=0, minimum=0, maximum=MAX_SEED)
             steps = gr.Slider(2, MAX_WALK, 10, step=1, label="steps")
             mode = gr.Radio(["slerp", "lerp"], value="slerp", label="path")
-            walk_class = gr.Dropdown(class_options, value=ALL_CLASSES, label="class (conditional GAN only)")
         walk_button = gr.Button("Walk", variant="primary")
         strip = gr.Image(label="the walk, left to right", type="pil", format="png")
         gif = gr.Image(label="as an animation", type="filepath")
+        walk_model.change(user_errors(class_box), [walk_model, walk_class], walk_class, api_name="gan_walk_class_box",
+                          api_visibility="private", **queue(TAB, 2))
         walk_button.click(user_errors(latent_walk), [walk_model, seed_a, seed_b, steps, mode, walk_class, truncation],
-                          [strip, gif], **queue(TAB, 2))
+                          [strip, gif], api_name="gan_latent_walk", **queue(TAB, 2))
     with gr.Accordion("Training story: from noise to images", open=False) as story_box:
         story = gr.Dropdown(choices, value=names[0], label="model")
         frames = len(read_card("gan", names[0])["timeline"]["steps"])
@@ -366,10 +417,13 @@ def _build_models(choices) -> None:
         frame = gr.Image(label="the same noise, during training", type="pil", format="png")
         curves = gr.Image(label="losses during training", type="pil", format="png")
         card = gr.Markdown(card_markdown(names[0]))
-        scrub.change(user_errors(story_frame), [story, scrub], [frame, caption], **queue(TAB + "-story", 8))
-        story.change(user_errors(story_model), story, [scrub, frame, caption, curves, card], **queue(TAB, 2))
+        scrub.change(user_errors(story_frame), [story, scrub], [frame, caption], api_name="gan_story_frame",
+                     **queue(TAB + "-story", 8))
+        story.change(user_errors(story_model), story, [scrub, frame, caption, curves, card],
+                     api_name="gan_story_model", **queue(TAB, 2))
         # Drawn when first opened: the curves need matplotlib, which start-up must not import.
-        story_box.expand(user_errors(story_model), story, [scrub, frame, caption, curves, card], **queue(TAB, 2))
+        story_box.expand(user_errors(story_model), story, [scrub, frame, caption, curves, card],
+                         api_name="gan_story_model_on_open", api_visibility="undocumented", **queue(TAB, 2))
 
 
 def _build_live() -> None:
@@ -392,14 +446,19 @@ def _build_live() -> None:
             step = gr.Button("Step")
         status = gr.Markdown()
         picture = gr.Image(label="real vs generated points, and the losses", type="pil", format="png")
-        for event in (reset.click, distribution.change):
-            event(user_errors(live_reset), [distribution, live_seed, lr_g, lr_d], [state, picture, status],
-                  **queue(LIVE, 4))
-        live_box.expand(user_errors(live_start), [state, distribution, live_seed, lr_g, lr_d], [state, picture, status],
-                        **queue(LIVE, 4))
+        game = [distribution, live_seed, lr_g, lr_d]
+        reset.click(user_errors(live_reset), game, [state, picture, status], api_name="gan_live_reset",
+                    **queue(LIVE, 4))
+        distribution.change(user_errors(live_reset), game, [state, picture, status],
+                            api_name="gan_live_reset_from_distribution", api_visibility="undocumented",
+                            **queue(LIVE, 4))
+        live_box.expand(user_errors(live_start), [state, *game], [state, picture, status], api_name="gan_live_start",
+                        api_visibility="undocumented", **queue(LIVE, 4))
         playing = play.click(user_errors(live_play), [state, per_frame, lr_g, lr_d], [state, picture, status],
-                             **queue(LIVE, 4))
-        pause.click(None, None, None, cancels=[playing])
-        step.click(user_errors(live_step), [state, per_frame, lr_g, lr_d], [state, picture, status], **queue(LIVE, 4))
-        for slider in (lr_g, lr_d):
-            slider.change(user_errors(live_set_learning_rates), [state, lr_g, lr_d], state, **queue(LIVE, 4))
+                             api_name="gan_live_play", **queue(LIVE, 4))
+        pause.click(None, None, None, cancels=[playing], api_name="gan_live_pause", api_visibility="private")
+        step.click(user_errors(live_step), [state, per_frame, lr_g, lr_d], [state, picture, status],
+                   api_name="gan_live_step", **queue(LIVE, 4))
+        for slider, which in ((lr_g, "generator"), (lr_d, "discriminator")):  # page only: Step and Play read them too
+            slider.change(user_errors(live_set_learning_rates), [state, lr_g, lr_d], state,
+                          api_name=f"gan_live_learning_rate_{which}", api_visibility="private", **queue(LIVE, 4))

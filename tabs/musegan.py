@@ -12,6 +12,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from core import audio as sound
 from core.data.chorales import DEFAULT_INSTRUMENTS, MAX_TEMPO, MIN_TEMPO, PROGRAMS, VOICES
 from core.registry import list_shipped, read_card
 from tabs.common import number, queue, user_errors
@@ -26,6 +27,10 @@ The generator writes soprano, alto, tenor and bass bar by bar from four kinds of
 **style** (one vector, the same in every bar and voice), **melody** (one vector per voice, unfolded over the
 bars: how that voice moves) and **groove** (one vector per voice, the same in every bar: its rhythm and texture).
 Re-roll one and listen to what changes; the others stay exactly as they were."""
+NO_INSTRUMENTS = ("**The instruments are not audible here:** FluidSynth or a General MIDI SoundFont is not installed, "
+                  "so every voice plays the same synthesized tone and the instrument menus change only the MIDI and "
+                  "MusicXML files. Install Debian's `fluidsynth` and `timgm6mb-soundfont` and pip's `pyfluidsynth` "
+                  "to hear them.")
 
 
 def _model_ready() -> bool:
@@ -62,7 +67,9 @@ def render(roll, tempo, instruments, note: str = ""):
     instruments = _check_instruments(instruments)
     tempo = musegan.check_tempo(tempo)
     pm = musegan.roll_to_midi(roll, tempo, instruments)
-    audio = musegan.synthesize(pm)
+    audio = sound.synthesize(pm)
+    if sound.find_soundfont() is None:
+        note = f"{note}  \n{NO_INSTRUMENTS}" if note else NO_INSTRUMENTS
     folder = Path(tempfile.mkdtemp(prefix="genlab_musegan_"))
     (folder / "chorale.mid").write_bytes(musegan.midi_bytes(pm))
     musegan.write_musicxml(roll, folder / "chorale.musicxml", tempo, instruments)
@@ -72,7 +79,7 @@ def render(roll, tempo, instruments, note: str = ""):
     table = ["| measure | this sample | Bach (held-out chorales) | model (1,000 phrases) |", "|---|---|---|---|"]
     table += [f"| {description} | {sample[name]:.3f} | {reference['held_out_chorales'][name]:.3f} | "
               f"{reference['generated'][name]:.3f} |" for name, (_, description) in METRICS.items()]
-    return (piano_roll_figure(roll, len(roll) // 16), (musegan.SAMPLE_RATE, audio),
+    return (piano_roll_figure(roll, len(roll) // 16), (sound.SAMPLE_RATE, audio),
             [str(folder / "chorale.mid"), str(folder / "chorale.musicxml")], "\n".join(table), note)
 
 
@@ -124,6 +131,18 @@ def replay(state, n_bars, tempo, *instruments):
     return _generate_and_render(state, n_bars, tempo, instruments)
 
 
+def replay_if_made(state, n_bars, tempo, *instruments):
+    """replay() for the bars, tempo and instrument controls, which may change before there is a piece."""
+    return replay(state, n_bars, tempo, *instruments) if state else (state, None, None, None, None, "")
+
+
+def _reroller(kind: str):
+    def reroll(state, voice, n_bars, tempo, *instruments):
+        return reroll_input(state, kind, voice, n_bars, tempo, *instruments)
+    reroll.__name__ = f"reroll_{kind}"  # named in the server log's one-line refusals
+    return reroll
+
+
 def interpolate(state, kind, segments, bars_per_segment, tempo, *instruments):
     """One piece walking the chosen input from this piece's value to a fresh random one."""
     from core import musegan
@@ -131,22 +150,29 @@ def interpolate(state, kind, segments, bars_per_segment, tempo, *instruments):
     if not state:
         raise ValueError("Make a piece first (New piece): it is the interpolation's starting point.")
     kind, segments = kind.lower(), number(segments, 4, 2, 8, whole=True)  # the slider's range
+    bars, generator = _bars(bars_per_segment), musegan.load_generator(MODEL)
     end = musegan.reroll(state["inputs"], kind, _seed_stream(state))
-    roll = musegan.interpolate_piece(musegan.load_generator(MODEL), state["inputs"], end, kind,
-                                     segments, _bars(bars_per_segment))[0].numpy()
-    note = (f"{segments} segments of {int(bars_per_segment)} bar(s): the {kind} moves from this piece's "
-            "to a new random one; the other inputs stay fixed.")
+    roll = musegan.interpolate_piece(generator, state["inputs"], end, kind, segments, bars)[0].numpy()
+    # The same bars with the input held still: how much of what you hear is the walk's doing.
+    still = musegan.interpolate_piece(generator, state["inputs"], state["inputs"], kind, segments, bars)[0].numpy()
+    note = (f"{segments} segments of {bars} bar(s): the {kind} moves from this piece's to a new random one while "
+            f"the other inputs stay fixed and the piece plays on; the walk changed {(roll != still).mean():.0%} of "
+            f"the voices' 16th-note steps against the same {segments * bars} bars with the {kind} held still.")
     return render(roll, tempo, instruments, note)
 
 
 def analyse_upload(path, tempo, *instruments):
-    """A four-part MIDI/MusicXML file of your own: its piano roll, sound and metrics."""
+    """A four-part MIDI/MusicXML file of your own: its piano roll, sound and metrics.
+
+    Streams twice: first the views emptied, so that when this file is refused no earlier result stays
+    on screen as if it were this file's; then this file's views."""
     from core.data.chorales import STEPS_PER_BAR, parse_file
 
+    yield None, None, None, "", ""
     if not path:
         raise ValueError("Upload a MIDI or MusicXML file with four parts first.")
     roll = parse_file(path)[:UI_MAX_BARS * 2 * STEPS_PER_BAR]
-    return render(roll, tempo, instruments, f"{Path(path).name}: first {len(roll) // STEPS_PER_BAR} bars.")
+    yield render(roll, tempo, instruments, f"{Path(path).name}: first {len(roll) // STEPS_PER_BAR} bars.")
 
 
 def piano_roll_figure(roll, n_bars: int):
@@ -201,8 +227,10 @@ def build() -> None:
         n_bars = gr.Slider(1, UI_MAX_BARS, value=4, step=1, label="bars")
         tempo = gr.Slider(MIN_TEMPO, MAX_TEMPO, value=90, step=1, label="tempo (quarter notes per minute)")
     with gr.Row():
-        instruments = [gr.Dropdown(list(PROGRAMS), value=default, label=f"{voice} plays")
+        instruments = [gr.Dropdown(list(PROGRAMS), value=default, label=f"{voice} plays", elem_id=f"musegan-{voice}")
                        for voice, default in zip(VOICES, DEFAULT_INSTRUMENTS)]
+    if sound.find_soundfont() is None:
+        gr.Markdown(NO_INSTRUMENTS)
     with gr.Row():
         new_button = gr.Button("New piece (all inputs from the seed)", variant="primary", elem_id="musegan-new")
         chords_button = gr.Button("Re-roll chords")
@@ -211,12 +239,12 @@ def build() -> None:
         voice = gr.Radio([v.capitalize() for v in VOICES], value="Soprano", label="voice")
         melody_button = gr.Button("Re-roll this voice's melody")
         groove_button = gr.Button("Re-roll this voice's groove")
-    note = gr.Markdown()
+    note = gr.Markdown(elem_id="musegan-note")
     plot = gr.Plot(label="piano roll", elem_id="musegan-plot")
     audio = gr.Audio(label="listen", type="numpy", elem_id="musegan-audio")
     files = gr.File(label="MIDI and MusicXML", file_count="multiple")
     gr.Markdown("**Metrics: this sample next to the chorales** (definitions in `core/metrics/music.py`)")
-    metrics = gr.Markdown()
+    metrics = gr.Markdown(elem_id="musegan-metrics")
     with gr.Accordion("Interpolate: one input walks to a new value while the music plays on", open=False):
         with gr.Row():
             interp_kind = gr.Radio(["Style", "Chords"], value="Style", label="walk")
@@ -224,20 +252,25 @@ def build() -> None:
             bars_per_segment = gr.Slider(1, 4, value=2, step=1, label="bars per segment")
         interp_button = gr.Button("Play the interpolation")
     with gr.Accordion("Measure your own four-part MIDI or MusicXML", open=False):
-        upload = gr.File(label="four-part file", file_types=[".mid", ".midi", ".xml", ".musicxml", ".mxl"], type="filepath")
-        upload_button = gr.Button("Show and measure it")
+        upload = gr.File(label="four-part file", file_types=[".mid", ".midi", ".xml", ".musicxml", ".mxl"], type="filepath",
+                         elem_id="musegan-upload")
+        upload_button = gr.Button("Show and measure it", elem_id="musegan-measure")
 
     piece_outputs = [state, plot, audio, files, metrics, note]
     view_outputs = [plot, audio, files, metrics, note]
     render_args = [n_bars, tempo, *instruments]
-    new_button.click(user_errors(new_piece), [seed, *render_args], piece_outputs, **queue(TAB, 2))
+    new_button.click(user_errors(new_piece), [seed, *render_args], piece_outputs, api_name="musegan_new_piece",
+                     **queue(TAB, 2))
     for button, kind in ((chords_button, "chords"), (style_button, "style"),
                          (melody_button, "melody"), (groove_button, "groove")):
-        button.click(user_errors(lambda s, v, *a, kind=kind: reroll_input(s, kind, v, *a)),
-                     [state, voice, *render_args], piece_outputs, **queue(TAB, 2))
-    for control in (n_bars, tempo, *instruments):
-        control.change(user_errors(lambda s, *a: replay(s, *a) if s else (s, None, None, None, None, "")),
-                       [state, *render_args], piece_outputs, **queue(TAB, 2))
+        button.click(user_errors(_reroller(kind)), [state, voice, *render_args], piece_outputs,
+                     api_name=f"musegan_reroll_{kind}", **queue(TAB, 2))
+    # One action, six widgets: one public name, the other wirings undocumented.
+    for i, (control, widget) in enumerate(zip((n_bars, tempo, *instruments), ("bars", "tempo", *VOICES))):
+        control.change(user_errors(replay_if_made), [state, *render_args], piece_outputs,
+                       api_name="musegan_replay" if i == 0 else f"musegan_replay_from_{widget}",
+                       api_visibility="public" if i == 0 else "undocumented", **queue(TAB, 2))
     interp_button.click(user_errors(interpolate), [state, interp_kind, segments, bars_per_segment, tempo, *instruments],
-                        view_outputs, **queue(TAB, 2))
-    upload_button.click(user_errors(analyse_upload), [upload, tempo, *instruments], view_outputs, **queue(TAB, 2))
+                        view_outputs, api_name="musegan_interpolate", **queue(TAB, 2))
+    upload_button.click(user_errors(analyse_upload), [upload, tempo, *instruments], view_outputs,
+                        api_name="musegan_analyse_upload", **queue(TAB, 2))

@@ -1,9 +1,9 @@
 """Style transfer tab (Gatys): repaint a photo with the textures of one or more style images.
 
-The picture changes live while the optimiser works, and beside it the three loss terms fall
-(log scale): content (does it still show the photo?), style (do the Gram matrices match the
-painting's?) and total variation (is it free of pixel speckle?). Handlers are plain functions
-that tests call; the network loads on first use.
+The picture changes live while the optimiser works, and beside it the three loss terms (log
+scale): content (does it still show the photo?), style (do the Gram matrices match the painting's?)
+and total variation (is it free of pixel speckle?). Handlers are plain functions that tests call;
+the network loads on first use.
 """
 from __future__ import annotations
 
@@ -15,16 +15,25 @@ from pathlib import Path
 import gradio as gr
 
 from core.backbone_layers import BACKBONE_LABELS, OFFLINE_DEFAULT
-from tabs.common import number, queue, user_errors
+from tabs.common import image_upload, number, queue, user_errors
 
 TAB = "style"
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples" / "style"
 BACKBONES = ["efficientnet_lite0", "vgg19"]  # the ones core.style.RECIPES has layers for
 STYLE_SLOTS = 3
-# Slider starting points; tests check they equal core.style's StyleSettings and Lite0 recipe
-# (core.style cannot be imported here: it imports torch, and the app must start fast).
-DEFAULT_SIZE, DEFAULT_ITERATIONS = 256, 100
+# Slider starting points; tests check they equal core.style's StyleSettings, DEFAULT_ITERATIONS and Lite0
+# recipe (core.style cannot be imported here: it imports torch, and the app must start fast).
+DEFAULT_SIZE = 256
+DEFAULT_ITERATIONS = {"content": 100, "blend": 100, "noise": 200}
 DEFAULT_LOG_WEIGHTS = {"content": 0.0, "style": 3.0, "tv": 1.7}
+NOISE_LOG_CONTENT = 1.5  # from noise the content must pull harder (core.style.Recipe.noise_content_weight)
+RESULT_HEIGHT = 520      # px: a fixed box, so the live picture never collapses while it loads
+# Measured with one thread (CPU seconds, 100 L-BFGS iterations, Lite0): 9 at 256 px, 17 at 512, 41 at 1024.
+# The cost grows with the pixel count, but above 384 px most iterations run at 256 px (core.style.level_sizes).
+SIZE_COST = ("256 px: about 10 s on one CPU core; 512 px about 2× that, 1024 px about 4-5× (sizes above 384 px "
+             "are painted at 256 px first, then refined)")
+LOSS_CAPTION = ("From the photo, style falls while content and total variation rise from zero: the photo is "
+                "their optimum, so they measure what the style costs. From noise all three fall.")
 # Log-scale sliders: exponent range per term. The leftmost position switches the term off.
 LOG_RANGES = {"content": (-3.0, 3.0), "style": (-1.0, 6.0), "tv": (-1.0, 4.0)}
 INTRO = """### Style transfer (Gatys et al.)
@@ -42,13 +51,27 @@ def weight_from_slider(term: str, exponent: float) -> float:
     return 0.0 if exponent <= low else 10.0 ** exponent
 
 
-def backbone_defaults(backbone_name: str):
-    """Slider values (exponents) for the chosen network's recipe."""
+def backbone_defaults(backbone_name: str, init: str = "content"):
+    """Slider values (exponents) for the chosen network's recipe and start."""
     from core.style import recipe_for
 
     recipe = recipe_for(backbone_name)
-    return [gr.Slider(value=round(math.log10(getattr(recipe, f"{term}_weight")), 2))
-            for term in ("content", "style", "tv")]
+    weights = {term: getattr(recipe, f"{term}_weight") for term in ("content", "style", "tv")}
+    if init == "noise":
+        weights["content"] = recipe.noise_content_weight
+    return [gr.Slider(value=round(math.log10(weight), 1)) for weight in weights.values()]
+
+
+def start_defaults(init: str, backbone_name: str):
+    """The content weight and iterations a start needs (noise has further to go), for the sliders."""
+    return [backbone_defaults(backbone_name, init)[0], gr.Slider(value=DEFAULT_ITERATIONS.get(init, 100))]
+
+
+def stopped_status(status: str | None) -> str:
+    """The status once a run has ended: one that Stop cancelled says so (Gradio ends the generator
+    silently); a finished or failed one keeps its line."""
+    status = (status or "").strip()
+    return "Stopped" + status[len("Working"):] if status.startswith("Working") else status
 
 
 def _loss_table(rows):
@@ -92,7 +115,8 @@ def run_style(content, style_1, blend_1, style_2, blend_2, style_3, blend_3, bac
             styles.append((image, number(blend, 0.0, 0.0, 1.0)))
     settings = StyleSettings(
         # Only made finite here: core.style clamps into range with a note for the user.
-        size=number(size, DEFAULT_SIZE, 0, 10_000, whole=True), iterations=number(iterations, 0, 0, 10_000, whole=True),
+        size=number(size, DEFAULT_SIZE, 0, 10_000, whole=True),
+        iterations=number(iterations, DEFAULT_ITERATIONS.get(init, 100), 0, 10_000, whole=True),
         optimizer=optimizer, init=init, colour=colour, style_scale=number(style_scale, 1.0, 0.0, 10.0),
         strength=number(strength_percent, 0.0, -100.0, 1000.0) / 100,
         content_weight=weight_from_slider("content", content_exp), style_weight=weight_from_slider("style", style_exp),
@@ -115,9 +139,9 @@ def run_style(content, style_1, blend_1, style_2, blend_2, style_3, blend_3, bac
         picture.save(png)  # every time, so Stop still leaves the latest picture to download
         seconds = time.perf_counter() - start
         losses = ", ".join(f"{term} {value:.3g}" for term, value in step.losses.items())
-        status = (f"{'Done' if step.done else 'Working'}: {step.iteration}/{step.total} iterations, "
-                  f"{seconds:.1f} s ({picture.width}×{picture.height}, {backbone.name}). Weighted losses: {losses}. "
-                  + layers)
+        status = (f"{'Done' if step.done else 'Working'}: {step.iteration}/{step.total} iterations "
+                  f"({step.evaluations} network evaluations), {seconds:.1f} s ({picture.width}×{picture.height}, "
+                  f"{backbone.name}). Weighted losses: {losses}. " + layers)
         if notes:
             status += "\n\n**Notes:** " + "; ".join(notes)
         yield picture, _loss_table(rows), status, str(png)
@@ -134,40 +158,42 @@ def build() -> None:
     with gr.Row():
         with gr.Column(scale=1):
             with gr.Row():
-                content = gr.Image(label="content photo", type="filepath", image_mode=None,
-                                   sources=["upload", "clipboard"], elem_id="style-content")
-                style_1 = gr.Image(label="style image", type="filepath", image_mode=None,
-                                   sources=["upload", "clipboard"], elem_id="style-style")
+                content = image_upload("content photo", elem_id="style-content")
+                style_1 = image_upload("style image", elem_id="style-style")
             with gr.Row():
-                gr.Examples(_examples("grace_hopper.jpg"), inputs=[content], label="content example")
-                gr.Examples(_examples("brush_strokes.png", "mosaic.png"), inputs=[style_1], label="style examples")
+                gr.Examples(_examples("grace_hopper.jpg"), inputs=[content], label="content example",
+                            api_visibility="private")
+                gr.Examples(_examples("brush_strokes.png", "mosaic.png"), inputs=[style_1], label="style examples",
+                            api_visibility="private")
             blends = [gr.Slider(0, 1, value=1.0, step=0.05, label="blend weight of style image")]
             with gr.Accordion("Blend more styles (their Gram matrices are averaged with these weights)", open=False):
                 extra = []
                 for i in range(2, STYLE_SLOTS + 1):
                     with gr.Row():
-                        extra.append(gr.Image(label=f"style image #{i}", type="filepath", image_mode=None,
-                                              sources=["upload", "clipboard"]))
+                        extra.append(image_upload(f"style image #{i}"))
                         blends.append(gr.Slider(0, 1, value=1.0, step=0.05, label=f"blend weight #{i}"))
             backbone = gr.Dropdown([(BACKBONE_LABELS[n], n) for n in BACKBONES], value=OFFLINE_DEFAULT,
                                    label="network (VGG19 falls back to Lite0 when it cannot be downloaded)")
-            size = gr.Slider(64, 1024, value=DEFAULT_SIZE, step=32,
-                             label="output size (longer side, px; 256 takes seconds on a CPU, 1024 minutes)")
+            size = gr.Slider(64, 1024, value=DEFAULT_SIZE, step=32, label="output size (longer side, px)",
+                             info=SIZE_COST)
             exponents = {}
             with gr.Row():
                 for term, label in (("content", "content"), ("style", "style"), ("tv", "total variation")):
                     low, high = LOG_RANGES[term]
                     exponents[term] = gr.Slider(low, high, value=DEFAULT_LOG_WEIGHTS[term], step=0.1,
                                                 label=f"{label} weight = 10^x",
-                                                info="all the way left = off")
+                                                info="all the way left = off", elem_id=f"style-{term}-weight")
             with gr.Row():
-                iterations = gr.Slider(1, 1000, value=DEFAULT_ITERATIONS, step=1,
-                                       label="iterations (network evaluations)")
+                iterations = gr.Slider(1, 1000, value=DEFAULT_ITERATIONS["content"], step=1,
+                                       label="iterations (an L-BFGS one costs 1-2 network evaluations)",
+                                       elem_id="style-iterations")
                 optimizer = gr.Radio([("L-BFGS (fast to converge)", "lbfgs"), ("Adam", "adam")], value="lbfgs",
                                      label="optimiser")
             with gr.Row():
                 init = gr.Radio([("content photo", "content"), ("noise", "noise"), ("blend of both", "blend")],
-                                value="content", label="start from")
+                                value="content", label="start from", elem_id="style-init",
+                                info="noise sets content weight 10^1.5 and 200 iterations: the photo must be "
+                                     "pulled out of it")
                 colour = gr.Radio([("no: take the painting's", "none"), ("yes, via luminance", "luminance"),
                                    ("yes, via colour statistics", "statistics")], value="none",
                                   label="keep the photo's colours?")
@@ -178,20 +204,26 @@ def build() -> None:
                 seed = gr.Number(value=0, precision=0, label="seed (noise start)")
             with gr.Row():
                 run_button = gr.Button("Paint", variant="primary", elem_id="style-run")
-                stop_button = gr.Button("Stop")
+                stop_button = gr.Button("Stop", elem_id="style-stop")
         with gr.Column(scale=1):
-            result = gr.Image(label="result (live)", type="pil", format="png", interactive=False,
+            result = gr.Image(label="result (live)", type="pil", format="png", interactive=False, height=RESULT_HEIGHT,
                               buttons=["download", "fullscreen"], elem_id="style-result")
             status = gr.Markdown(elem_id="style-status")
             curves = gr.LinePlot(x="iteration", y="log10 loss", color="term", label="weighted loss terms",
-                                 title="weighted loss terms (log10): all three should fall")
+                                 title="weighted loss terms (log10)", caption=LOSS_CAPTION, elem_id="style-curves")
             png = gr.File(label="download PNG")
 
-    backbone.change(user_errors(backbone_defaults), [backbone], list(exponents.values()), **queue(f"{TAB}-ui", 8))
+    backbone.change(user_errors(backbone_defaults), [backbone, init], list(exponents.values()),
+                    api_name="style_backbone_defaults", api_visibility="private", **queue(f"{TAB}-ui", 8))
+    init.change(user_errors(start_defaults), [init, backbone], [exponents["content"], iterations],
+                api_name="style_start_defaults", api_visibility="private", **queue(f"{TAB}-ui", 8))
     paint_event = run_button.click(
         user_errors(run_style),
         [content, style_1, blends[0], extra[0], blends[1], extra[1], blends[2], backbone, size,
          exponents["content"], exponents["style"], exponents["tv"], iterations, optimizer, init, colour,
          style_scale, strength, seed],
         [result, curves, status, png], api_name="style_transfer", **queue(TAB, 1))
-    stop_button.click(None, None, None, cancels=[paint_event], **queue(f"{TAB}-ui", 8))
+    stop_button.click(None, None, None, cancels=[paint_event], api_name="style_stop", api_visibility="private")
+    # .then runs once the run has ended in any way, after its last streamed update.
+    paint_event.then(stopped_status, [status], [status], api_name="style_transfer_ended", api_visibility="private",
+                     **queue(f"{TAB}-ui", 8))

@@ -13,6 +13,7 @@ import html
 import math
 import os
 import time
+import unicodedata
 
 import gradio as gr
 
@@ -44,6 +45,26 @@ small **GPT** (a transformer that attends over the last characters)."""
 
 def display_char(c: str) -> str:
     return {"\n": "⏎", " ": "␣", "\t": "⇥"}.get(c, c)
+
+
+MARKDOWN_SPECIALS = set("\\`*_{}[]()#+-.!|~")
+
+
+def readable_chars(chars, limit: int = 12, markdown: bool = False) -> str:
+    """Characters listed so they read in order in any script: each glyph between Unicode bidi isolates
+    (U+2068 ... U+2069), so right-to-left letters are not reordered with the list around them, followed
+    by its code point and name; invisible and combining characters by code point and name only.
+    HTML-escaped (toasts render HTML), and Markdown-escaped too where `markdown`."""
+    items = []
+    for c in chars[:limit]:
+        code = f"U+{ord(c):04X} {unicodedata.name(c, 'without a name')}"
+        if unicodedata.category(c)[0] in "CMZ":
+            items.append(code)
+            continue
+        glyph = html.escape(c) if c in "<>&\"'" else "\\" + c if markdown and c in MARKDOWN_SPECIALS else c
+        items.append(f"\u2068{glyph}\u2069 ({code})")
+    more = len(chars) - limit
+    return "; ".join(items) + (f"; and {more} more" if more > 0 else "")
 
 
 # --- models -------------------------------------------------------------------------------
@@ -99,11 +120,18 @@ def _prompt(tokenizer, prompt: str):
         prompt = prompt[-MAX_PROMPT_CHARS:]
     prepared = text.prepare_prompt(tokenizer, prompt)
     if prepared.dropped:
-        gr.Warning("Dropped characters this model never saw in training: "
-                   + " ".join(repr(c) for c in prepared.dropped[:20]))
+        gr.Warning("Dropped characters this model never saw in training: " + readable_chars(prepared.dropped))
     if prepared.started_from_newline:
-        gr.Info("No prompt the model can read: starting from a newline, like a new paragraph.")
+        gr.Info(_start_note(prepared))
     return prepared
+
+
+def _start_note(prepared) -> str:
+    start = "a newline, like a new paragraph" if prepared.text == "\n" else f"{prepared.text!r}, its first character"
+    if prepared.nothing_kept:
+        return ("Nothing of the prompt was kept: this model knows none of its characters (other than spaces). "
+                f"Starting from {start} instead.")
+    return f"Empty prompt: starting from {start}."
 
 
 def _clamp_options(length, temperature, top_k, top_p):
@@ -231,9 +259,9 @@ def _summary(prepared, chars, model_p, temperature, top_k, top_p) -> str:
              f"(lower = the text looks more like the training data to the model)."]
     if prepared.dropped:
         lines.append("Dropped from the prompt (not in the model's alphabet): "
-                     + " ".join(repr(c) for c in prepared.dropped[:20]))
+                     + readable_chars(prepared.dropped, markdown=True))
     if prepared.started_from_newline:
-        lines.append("Started from a newline (empty prompt).")
+        lines.append(_start_note(prepared))
     return "  \n".join(lines)
 
 
@@ -305,7 +333,7 @@ def train_own(upload, kind, minutes, seed):
     with open(path, "rb") as handle:
         corpus = text.decode_corpus(handle.read(), os.path.basename(path))
     minutes = number(minutes, 1.0, 0.05, MAX_TRAIN_MINUTES)
-    tokenizer = text.CharTokenizer.from_text(corpus)
+    tokenizer = text.corpus_tokenizer(corpus, os.path.basename(path))
     if len(tokenizer) > 500:
         raise ValueError(f"The text uses {len(tokenizer)} different characters; a character model needs a "
                          "small alphabet (at most 500).")
@@ -349,10 +377,12 @@ def build() -> None:
     steps = gr.State(None)
     with gr.Row():
         with gr.Column(scale=1):
-            model = gr.Dropdown(choices, value=choices[0][1], label="model")
+            model = gr.Dropdown(choices, value=choices[0][1], label="model", elem_id="text-model")
             card = gr.Markdown(describe_model(choices[0][1]))
-            prompt = gr.Textbox(value="ROMEO:\n", lines=3, label="prompt (empty: start from a newline)")
-            gr.Examples([[p] for p in EXAMPLE_PROMPTS], inputs=[prompt], label="example prompts")
+            prompt = gr.Textbox(value="ROMEO:\n", lines=3, label="prompt (empty: start from a newline)",
+                                elem_id="text-prompt")
+            gr.Examples([[p] for p in EXAMPLE_PROMPTS], inputs=[prompt], label="example prompts",
+                        api_visibility="private")
             length = gr.Slider(1, MAX_LENGTH, value=300, step=1, label="characters to generate")
             temperature = gr.Slider(0, 2, value=0.8, step=0.05, label="temperature T (0 = greedy)")
             with gr.Row():
@@ -401,19 +431,21 @@ def build() -> None:
         loss_curve = gr.LinePlot(x="step", y="loss", color="split", label="loss (nats/char)",
                                  title="loss while training (it falls: the model is learning your text)")
 
-    model.change(describe_model, [model], [card], **queue(TAB + "-fast", 8))
-    for t, box in zip(compare_temps, compare_outputs):
+    model.change(describe_model, [model], [card], api_name="text_describe_model", **queue(TAB + "-fast", 8))
+    for i, (t, box) in enumerate(zip(compare_temps, compare_outputs)):
         t.change(lambda v: gr.Textbox(label=f"T = {v:g}" if v is not None else "T"), [t], [box],
-                 api_visibility="private", **queue(TAB + "-fast", 8))
+                 api_name=f"text_compare_label_{i + 1}", api_visibility="private", **queue(TAB + "-fast", 8))
     generating = run_button.click(generate, [model, own, prompt, length, temperature, top_k, top_p, seed],
                                   [output, surprise, distribution, notes, steps, inspect], api_name="text_generate",
                                   **queue(TAB, 2))
-    stop_button.click(None, cancels=[generating])
-    inspect.release(inspect_step, [steps, inspect], [distribution], **queue(TAB + "-fast", 8))
-    entropy_button.click(entropy_view, [model, own, prompt, temperature], [entropy_plot], **queue(TAB, 2))
+    stop_button.click(None, cancels=[generating], api_visibility="private")
+    inspect.release(inspect_step, [steps, inspect], [distribution], api_name="text_inspect_step",
+                    **queue(TAB + "-fast", 8))
+    entropy_button.click(entropy_view, [model, own, prompt, temperature], [entropy_plot], api_name="text_entropy",
+                         **queue(TAB, 2))
     comparing = compare_button.click(compare, [model, own, prompt, length, seed, *compare_temps], compare_outputs,
-                                     **queue(TAB, 2))
-    compare_stop.click(None, cancels=[comparing])
+                                     api_name="text_compare", **queue(TAB, 2))
+    compare_stop.click(None, cancels=[comparing], api_visibility="private")
     training = train_button.click(train_own, [upload, own_kind, own_minutes, seed], [loss_curve, train_status, own],
                                   api_name="text_train", **queue(TAB + "-train", 1))
-    train_stop.click(None, cancels=[training])
+    train_stop.click(None, cancels=[training], api_visibility="private")

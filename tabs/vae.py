@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from core.registry import list_shipped, read_card
-from tabs.common import number, queue, user_errors
+from core.registry import ROOT, list_shipped, read_card
+from tabs.common import image_upload, number, queue, user_errors
 
 TAB = "vae"
 SLIDERS = "vae_sliders"          # slider drags get their own queue slot, so they never wait behind a morph
@@ -261,6 +261,29 @@ def morph_position(ends, t, mode):
 
 # --- layout ---------------------------------------------------------------------------------------
 
+def measured_edits(results=ROOT / "bench" / "results") -> str:
+    """What the attribute vectors really do, from the latest bench/vae_quality.py figures (full ones when
+    there are any), so the tab's claims are the measured ones."""
+    import json
+
+    for path in (results / "vae_quality.json", results / "vae_quality.quick.json"):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        figures = record.get("figures", {})
+        smile, gains = figures.get("smile_vector"), figures.get("attribute_vectors_gain_rate")
+        if not isinstance(smile, dict) or not gains:
+            continue
+        ranked = sorted(gains.items(), key=lambda item: -item[1])
+        listed = ", ".join(f"{name.replace('_', ' ')} {share:.0%}" for name, share in ranked)
+        return (f"Measured ({path.name}, {record.get('date', '')[:10]}; the face-attribute classifier reads the "
+                f"decoded faces): at strength {smile['strength']:g} the smile vector makes "
+                f"{smile['now_smiling']:.1%} of {smile['faces']} non-smiling faces smile. Faces lacking an "
+                f"attribute that gain it from its vector at that strength: {listed}.")
+    return "How often each vector works is not measured yet: run `python -m bench.vae_quality`."
+
+
 def _faces_card() -> dict | None:
     try:
         return read_card("vae", FACES) if FACES in list_shipped("vae") else None
@@ -285,20 +308,22 @@ def _fashion_section() -> None:
             decoded = gr.Image(label="decoded point", type="pil", interactive=False, height=200)
             where = gr.Textbox(label="code", interactive=False)
     with gr.Row():
-        n = gr.Slider(3, 25, value=15, step=1, label="grid size n (n x n decoded images)")
+        n = gr.Slider(3, 25, value=15, step=1, label="grid size n (n x n decoded images)", elem_id="vae-grid-size")
     grid = gr.Image(label="decoded latent plane", type="pil", interactive=False, elem_id="vae-grid")
-    show.click(user_errors(show_fashion), [n], [fashion_map, grid], **queue(TAB, 2))
-    fashion_map.select(user_errors(decode_map_click), None, [fashion_map, decoded, where], **queue(SLIDERS, 4))
-    n.release(user_errors(decode_plane), [n], [grid], **queue(SLIDERS, 4))
+    show.click(user_errors(show_fashion), [n], [fashion_map, grid], api_name="vae_show_fashion", **queue(TAB, 2))
+    fashion_map.select(user_errors(decode_map_click), None, [fashion_map, decoded, where], api_name="vae_decode_point",
+                       **queue(SLIDERS, 4))
+    # .input fires on drags and on typing in the slider's number box (.release only on drags and blur);
+    # always_last runs the latest value once the current grid is drawn, never a queue of stale ones.
+    n.input(user_errors(decode_plane), [n], [grid], api_name="vae_decode_plane", trigger_mode="always_last",
+            **queue(SLIDERS, 4))
 
 
 def _faces_section() -> None:
     gr.Markdown("### A 200-D face space\nFaces from the lab's synthetic dataset (exact labels: smiling, glasses, "
                 "hair colour, ...). Attribute vectors are Foster's trick: the mean code of faces *with* an "
                 "attribute minus the mean code of faces *without* it; add a multiple of one to any face. "
-                "Honest limits (bench/vae_quality.py): vectors for large features (hair colour, long hair, skin, "
-                "face width) work on 80-100% of faces, but this CPU-trained VAE blurs the thin mouth line, so "
-                "the smile vector changes only about a quarter of faces.")
+                + measured_edits(), elem_id="vae-faces-intro")
     if not _CARD:
         gr.Markdown("**The faces VAE is not trained yet**: run `python -m core.train vae --dataset faces`.")
         return
@@ -317,9 +342,9 @@ def _faces_section() -> None:
         face = gr.Image(label="decoded with your edits", type="pil", interactive=False, height=SHOW,
                         elem_id="vae-face")
         with gr.Column():
-            upload = gr.Image(label="or encode a photo (centre-cropped to a square)", type="pil", sources=["upload"],
-                              height=180)
-            upload_button = gr.Button("Encode my photo")
+            upload = image_upload("or encode a photo (centre-cropped to a square)", sources=["upload"], height=180,
+                                  elem_id="vae-upload")
+            upload_button = gr.Button("Encode my photo", elem_id="vae-encode")
     note = gr.Markdown()
     with gr.Row():
         with gr.Column():
@@ -347,18 +372,28 @@ def _faces_section() -> None:
 
     sliders = attribute_sliders + dim_sliders
     chosen = [state, original, face, note, *sliders]
-    random_button.click(user_errors(random_face), [seed, source], chosen, **queue(TAB, 2))
-    dataset_button.click(user_errors(dataset_face), [index], chosen, **queue(TAB, 2))
-    upload_button.click(user_errors(uploaded_face), [upload], chosen, **queue(TAB, 2))
-    for slider in sliders:
+    # The spinner, and a refusal's "Error" badge, go on the face only: not on each of the 22 sliders reset.
+    on_face = {"show_progress_on": [face], **queue(TAB, 2)}
+    random_button.click(user_errors(random_face), [seed, source], chosen, api_name="vae_random_face", **on_face)
+    dataset_button.click(user_errors(dataset_face), [index], chosen, api_name="vae_dataset_face", **on_face)
+    upload_button.click(user_errors(uploaded_face), [upload], chosen, api_name="vae_uploaded_face", **on_face)
+    slider_names = [*ATTRIBUTES, *(f"z{d}" for d in dims)]
+    for i, (slider, slider_name) in enumerate(zip(sliders, slider_names)):
+        # One action, 22 sliders: the API lists it once; the other wirings stay callable, undocumented.
+        api = {"api_name": "vae_render_face"} if i == 0 else \
+            {"api_name": f"vae_render_face_from_{slider_name}_slider", "api_visibility": "undocumented"}
         slider.input(user_errors(render_face), [state, *sliders], [face], trigger_mode="always_last",
-                     show_progress="hidden", **queue(SLIDERS, 4))
-    keep_a.click(user_errors(lambda s, e: set_end(s, "A", e)), [state, ends], [ends, face_a], **queue(TAB, 2))
-    keep_b.click(user_errors(lambda s, e: set_end(s, "B", e)), [state, ends], [ends, face_b], **queue(TAB, 2))
-    morph_button.click(user_errors(morph_faces), [ends, steps, mode], [strip, morph_note], **queue(TAB, 2)).then(
-        user_errors(morph_position), [ends, t, mode], [between], **queue(SLIDERS, 4))
+                     show_progress="hidden", **api, **queue(SLIDERS, 4))
+    keep_a.click(user_errors(lambda s, e: set_end(s, "A", e)), [state, ends], [ends, face_a], api_name="vae_keep_a",
+                 **queue(TAB, 2))
+    keep_b.click(user_errors(lambda s, e: set_end(s, "B", e)), [state, ends], [ends, face_b], api_name="vae_keep_b",
+                 **queue(TAB, 2))
+    morph_button.click(user_errors(morph_faces), [ends, steps, mode], [strip, morph_note], api_name="vae_morph",
+                       **queue(TAB, 2)).then(
+        user_errors(morph_position), [ends, t, mode], [between], api_name="vae_morph_position_after_morph",
+        api_visibility="undocumented", **queue(SLIDERS, 4))
     t.input(user_errors(morph_position), [ends, t, mode], [between], trigger_mode="always_last",
-            show_progress="hidden", **queue(SLIDERS, 4))
+            show_progress="hidden", api_name="vae_morph_position", **queue(SLIDERS, 4))
 
 
 def build() -> None:

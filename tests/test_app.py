@@ -1,10 +1,13 @@
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import gradio as gr
 
 from tabs import TABS
 
+ROOT = Path(__file__).resolve().parent.parent
 EXPECTED = ["Text", "DeepDream", "Style transfer", "VAE", "GAN", "Diffusion", "MuseGAN"]
 
 
@@ -32,3 +35,21 @@ def test_building_the_app_loads_no_model_code():
     code = "import sys, app; app.build_app(); print(sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+API_NAME = re.compile(r"(text|dream|style|vae|gan|diffusion|musegan)_[a-z][a-z0-9_]*[a-z]")
+
+
+def test_every_event_is_named_and_the_readme_lists_the_public_ones():
+    import app
+
+    demo = app.build_app()
+    callable_events = [fn for fn in demo.fns.values() if fn.api_visibility != "private"]
+    unnamed = sorted(str(fn.api_name) for fn in callable_events if not API_NAME.fullmatch(str(fn.api_name)))
+    assert not unnamed, f"give these events an api_name '<tab>_<action>' (or make them private): {unnamed}"
+    public = {fn.api_name for fn in callable_events if fn.api_visibility == "public"}
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Scripting the lab"):]
+    section = section[:section.index("\n## ", 1)]
+    listed = set(re.findall(r"`/([a-z0-9_]+)`", section))
+    assert listed == public, f"README lacks {sorted(public - listed)}; lists what is not there: {sorted(listed - public)}"

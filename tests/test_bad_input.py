@@ -392,3 +392,118 @@ def test_bad_input_gives_a_sentence_or_a_sane_result(handler, kwargs, works, fil
             assert np.asarray(picture.convert("L")).std() > 0, "a blank (uniform) picture"
     assert time.monotonic() - start < HANG_GUARD_S, f"took {time.monotonic() - start:.1f} s"
 
+
+
+# --- the same through the running server, as a browser or an API client sends it -----------------
+# Gradio's own input processing runs before any handler: these cases check it cannot fail with a bare
+# "Error" (tabs.common.harden_inputs and image_upload), and that the server logs each refusal as one
+# line, never a traceback.
+
+@pytest.fixture(scope="module")
+def hostile_uploads(tmp_path_factory, files) -> dict[str, str]:
+    from bench.memory import make_bomb
+
+    folder = tmp_path_factory.mktemp("hostile")
+    truncated = folder / "truncated.jpg"
+    truncated.write_bytes(Path(files["huge"]).read_bytes()[:4000])
+    renamed = folder / "notes.png"
+    renamed.write_text("not a picture\n" * 100)
+    return {"text renamed .png": str(renamed), "zero bytes": files["empty"], "truncated JPEG": str(truncated),
+            "49 MP (over our limit, under Pillow's)": str(make_bomb(folder / "bomb49.png", side=7000)),
+            "400 MP (over Pillow's own limit)": str(make_bomb(folder / "bomb400.png"))}
+
+
+def _new_log(server, since: int) -> str:
+    return server.log.read_bytes()[since:].decode(errors="replace")
+
+
+def test_build_app_hardens_every_input():
+    from gradio.data_classes import ImageData
+
+    import app
+    from tabs.common import harden_inputs
+
+    demo = app.build_app()
+    numeric = [block for fn in demo.fns.values() for block in fn.inputs if isinstance(block, (gr.Number, gr.Slider))]
+    assert len(numeric) > 50
+    for block in numeric:
+        for sent in ("NaN", "inf", "-inf", "ten", "", None):
+            value = block.preprocess(sent)
+            assert value == block.value or (value is None and block.value is None), (block.label, sent, value)
+        assert block.preprocess(2.0) == (2 if block.precision == 0 else 2.0)
+    images = [block for fn in demo.fns.values() for block in fn.inputs if isinstance(block, gr.Image)]
+    assert len(images) >= 6
+    for block in images:  # the path is handed over as it is, without opening the file
+        assert block.preprocess(ImageData(path="/nonexistent/upload.png")) == "/nonexistent/upload.png", block.label
+    with gr.Blocks() as plain:  # a tab that forgets image_upload is caught when the app is built
+        gr.Button().click(lambda image: image, gr.Image(type="pil"), gr.Textbox())
+    with pytest.raises(TypeError, match="image_upload"):
+        harden_inputs(plain)
+
+
+def test_every_image_input_refuses_hostile_files_with_a_sentence(app_server, hostile_uploads):
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    from bench.memory import image_inputs, one_bad_image
+
+    client = Client(app_server.url, verbose=False)
+    targets = image_inputs(client)
+    assert {endpoint for endpoint, _ in targets} >= {"/dream_run", "/style_transfer", "/vae_uploaded_face",
+                                                     "/diffusion_forward_process"}
+    log_start, refusals = app_server.log.stat().st_size, 0
+    for endpoint, parameter in targets:
+        for what, path in hostile_uploads.items():
+            with pytest.raises(AppError) as refused:
+                client.predict(api_name=endpoint, **one_bad_image(client, endpoint, parameter, path))
+            message = str(refused.value)
+            assert "megapixels" in message if "MP" in what else "not an image" in message, (endpoint, what, message)
+            assert not PYTHON_TALK.search(message), (endpoint, what, message)
+            refusals += 1
+    log = _new_log(app_server, log_start)
+    assert "Traceback" not in log, log[-3000:]
+    assert log.count("refused in") == refusals, log[-3000:]
+
+
+def test_non_numbers_sent_to_numeric_inputs_act_as_the_default(app_server):
+    from gradio_client import Client
+
+    from bench.memory import ui_arguments
+
+    client = Client(app_server.url, verbose=False)
+    digest = {"image": lambda result: np.asarray(Image.open(result[0] if isinstance(result, tuple) else result)).tobytes(),
+              "text": lambda result: result[0]}
+    calls = [("/gan_samples", "grid_size", {"seed": 4}, "image"), ("/diffusion_sample", "steps", {"n": 1, "seed": 2}, "image"),
+             ("/text_generate", "temperature", {"length": 20, "seed": 1}, "text")]
+    for endpoint, field, given, kind in calls:
+        default = digest[kind](client.predict(api_name=endpoint, **ui_arguments(client, endpoint, **given)))
+        for sent in ("NaN", "inf", "ten"):
+            result = client.predict(api_name=endpoint, **ui_arguments(client, endpoint, **given, **{field: sent}))
+            assert digest[kind](result) == default, (endpoint, field, sent)
+
+
+def test_an_unknown_choice_is_a_sentence_and_one_log_line(app_server):
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    from bench.memory import ui_arguments
+
+    client = Client(app_server.url, verbose=False)
+    log_start = app_server.log.stat().st_size
+    with pytest.raises(AppError, match="not in the list of choices"):
+        client.predict(api_name="/gan_samples", **ui_arguments(client, "/gan_samples", name="no_such_gan"))
+    log = _new_log(app_server, log_start)
+    assert "Traceback" not in log and log.count("refused in") == 1, log
+
+
+def test_a_burst_of_bomb_uploads_leaves_memory_flat(app_server, hostile_uploads):
+    from gradio_client import Client
+
+    from bench.memory import TARGET_BOMB_MB, bomb_burst, image_inputs
+
+    client = Client(app_server.url, verbose=False)
+    bomb = Path(hostile_uploads["400 MP (over Pillow's own limit)"])
+    bomb_burst(client, app_server, bomb, count=len(image_inputs(client)))  # each endpoint's first use, unmeasured
+    burst = bomb_burst(client, app_server, bomb, count=8)
+    assert all("megapixels" in message for message in burst["messages"]), burst
+    assert burst["peak_rise_mb"] < TARGET_BOMB_MB, burst

@@ -170,3 +170,58 @@ def test_resumable_state_of_shipped_checkpoints_stays_out_of_assets(tmp_path):
 
     assert resume_path(CHECKPOINT_DIR / "gan" / "dcgan.pt") == RESUME_DIR / "gan" / "dcgan.pt.resume.pt"
     assert resume_path(tmp_path / "mine.pt") == tmp_path / "mine.pt.resume.pt"
+
+
+# --- the shipped cards tell the truth about themselves -------------------------------------
+
+SHIPPED = [(technique, name) for technique in ("classifier", "diffusion", "gan", "musegan", "text", "vae")
+           for name in list_shipped(technique)]
+# Training-set sizes, from each card's command and data line: epochs x steps per epoch must give its steps.
+TRAINING_IMAGES = {("vae", "fashion_2d"): 60000, ("vae", "faces_200d"): 30000,  # --train-size 30000
+                   ("gan", "dcgan_fashion"): 60000, ("gan", "cgan_fashion"): 60000,
+                   ("gan", "wgangp_faces"): 6000}  # --faces 6000
+
+
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
+@pytest.mark.parametrize("technique, name", SHIPPED)
+def test_shipped_card_in_the_checkpoint_equals_its_json(technique, name):
+    raw = torch.load(registry.shipped_path(technique, name), map_location="cpu", weights_only=True)
+    on_disk = json.loads(registry.shipped_path(technique, name).with_suffix(".json").read_text())
+    assert json.loads(json.dumps({"config": raw["config"], **raw["card"]}, default=str)) == on_disk
+
+
+@pytest.mark.parametrize("technique, name", SHIPPED)
+def test_shipped_card_fields_agree_with_each_other(technique, name):
+    card = read_card(technique, name)
+    # No path of the machine that trained it: data is named by name, source and SHA-256.
+    for text in _strings(card):
+        for word in text.replace("=", " ").split():
+            assert not word.strip("'\"(),;").startswith(("/", "~/")), f"{name}: machine path {word!r}"
+    # `command` started the run from scratch; each of `resumed_with` says how it continued.
+    prefix = f"python -m core.train {technique} "
+    assert card["command"].startswith(prefix)
+    assert "--resume" not in card["command"].split() and "--init-from" not in card["command"]
+    for later in card.get("resumed_with", []):
+        assert later.startswith(prefix) and ("--resume" in later.split() or "--init-from" in later)
+    assert f"{card['threads']} threads" in card["hardware"]
+    if "epochs" in card and "steps" in card:
+        batch = card.get("batch_size") or card["training"]["batch_size"]
+        images = TRAINING_IMAGES[technique, name]
+        # Trainers drop (GAN) or keep (VAE) the last short batch; epochs are rounded to 2 decimals.
+        assert any(abs(card["steps"] / per_epoch - card["epochs"]) <= 0.006
+                   for per_epoch in (images // batch, -(-images // batch))), \
+            f"{name}: {card['steps']} steps of {batch} are not {card['epochs']} epochs of {images} images"
+    if technique == "classifier":
+        assert [c["epoch"] for c in card["curves"]] == list(range(1, card["epochs"] + 1))
+    if "train_images" in card:
+        assert card["train_images"] + card["validation_images"] == 60000  # Fashion-MNIST's train set

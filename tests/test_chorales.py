@@ -46,6 +46,20 @@ def test_wrong_metre_or_part_count_is_refused_with_a_sentence():
         data.score_to_roll(four_part_score(parts=3))
 
 
+def test_more_than_four_parts_need_the_four_voices_named_and_the_count_is_told():
+    score = four_part_score()
+    for extra in range(2):  # two instrumental parts beside the four voices
+        score.insert(0, stream.Part([note.Note(60, quarterLength=8)]))
+    with pytest.raises(ValueError, match="has 6 parts, none of them named Soprano, Alto, Tenor or Bass"):
+        data.score_to_roll(score)
+    for part, voice in zip(score.parts, ("Soprano", "Alto", "Tenor", "Bass")):
+        part.partName = voice
+    assert data.score_to_roll(score).shape == (32, 4)
+    score.parts[3].partName = "Continuo"
+    with pytest.raises(ValueError, match="only Soprano, Alto and Tenor among them named as a voice"):
+        data.score_to_roll(score)
+
+
 def test_folder_loader_reads_musicxml_and_skips_unusable_files(tmp_path):
     four_part_score().write("musicxml", fp=str(tmp_path / "good.musicxml"))
     four_part_score(parts=3).write("musicxml", fp=str(tmp_path / "three_parts.musicxml"))

@@ -36,10 +36,10 @@ def file_digest(path) -> str:
 # (endpoint, arguments, what of the result must be identical); seeds fixed, sizes small.
 CALLS = {
     "text": ("/text_generate", {"length": 80, "seed": 3, "temperature": 1.0}, lambda r: r[0]),
-    "gan": ("/samples", {"name": "cgan_fashion", "seed": 3, "grid_size": 4}, lambda r: pixels(r[0])),
+    "gan": ("/gan_samples", {"name": "cgan_fashion", "seed": 3, "grid_size": 4}, lambda r: pixels(r[0])),
     "diffusion": ("/diffusion_sample", {"seed": 5, "n": 4, "steps": 10}, lambda r: pixels(r[0])),
-    "vae": ("/random_face", {"seed": 11}, lambda r: pixels(r[1])),
-    "musegan": ("/new_piece", {"seed": 2}, lambda r: (file_digest(r[1]), r[3])),  # the audio and the metrics
+    "vae": ("/vae_random_face", {"seed": 11}, lambda r: pixels(r[1])),
+    "musegan": ("/musegan_new_piece", {"seed": 2}, lambda r: (file_digest(r[1]), r[3])),  # the audio and the metrics
 }
 
 
@@ -85,11 +85,11 @@ def test_a_users_text_model_and_face_stay_theirs(app_server, tmp_path):
         other.predict(api_name="/text_generate", **ui_arguments(other, "/text_generate", name="own"))
 
     # The owner's uploaded photo becomes their face; the other user has no face to edit.
-    owner.predict(api_name="/uploaded_face", image=handle_file(str(PHOTO)))
-    sliders = ui_arguments(owner, "/render_face")
-    assert Image.open(owner.predict(api_name="/render_face", **sliders)).size == (256, 256)
+    owner.predict(api_name="/vae_uploaded_face", image=handle_file(str(PHOTO)))
+    sliders = ui_arguments(owner, "/vae_render_face")
+    assert Image.open(owner.predict(api_name="/vae_render_face", **sliders)).size == (256, 256)
     with pytest.raises(AppError, match="Choose a face first"):
-        other.predict(api_name="/render_face", **sliders)
+        other.predict(api_name="/vae_render_face", **sliders)
 
 
 def test_a_long_style_transfer_does_not_hold_up_the_vae(app_server):
@@ -102,8 +102,8 @@ def test_a_long_style_transfer_does_not_hold_up_the_vae(app_server):
         while not long_job.outputs():  # the first picture: the painting is under way
             assert not long_job.done() and time.monotonic() < deadline, "the style transfer never started"
             time.sleep(0.1)
-        face = explorer.predict(api_name="/random_face", **ui_arguments(explorer, "/random_face", seed=1))
-        edited = explorer.predict(api_name="/render_face", **ui_arguments(explorer, "/render_face", by_label={"smiling": 2.0}))
+        face = explorer.predict(api_name="/vae_random_face", **ui_arguments(explorer, "/vae_random_face", seed=1))
+        edited = explorer.predict(api_name="/vae_render_face", **ui_arguments(explorer, "/vae_render_face", by_label={"smiling": 2.0}))
         assert not long_job.done(), "the VAE only answered after the style transfer had finished"
         assert pixels(face[1]) != pixels(edited)  # a real decode, with the first attribute slider moved
     finally:
@@ -142,10 +142,10 @@ def test_stop_stops_a_long_dream_between_steps_and_frees_the_tab(counted_server)
     # The page's Stop button cancels the dream event (cancels=[...]); pressing it makes the page send the
     # same /cancel request for the running job that Job.cancel() sends.
     dependencies = client.config["dependencies"]
-    dream_id = next(d["id"] for d in dependencies if d.get("api_name") == "dream")
+    dream_id = next(d["id"] for d in dependencies if d.get("api_name") == "dream_run")
     assert any(d.get("cancels") == [dream_id] for d in dependencies), "no Stop button cancels the dream"
-    long_dream = ui_arguments(client, "/dream", {"iterations per octave": 100}, image=handle_file(str(PHOTO)))  # 300 steps
-    job = client.submit(api_name="/dream", **long_dream)
+    long_dream = ui_arguments(client, "/dream_run", {"iterations per octave": 100}, image=handle_file(str(PHOTO)))  # 300 steps
+    job = client.submit(api_name="/dream_run", **long_dream)
     deadline = time.monotonic() + HANG_GUARD_S
     while steps["count"] < 3:
         assert not job.done() and time.monotonic() < deadline, "the dream never started"
@@ -162,7 +162,7 @@ def test_stop_stops_a_long_dream_between_steps_and_frees_the_tab(counted_server)
     assert last < 100, f"{last} steps ran: Stop did not stop the dream"
 
     # The tab's single slot is free again: a short dream runs to the end.
-    short = ui_arguments(client, "/dream", {"octaves": 1, "iterations per octave": 2, "working size (longer side, px)": 128},
+    short = ui_arguments(client, "/dream_run", {"octaves": 1, "iterations per octave": 2, "working size (longer side, px)": 128},
                          image=handle_file(str(PHOTO)))
-    result = client.predict(api_name="/dream", **short)
+    result = client.predict(api_name="/dream_run", **short)
     assert steps["count"] == last + 2 and Image.open(result[0]).size[0] >= 64

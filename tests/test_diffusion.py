@@ -1,9 +1,13 @@
+import re
+
+import numpy as np
 import pytest
 import torch
 
 from core.diffusion import (SCHEDULES, DiffusionConfig, Sampler, UNet, add_noise, denoise, diffusion_loss,
                             sample, schedule_rates, train)
 from core.runtime import make_generator
+from tests.conftest import require_module
 
 TINY = DiffusionConfig(channels=1, image_size=8, widths=(8, 16), attention=True, embedding_dim=8, patch=1)
 
@@ -83,7 +87,7 @@ def test_ddpm_equals_ddim_with_eta_1():
 @pytest.mark.parametrize("clip", [False, True])
 @pytest.mark.parametrize("eta", [0.0, 0.7])
 def test_ddim_step_matches_diffusers(eta, clip):
-    diffusers = pytest.importorskip("diffusers", reason="diffusers (dev dependency) is not installed")
+    diffusers = require_module("diffusers", "diffusers (dev dependency) is not installed: run `sh tests/install.sh`")
     T, steps = 1000, 20
     # diffusers counts training steps 0..T-1; ours is continuous time with t = (k + 1) / T and t = 0 = data.
     t_grid = torch.arange(1, T + 1, dtype=torch.float64) / T
@@ -171,12 +175,19 @@ def test_tab_viewer_frames_are_precomputed_and_scrubbing_runs_no_network(tab_wit
     assert slider["maximum"] == 6
     assert "Step 0 of 6" in frames[0][1] and "pure noise" in frames[0][1]
     n_calls = len(calls)
-    for i in (0, 3, 6, 99, -5):  # out-of-range positions are clamped, not errors
+    pixels = [np.asarray(image) for image, _ in frames]
+    assert not np.array_equal(pixels[0], pixels[3]) and not np.array_equal(pixels[3], pixels[6])
+    for i, shown in ((0, 0), (3, 3), (6, 6), (99, 6), (-5, 0)):  # out-of-range positions are clamped
         image, text = tab.show_frame(frames, i)
-        assert image is not None and text
+        assert np.array_equal(np.asarray(image), pixels[shown]) and f"Step {shown} of 6" in text, i
     assert list(tab.play(frames, 6))[0][0] == 0  # at the end, play restarts from noise
     assert len(calls) == n_calls  # scrubbing and playing never ran the network
-    assert tab.frames_gif(frames).endswith(".gif")
+    from PIL import Image
+
+    gif = Image.open(tab.frames_gif(frames))  # the viewer's frames, in order (Pillow merges the held last one)
+    for i, _ in enumerate(frames):
+        gif.seek(i)
+        assert np.array_equal(np.asarray(gif.convert("RGB")), np.asarray(frames[i][0].convert("RGB"))), i
 
 
 def test_tab_caps_and_refuses_bad_input(tab_with_tiny_model):
@@ -204,3 +215,32 @@ def test_tab_forward_process_at_t0_shows_the_image_itself():
     assert "1.000 · x₀ + 0.000 · ε" in caption
     with pytest.raises(ValueError):
         tab.forward_process(example, None, 0.5, "sigmoid")
+
+
+def test_one_ddim_step_is_the_clipped_guess_from_pure_noise():
+    model = tiny_model()
+    x_T = torch.randn(3, 1, 8, 8, generator=make_generator(4))
+    with torch.no_grad():
+        eps = model(x_T, schedule_rates("cosine", torch.tensor([1.0]))[1] ** 2)
+    signal, noise = schedule_rates("cosine", torch.tensor(1.0))
+    guess = ((x_T - noise * eps) / signal).clamp(-1, 1)  # x̂₀: no noise is added on the way to t = 0
+    one = sample(model, 3, make_generator(0), steps=1, noise=x_T)
+    assert torch.allclose(one, (guess + 1) / 2, atol=1e-5)
+    assert float(signal) == pytest.approx(0.01, abs=1e-6)  # the tab's text: "about 0.01 … a hundredfold"
+
+
+def test_one_step_on_the_shipped_model_is_salt_and_pepper_and_the_tab_says_so():
+    from tabs import diffusion as tab
+
+    model = tab._model("fashion32")
+    noise = torch.randn(4, 1, 32, 32, generator=make_generator(0))
+    one = sample(model, 4, make_generator(0), steps=1, noise=noise)
+    fifty = sample(model, 4, make_generator(0), steps=50, noise=noise)
+    # Measured: 73 % of the 1-step pixel values are pure black or white, 12 % after 50 steps (a black
+    # background); neighbouring pixels differ 3.5x as much: noise, not a blurry average.
+    assert tab.clipped_share(one) > 0.5 > 2 * tab.clipped_share(fifty)
+    roughness = lambda x: (x[..., 1:] - x[..., :-1]).abs().mean()
+    assert roughness(one) > 2.5 * roughness(fifty)
+    _, note = tab.steps_versus_quality("fashion32", 0, 1)
+    one_step, hundred = map(int, re.search(r"1-step column (\d+)% .*\(100 steps: (\d+)%\)", note).groups())
+    assert one_step > 50 > 2 * hundred and "0.010 on this model's cosine schedule" in note

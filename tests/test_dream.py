@@ -117,8 +117,8 @@ def test_noise_start_and_zoom_animation(backbone, tmp_path):
     canvas = noise_image(48, 64, make_generator(5))
     assert canvas.shape == (1, 3, 48, 64) and torch.equal(canvas, noise_image(48, 64, make_generator(5)))
     assert 0.25 <= canvas.min() and canvas.max() <= 0.75 and canvas.std() > 0.01
-    frames = list(zoom_dream(backbone, canvas, quick(octaves=1, iterations=1), 3, 1.1, make_generator(0)))
-    assert [i for i, _ in frames] == [0, 1, 2, 3]
+    frames = list(zoom_dream(backbone, canvas, quick(octaves=1, iterations=1), 4, 1.1, make_generator(0)))
+    assert [i for i, _ in frames] == [0, 1, 2, 3]  # 4 frames asked, 4 given (the input is the first)
     assert all(f.shape == canvas.shape for _, f in frames) and torch.equal(frames[0][1], canvas)
     from core.data.images import tensor_to_pil
 
@@ -135,7 +135,7 @@ def test_noise_start_and_zoom_animation(backbone, tmp_path):
         video = save_animation([tensor_to_pil(f) for _, f in frames], tmp_path / "zoom.mp4")
         assert iio.imread(video).shape[0] == 4
     with pytest.raises(ValueError, match="frames"):
-        next(zoom_dream(backbone, canvas, quick(), 0, 1.1, make_generator(0)))
+        next(zoom_dream(backbone, canvas, quick(), 1, 1.1, make_generator(0)))
 
 
 # --- the tab's handlers, with every kind of awkward upload ----------------------------------------
@@ -174,7 +174,7 @@ def _awkward_uploads(tmp_path):
 def test_tab_handles_awkward_uploads(tmp_path):
     for kind, (path, expected_size) in _awkward_uploads(tmp_path).items():
         outputs = _run_tab(path)
-        result, status, curve, why, maps, png = outputs[-1]
+        result, status, curve, why, maps, png = outputs[-1][:6]
         assert result.size == expected_size, kind
         assert Image.open(png).size == expected_size and "Done" in status, kind
         assert len(curve) == 1 and "block10" in why and len(maps) == 2, kind
@@ -199,5 +199,49 @@ def test_tab_backbone_switch_and_noise_zoom(tmp_path):
     assert [u.value for u in updates[::2]] == ["Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e"]
     assert [u.value for u in updates[1::2]] == [1.0, 1.5, 2.0, 2.5]
     slots = tab.layer_slot_values("efficientnet_lite0")
-    outputs = list(tab.run_zoom(None, True, "efficientnet_lite0", *slots, 0.02, 4, 0, 64, 2, 1.1, 1, "GIF"))
-    assert Image.open(outputs[-1][2]).n_frames == 3
+    outputs = list(tab.run_zoom(None, True, "efficientnet_lite0", *slots, 0.02, 4, 0, 64, 8, 1.1, 1, "GIF"))
+    assert Image.open(outputs[-1][2]).n_frames == 8  # as many frames as asked for, not one more
+    assert [o[1].split(" (")[0] for o in outputs[:-1]] == [f"Frame {i}/8" for i in range(1, 9)]
+    assert outputs[-1][1].startswith("Done: 8 frames")
+
+
+def test_a_failed_download_says_so_in_a_sentence_and_shows_the_network_used(monkeypatch, caplog):
+    import gradio as gr
+
+    from core import backbones
+    from tabs import dream as tab
+
+    def no_network(weights):
+        raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution> /root/.cache/torch/vgg19.pth")
+
+    monkeypatch.setitem(backbones.TORCHVISION_BUILDERS, "vgg19", no_network)
+    monkeypatch.setattr(backbones, "load_backbone", backbones.load_backbone.__wrapped__)  # uncached: the patch runs
+    warnings = []
+    monkeypatch.setattr(gr, "Warning", warnings.append)
+    slots = tab.layer_slot_values("vgg19")
+    assert slots[0] == "relu4_2"
+    settings = dict(octaves=1, scale=1.4, iterations=1, step=0.02, jitter=0, max_loss=0, seed=0, max_side=64)
+    with caplog.at_level("WARNING", logger="genlab"):
+        outputs = list(tab.run_dream(None, True, None, "vgg19", *slots, *settings.values()))
+    sentence = "The VGG19 weights could not be downloaded, so the offline EfficientNet-Lite0 was used instead."
+    assert warnings == [sentence]
+    why = outputs[-1][3]
+    assert sentence in why and "block10" in why and "urlopen" not in why and "/root" not in why
+    # The first update puts the network and the layers actually used in their boxes.
+    network, *boxes = outputs[0][6:]
+    assert network.value == "efficientnet_lite0"
+    assert [b.value for b in boxes[::2]] == ["block10", None, None, None]
+    assert boxes[0].choices[0][0] == "stem"  # Lite0's layer list, not VGG's
+    assert all(isinstance(o, type(gr.skip())) for o in outputs[-1][6:])
+    assert any("Temporary failure in name resolution" in r.getMessage() for r in caplog.records)
+
+
+def test_the_status_says_stopped_after_stop():
+    from tabs.dream import stopped_status
+
+    running = "Octave 1/3 (223×261), iteration 12: objective 3.9e+03 · 20% done"
+    assert stopped_status(running) == f"**Stopped** at: {running}."
+    assert stopped_status("Frame 3/12 (1.2 s)") == "**Stopped** at: Frame 3/12 (1.2 s)."
+    # A run that finished, or failed before its first step, keeps its line.
+    for ended in ("Done in 9.1 s.", "Done: 12 frames in 4.0 s → deepdream_zoom.gif", "", None):
+        assert stopped_status(ended) == (ended or "")

@@ -79,3 +79,20 @@ def test_to_float_pads_to_32_in_unit_range():
     x = to_float(torch.full((2, 28, 28), 255, dtype=torch.uint8))
     assert x.shape == (2, 1, 32, 32)
     assert x[:, :, 2:30, 2:30].min() == 1.0 and x[:, :, :2].max() == 0.0
+
+
+def test_the_installed_dataset_is_fashion_mnist():
+    from tests.conftest import require
+
+    try:
+        train, test = load_fashion_mnist("train", download=False), load_fashion_mnist("test", download=False)
+    except FileNotFoundError:
+        train = test = None
+    require(train is not None, "Fashion-MNIST is not installed: run `sh tests/install.sh` "
+                               "(apt-get install dataset-fashion-mnist)")
+    for (x, y), n in ((train, 60000), (test, 10000)):
+        assert x.shape == (n, 28, 28) and x.dtype == torch.uint8
+        assert torch.bincount(y, minlength=10).tolist() == [n // 10] * 10  # balanced, ten classes
+    # Trousers (class 1) are tall and narrow, bags (8) wide: the labels belong to these pictures.
+    width = lambda images: (images > 0).any(dim=1).float().sum(-1).mean()
+    assert width(test[0][test[1] == 1]) < 0.75 * width(test[0][test[1] == 8])

@@ -105,6 +105,42 @@ def test_the_same_seed_gives_the_same_grid_and_truncation_narrows_it():
     assert narrow.std(dim=0).mean() < wide.std(dim=0).mean()
 
 
+def test_truncation_redraws_only_the_components_outside_the_limit():
+    cfg = GANConfig()
+    full = gan.noise(cfg, 500, make_generator(5))
+    for psi in (0.9, 0.3, 0.05):
+        limit = gan.TRUNCATION_RANGE * psi
+        z = gan.noise(cfg, 500, make_generator(5), truncation=psi)
+        assert z.abs().max() <= limit
+        inside = full.abs() <= limit
+        assert torch.equal(z[inside], full[inside])  # a seed's images change gradually with psi
+        assert torch.equal(z, gan.noise(cfg, 500, make_generator(5), truncation=psi))  # still pure
+    # A truncated normal, not a scaled one: the share beyond half the limit is that of N(0, 1) cut at the limit.
+    z = gan.noise(cfg, 2000, make_generator(1), truncation=0.5)  # limit 1.5
+    cut = torch.distributions.Normal(0.0, 1.0).cdf
+    expected = (cut(torch.tensor(1.5)) - cut(torch.tensor(0.75))) / (cut(torch.tensor(1.5)) - 0.5)
+    assert (z.abs() > 0.75).float().mean().item() == pytest.approx(expected.item(), abs=0.01)
+
+
+# Contrast (each image's pixel spread) at psi = 0.3, as a share of the untruncated one, measured on 256
+# samples: truncated normal 0.54 (Fashion DCGAN) and 0.70 (faces); scaling z by psi gave 0.30 and 0.55.
+@pytest.mark.parametrize("name, min_contrast", [("dcgan_fashion", 0.45), ("wgangp_faces", 0.65)])
+def test_truncation_narrows_variety_without_washing_the_images_out(name, min_contrast):
+    from core.checkpoints import load_shipped
+
+    G = gan.load_generator(load_shipped("gan", name))
+
+    def contrast_and_variety(psi):
+        x = gan.sample(G, 256, make_generator(0), truncation=psi)
+        return x.flatten(1).std(dim=1).mean().item(), x.std(dim=0).mean().item()
+
+    contrast, variety = contrast_and_variety(None)
+    contrast_07, variety_07 = contrast_and_variety(0.7)
+    contrast_03, variety_03 = contrast_and_variety(0.3)
+    assert variety_03 < variety_07 < variety and variety_03 < 0.8 * variety
+    assert contrast_03 >= min_contrast * contrast and contrast_07 >= 0.9 * contrast
+
+
 def test_training_writes_checkpoint_card_timeline_and_resumes(tmp_path):
     gen = make_generator(0)
     images = (torch.rand(64, 1, 8, 8, generator=gen) * 255).to(torch.uint8)
@@ -165,6 +201,42 @@ def test_tab_samples_same_seed_same_grid_and_clear_errors():
         tab.latent_walk(name, 3, 3, 8)
     strip, gif = tab.latent_walk(name, 3, 4, 5, "lerp")
     assert strip.width > strip.height and gif.endswith(".gif")
+
+
+def test_tab_conditional_grid_names_its_rows():
+    import numpy as np
+
+    from tabs import gan as tab
+
+    names = tab._class_names("cgan_fashion")
+    named, note = tab.samples("cgan_fashion", 0, 3)
+    assert note == "Rows, top to bottom: " + ", ".join(names) + "."
+    one_class, note = tab.samples("cgan_fashion", 0, 3, "Dress")
+    assert note == "" and one_class.height < named.height
+    # The same images, with a white margin on the left where every row's name is written.
+    pixels = np.asarray(named.convert("L"))
+    grid_width = 3 * (32 + tab.GRID_PADDING) + tab.GRID_PADDING
+    scale = tab.SHOW_PX // 32
+    margin = named.width - grid_width * scale
+    assert margin > 40 and pixels.shape[0] == (10 * (32 + tab.GRID_PADDING) + tab.GRID_PADDING) * scale
+    row_pitch = (32 + tab.GRID_PADDING) * scale
+    for row in range(len(names)):  # ink in the margin beside each row, and only there
+        band = pixels[row * row_pitch:(row + 1) * row_pitch, :margin]
+        assert (band < 128).sum() > 20, f"no name beside row {row} ({names[row]})"
+    strip, _ = tab.latent_walk("cgan_fashion", 1, 2, 3)
+    assert (np.asarray(strip.convert("L"))[:, :margin // 2] < 128).any()  # the walk's rows are named too
+
+
+def test_tab_class_box_follows_the_model():
+    from tabs import gan as tab
+
+    box, image, note = tab.model_samples("wgangp_faces", 0, 2, "Dress")
+    assert box["value"] == tab.ALL_CLASSES and box["interactive"] is False  # no classes: reset and disabled
+    assert image.size == tab.samples("wgangp_faces", 0, 2)[0].size
+    box, _, _ = tab.model_samples("cgan_fashion", 0, 2, "Dress")
+    assert box["value"] == "Dress" and box["interactive"] is True
+    box, _, note = tab.model_samples("cgan_fashion", 0, 2, "no such class")
+    assert box["value"] == tab.ALL_CLASSES and note.startswith("Rows, top to bottom")
 
 
 def test_tab_training_story_scrubs_through_the_timeline():

@@ -259,7 +259,7 @@ def test_tab_rerolls_one_voice_and_refuses_bad_input(shipped_tiny):
     changed = [not torch.equal(new_state["inputs"]["groove"][:, v], state["inputs"]["groove"][:, v]) for v in range(4)]
     assert changed == [False, False, True, False]
     *_, interp_note = tab.interpolate(state, "Chords", 3, 1, 120, *instruments)
-    assert "3 segments" in interp_note
+    assert "3 segments" in interp_note and "against the same 3 bars" in interp_note
     for bad in (lambda: tab.replay(state, 0, 120, *instruments), lambda: tab.replay(state, 99, 120, *instruments),
                 lambda: tab.replay(state, 2, 5, *instruments), lambda: tab.replay(None, 2, 120, *instruments),
                 lambda: tab.replay(state, 2, 120, "Kazoo", *instruments[1:])):
@@ -274,6 +274,110 @@ def test_tab_upload_with_three_parts_is_refused(shipped_tiny, tmp_path):
     pm.instruments = pm.instruments[:3]
     pm.write(str(tmp_path / "trio.mid"))
     with pytest.raises(ValueError, match="part"):
-        tab.analyse_upload(str(tmp_path / "trio.mid"), 90, *data.DEFAULT_INSTRUMENTS)
+        list(tab.analyse_upload(str(tmp_path / "trio.mid"), 90, *data.DEFAULT_INSTRUMENTS))
     with pytest.raises(ValueError, match="MIDI or MusicXML"):
-        tab.analyse_upload(str(tmp_path / "evil.p"), 90, *data.DEFAULT_INSTRUMENTS)
+        list(tab.analyse_upload(str(tmp_path / "evil.p"), 90, *data.DEFAULT_INSTRUMENTS))
+
+
+def sixteen_track_midi(path):
+    """A General MIDI file as a sequencer writes it: 16 tracks of notes, none named after a voice."""
+    import pretty_midi
+
+    pm = pretty_midi.PrettyMIDI(initial_tempo=100)
+    for track in range(16):
+        instrument = pretty_midi.Instrument(program=track * 4, name=f"Track {track + 1}")
+        instrument.notes = [pretty_midi.Note(80, 48 + 2 * track, 0.6 * beat, 0.6 * beat + 0.6) for beat in range(8)]
+        pm.instruments.append(instrument)
+    pm.write(str(path))
+    return str(path)
+
+
+def test_tab_upload_says_how_many_parts_a_file_has_and_what_it_needs(shipped_tiny, tmp_path):
+    from tabs import musegan as tab
+
+    with pytest.raises(ValueError) as refused:
+        list(tab.analyse_upload(sixteen_track_midi(tmp_path / "band.mid"), 90, *data.DEFAULT_INSTRUMENTS))
+    message = str(refused.value)
+    assert "has 16 parts" in message and "exactly four parts" in message and "0 part" not in message
+
+
+def test_tab_upload_error_clears_the_previous_result(shipped_tiny, tmp_path):
+    from tabs import musegan as tab
+
+    good = tmp_path / "good.mid"
+    good.write_bytes(musegan.midi_bytes(musegan.roll_to_midi(hand_roll())))
+    *_, (figure, sound, files, table, note) = tab.analyse_upload(str(good), 90, *data.DEFAULT_INSTRUMENTS)
+    assert figure is not None and "good.mid" in note and len(files) == 2
+    views = tab.analyse_upload(sixteen_track_midi(tmp_path / "band.mid"), 90, *data.DEFAULT_INSTRUMENTS)
+    assert next(views) == (None, None, None, "", "")  # what the page shows before the refusal
+    with pytest.raises(ValueError, match="16 parts"):
+        next(views)
+
+
+def test_generator_inputs_per_bar_equal_the_same_input_per_piece():
+    model = tiny_generator()
+    inputs = musegan.sample_inputs(TINY, 2, make_generator(3))
+    per_bar = {"chords": inputs["chords"][:, None].repeat(1, 3, 1), "style": inputs["style"][:, None].repeat(1, 3, 1),
+               "melody": inputs["melody"][:, :, None].repeat(1, 1, 3, 1),
+               "groove": inputs["groove"][:, :, None].repeat(1, 1, 3, 1)}
+    with torch.no_grad():
+        assert torch.allclose(model(**per_bar, n_bars=3), model(**inputs, n_bars=3), atol=1e-6)
+        with pytest.raises(ValueError, match="fits neither"):
+            model(**{**inputs, "style": per_bar["style"]}, n_bars=4)
+
+
+def test_style_walk_plays_on_instead_of_repeating_its_first_bars():
+    """A walk of 4 segments x 2 bars is one 8-bar piece whose style moves; it used to be the piece's first
+    2 bars four times over (each segment generated afresh), which an input with a quiet effect made audible
+    as one phrase repeated in every voice."""
+    generator = musegan.load_generator("chorales")
+    start = musegan.sample_inputs(generator.cfg, 1, make_generator(29))
+    end = musegan.reroll(start, "style", make_generator(30))
+    piece = musegan.generate(generator, **start, n_bars=8)[0]
+    assert len({bar.numpy().tobytes() for bar in piece.view(4, 32, 4)}) == 4  # the piece itself does not repeat
+    held = musegan.interpolate_piece(generator, start, start, "style", 4, 2)[0]
+    assert torch.equal(held, piece)
+    walk = musegan.interpolate_piece(generator, start, end, "style", 4, 2)[0].view(4, 32, 4)
+    assert torch.equal(walk[0], piece.view(4, 32, 4)[0])  # it starts at this piece's style...
+    arrived = musegan.generate(generator, **end, n_bars=8)[0].view(4, 32, 4)
+    assert torch.equal(walk[-1], arrived[-1])  # ...and ends at the new one, in the same piece's last bars
+    assert len({segment.numpy().tobytes() for segment in walk}) == 4
+    chords = musegan.interpolate_piece(generator, start, musegan.reroll(start, "chords", make_generator(31)),
+                                       "chords", 4, 2)[0]
+    assert chords.shape == (8 * 16, 4) and torch.equal(chords[:16], piece[:16])  # the chord network starts alike
+
+
+def test_two_instruments_sound_different_through_fluidsynth():
+    from core import audio
+
+    if audio.find_soundfont() is None:
+        pytest.skip("FluidSynth or a General MIDI SoundFont is not installed (tests/install.sh installs them)")
+    roll = hand_roll()
+    flute, trumpet = (audio.synthesize(musegan.roll_to_midi(roll, 120, (name,) * 4), sample_rate=8000)
+                      for name in ("Flute", "Trumpet"))
+    n = min(len(flute), len(trumpet))
+    spectra = [np.abs(np.fft.rfft(sound[:n])) for sound in (flute, trumpet)]
+    spectra = [s / s.sum() for s in spectra]
+    assert 0.2 < np.abs(spectra[0] - spectra[1]).sum()  # total variation between the two timbres (0..2)
+
+
+@pytest.mark.parametrize("fluidsynth", [True, False])
+def test_a_piece_of_rests_is_one_second_of_silence(fluidsynth, monkeypatch):
+    from core import audio
+
+    if not fluidsynth:
+        monkeypatch.setattr(audio, "find_soundfont", lambda: None)
+    sound = audio.synthesize(musegan.roll_to_midi(np.full((32, 4), data.REST), 90))
+    assert sound.shape == (audio.SAMPLE_RATE,) and not sound.any()  # not NaN (additive) nor empty (FluidSynth)
+
+
+def test_tab_says_plainly_when_instruments_cannot_be_heard(shipped_tiny, monkeypatch):
+    from core import audio
+    from tabs import musegan as tab
+
+    heard = tab.new_piece(5, 2, 120, *data.DEFAULT_INSTRUMENTS)[-1]
+    assert (tab.NO_INSTRUMENTS in heard) == (audio.find_soundfont() is None)
+    monkeypatch.setattr(audio, "find_soundfont", lambda: None)
+    pieces = [tab.new_piece(5, 2, 120, *instruments) for instruments in (("Flute",) * 4, ("Trumpet",) * 4)]
+    assert all(tab.NO_INSTRUMENTS in piece[-1] for piece in pieces)
+    assert np.array_equal(pieces[0][2][1], pieces[1][2][1])  # the fallback: one tone for every instrument

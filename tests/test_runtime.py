@@ -25,6 +25,14 @@ def test_clamp_seed_accepts_anything_a_user_types():
     make_generator(10**30)  # must not raise
 
 
-def test_pick_device_honours_preference():
-    assert pick_device("cpu").type == "cpu"
-    assert pick_device().type in {"cpu", "cuda", "mps"}
+def test_pick_device_prefers_cuda_then_mps_then_cpu_and_honours_a_preference(monkeypatch):
+    # Pretend each accelerator is (not) there, so every branch runs on any machine.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert pick_device() == torch.device("cuda")
+    assert pick_device("cpu") == torch.device("cpu")  # the preference wins over what is available
+    assert pick_device("cuda:1") == torch.device("cuda", 1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device() == torch.device("mps")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert pick_device() == torch.device("cpu")

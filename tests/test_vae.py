@@ -238,3 +238,27 @@ def test_fashion_map_click_and_grid(tiny_shipped):
         tab.decode_map_click(gr.SelectData(None, {"index": [tab.MAP_SIZE + 5, 10], "value": None}))
     grid = tab.decode_plane(4)
     assert grid.size == (4 * 33 + 1, 4 * 33 + 1)
+
+
+def test_the_tab_states_the_measured_attribute_figures(tmp_path):
+    import json
+
+    import gradio as gr
+
+    import tabs.vae as tab
+    from core.registry import ROOT
+
+    record = json.loads((ROOT / "bench" / "results" / "vae_quality.json").read_text())
+    smile, gains = record["figures"]["smile_vector"], record["figures"]["attribute_vectors_gain_rate"]
+    with gr.Blocks() as demo:
+        tab.build()
+    intro = next(block for block in demo.blocks.values() if getattr(block, "elem_id", None) == "vae-faces-intro")
+    assert f"makes {smile['now_smiling']:.1%} of {smile['faces']} non-smiling faces smile" in intro.value
+    for name, share in gains.items():
+        assert f"{name.replace('_', ' ')} {share:.0%}" in intro.value
+    assert "quarter" not in intro.value
+    # The sentence follows whatever the bench measured last, and says so when it has not run.
+    record["figures"]["smile_vector"].update(now_smiling=0.25, faces=40)
+    (tmp_path / "vae_quality.quick.json").write_text(json.dumps(record))
+    assert "makes 25.0% of 40 non-smiling faces smile" in tab.measured_edits(tmp_path)
+    assert "not measured yet" in tab.measured_edits(tmp_path / "missing")

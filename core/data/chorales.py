@@ -71,13 +71,20 @@ def score_to_roll(score, name: str = "score") -> np.ndarray:
     from music21 import meter
 
     parts = list(score.parts)
+    needs = "exactly four parts, one per voice (soprano, alto, tenor, bass)"
     if len(parts) > N_TRACKS:  # chorales with instrumental parts: keep the four sung voices
         sung = {(p.partName or "").strip().lower()[:1]: p for p in parts
                 if (p.partName or "").strip().lower().startswith(VOICES)}
-        parts = [sung[v[0]] for v in VOICES if v[0] in sung]
+        found = [v for v in VOICES if v[0] in sung]
+        if len(found) < N_TRACKS:
+            names = [v.capitalize() for v in found]
+            named = (f"only {', '.join(names[:-1]) + ' and ' if len(names) > 1 else ''}{names[-1]} among them "
+                     "named as a voice" if names else "none of them named Soprano, Alto, Tenor or Bass")
+            raise ValueError(f"{name} has {len(parts)} parts, {named}; this needs {needs}, or those four "
+                             "named among more. Save just the four voices and upload that file.")
+        parts = [sung[v[0]] for v in VOICES]
     if len(parts) != N_TRACKS:
-        raise ValueError(f"{name} has {len(parts)} part(s); a chorale needs exactly four "
-                         "(soprano, alto, tenor, bass).")
+        raise ValueError(f"{name} has {len(parts)} part(s); this needs {needs}.")
     signatures = {ts.ratioString for ts in score.recurse().getElementsByClass(meter.TimeSignature)}
     if signatures - {"4/4"}:
         raise ValueError(f"{name} is in {', '.join(sorted(signatures))}; only 4/4 fits the 16-step bars.")

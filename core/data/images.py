@@ -1,16 +1,28 @@
 """Turn whatever a user uploads into a sane RGB image, and move images to and from tensors.
 
 Uploads come in every PIL mode (RGBA, palette, 16-bit, float, CMYK, grayscale), with EXIF
-rotation, and in sizes from icons to 50-megapixel photos. `prepare_image` normalises all of
+rotation, and in sizes from icons to 40-megapixel photos. `prepare_image` normalises all of
 that and returns notes a UI can show ("resized from 6000x4000 to 1024x683").
+
+A file's header states its size before a single pixel is decoded, so an image over
+MAX_MEGAPIXELS is refused from the header: a 1 MB PNG can declare 20000x20000 pixels and
+would take 1.2 GB (RGB) to decode. Big JPEGs are decoded at a reduced scale (`draft`) when the
+working size is much smaller, which cuts their decoding memory by up to 64x.
 """
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-Image.MAX_IMAGE_PIXELS = 200_000_000  # refuse decompression bombs, accept big photos
+# The largest working size is 1024 px on the longer side (1 MP); 40 MP admits every ordinary camera
+# photo (8000x5000) with room to spare, and decodes in at most 120 MB (RGB).
+MAX_MEGAPIXELS = 40
+# Pillow's own guard, for any other place an image is opened: it warns above this and refuses
+# above twice this; prepare_image refuses above it, from the header.
+Image.MAX_IMAGE_PIXELS = MAX_MEGAPIXELS * 1_000_000
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -30,38 +42,62 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def _open_file(source, max_side: int) -> tuple[Image.Image, tuple[int, int]]:
+    """Open an image file, refusing an oversized one from its header; returns it and its stored size."""
+    size = None
+    try:
+        with warnings.catch_warnings():  # Pillow warns between 1x and 2x its limit; the check below refuses
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(source)  # reads the header only; Pillow itself refuses over 2 x MAX_IMAGE_PIXELS
+        size = image.size
+        if size[0] * size[1] > MAX_MEGAPIXELS * 1_000_000:
+            raise Image.DecompressionBombError
+        image.draft("RGB", (max_side, max_side))  # JPEG: decode at 1/2, 1/4 or 1/8 scale when that suffices
+        image.load()
+    except Image.DecompressionBombError:
+        stated = f"is {size[0]}x{size[1]} pixels" if size else f"has over {2 * MAX_MEGAPIXELS} megapixels"
+        raise ValueError(f"That image {stated}; images over {MAX_MEGAPIXELS} megapixels are refused. "
+                         "Make it smaller and upload it again.") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, EOFError, TypeError, ValueError):
+        raise ValueError("That file is not an image that can be read: it may be empty, cut short, or another "
+                         "kind of file.") from None
+    return image, size
+
+
+def _from_array(array: np.ndarray) -> Image.Image:
+    if array.dtype != np.uint8:  # floats in [0, 1] or [0, 255], 16-bit ints, NaNs
+        array = np.nan_to_num(array.astype(np.float64))
+        array = np.clip(array * (255.0 if array.max() <= 1.0 else 1.0), 0, 255).round().astype(np.uint8)
+    try:
+        return Image.fromarray(array)
+    except (TypeError, ValueError):
+        raise ValueError(f"An array of shape {array.shape} is not an image.") from None
+
+
 def prepare_image(source, max_side: int = 1024, min_side: int = 32) -> tuple[Image.Image, list[str]]:
-    """Open/convert `source` (PIL image, NumPy array or file path) to RGB within the size limits.
+    """Open/convert `source` (PIL image, NumPy array, file path or file object) to RGB within the size limits.
 
     Raises ValueError with a sentence for the user when the input cannot be used.
     """
     notes = []
     if source is None:
         raise ValueError("No image was given: upload one or pick an example.")
-    try:
-        if isinstance(source, Image.Image):
-            image = source
-        elif isinstance(source, np.ndarray):
-            array = source
-            if array.dtype != np.uint8:  # floats in [0, 1] or [0, 255], 16-bit ints, NaNs
-                array = np.nan_to_num(array.astype(np.float64))
-                array = np.clip(array * (255.0 if array.max() <= 1.0 else 1.0), 0, 255).round().astype(np.uint8)
-            image = Image.fromarray(array)
-        else:
-            image = Image.open(source)
-            image.load()
-    except (UnidentifiedImageError, OSError, TypeError, ValueError) as exc:
-        raise ValueError(f"That file is not an image that can be read ({exc.__class__.__name__}).") from None
-    except Image.DecompressionBombError:
-        raise ValueError("That image is too large to open safely (over 200 megapixels).") from None
+    if isinstance(source, Image.Image):
+        image, size = source, source.size
+    elif isinstance(source, np.ndarray):
+        image = _from_array(source)
+        size = image.size
+    else:
+        image, size = _open_file(source, max_side)
+    width, height = size  # as stored: a JPEG decoded at a reduced scale is smaller than this
     transposed = ImageOps.exif_transpose(image)
     if transposed is not image and transposed.size != image.size:
         notes.append("rotated upright using its EXIF orientation")
+        width, height = height, width
     image = transposed
     if image.mode != "RGB":
         notes.append(f"converted from {image.mode} to RGB")
         image = _to_rgb(image)
-    width, height = image.size
     if min(width, height) < min_side:
         raise ValueError(f"The image is {width}x{height} pixels; it needs at least {min_side} pixels on each side.")
     if max(width, height) > max_side:

@@ -1,7 +1,8 @@
 """Browser fixtures: Debian's Chromium driven by Playwright, against the app_server from tests/conftest.py.
 
 No browser can be downloaded here, so Playwright is pointed at the system Chromium
-(`apt-get install chromium`; GENLAB_CHROMIUM overrides the path). Without either, these tests skip.
+(`apt-get install chromium`; GENLAB_CHROMIUM overrides the path). Without either, these tests skip,
+or fail under CI=true (tests.conftest.require).
 Screenshots go to $GENLAB_SCREENSHOTS when set (docs/screenshots/ is refreshed that way), else to a
 temporary folder.
 """
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import require, require_module
+
 CHROMIUM = os.environ.get("GENLAB_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-dev-shm-usage"]
 VIEWPORT = {"width": 1280, "height": 900}
@@ -20,14 +23,11 @@ VIEWPORT = {"width": 1280, "height": 900}
 
 @pytest.fixture(scope="session")
 def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("Playwright is not installed: run `sh tests/install.sh` (pip install -r requirements-dev.txt)")
-    if not Path(CHROMIUM).is_file():
-        pytest.skip(f"Chromium not found at {CHROMIUM}: run `sh tests/install.sh` (apt-get install chromium) "
-                    "or set GENLAB_CHROMIUM")
-    with sync_playwright() as playwright:
+    sync_api = require_module("playwright.sync_api", "Playwright is not installed: run `sh tests/install.sh` "
+                                                     "(pip install -r requirements-dev.txt)")
+    require(Path(CHROMIUM).is_file(), f"Chromium not found at {CHROMIUM}: run `sh tests/install.sh` "
+                                      "(apt-get install chromium) or set GENLAB_CHROMIUM")
+    with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
         browser.close()

@@ -177,6 +177,7 @@ def test_stop_button_stops_a_long_dream_and_frees_the_tab(page):
         if status.inner_text() != shown:
             shown, since = status.inner_text(), time.monotonic()
     assert "Done" not in shown and "Octave 1/" in shown, shown
+    assert shown.startswith("Stopped at: Octave 1/"), shown  # says it stopped, not "iteration 12 · 20% done"
     # The tab's one slot is free again: a short dream runs to the end.
     iterations.fill("1")
     iterations.press("Enter")
@@ -192,3 +193,252 @@ def test_a_handler_error_reaches_the_page_as_a_sentence(page):
     error.wait_for(timeout=JOB_TIMEOUT_MS)
     assert "No image was given" in error.inner_text()
     assert "Traceback" not in error.inner_text()
+
+
+def test_a_file_that_is_not_an_image_gets_one_sentence(page, tmp_path, screenshot_dir):
+    # Gradio used to open every upload itself and fail before the handler, with bare "Error" badges.
+    fake = tmp_path / "notes.png"
+    fake.write_text("not a picture\n" * 100)
+    open_tab(page, "VAE")
+    page.locator("#vae-upload input[type=file]").set_input_files(str(fake))
+    page.locator("#vae-encode").click()
+    error = page.locator(".toast-body.error")
+    error.first.wait_for(timeout=JOB_TIMEOUT_MS)
+    time.sleep(1)  # any further toasts and badges of the same failure arrive together
+    assert error.count() == 1 and "not an image that can be read" in error.inner_text(), error.all_inner_texts()
+    badges = page.locator("[data-testid=status-tracker] .error:visible")  # Gradio's per-output "Error" badge
+    assert badges.count() <= 1, f"{badges.count()} outputs say Error"  # the face only, not its 22 sliders
+
+
+def test_vae_typing_a_grid_size_redraws_the_grid(page):
+    open_tab(page, "VAE")
+    page.locator("#vae-draw-map").click()
+    assert shown_image(page, "#vae-grid")["width"] == 15 * 33 + 1  # the default n = 15: 32-px images, 1-px gaps
+    page.locator("#vae-grid-size input[type=number]").fill("5")  # typed, not dragged, and never left
+    page.wait_for_function("() => document.querySelector('#vae-grid img').naturalWidth === 5 * 33 + 1",
+                           timeout=JOB_TIMEOUT_MS)
+    assert_no_error(page)
+
+
+TEXT_FITS_JS = """input => {
+    const style = getComputedStyle(input);
+    const context = document.createElement("canvas").getContext("2d");
+    context.font = `${style.fontWeight} ${style.fontSize} ${style.fontFamily}`;
+    const room = input.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+    const box = input.getBoundingClientRect(), parent = input.closest(".block").getBoundingClientRect();
+    return {text: context.measureText(input.value).width, room: room,
+            inside: box.left >= parent.left - 1 && box.right <= parent.right + 1};
+}"""
+
+
+def test_gan_model_boxes_show_the_whole_model_name(page):
+    open_tab(page, "GAN")
+    for model, classes in (("#gan-walk-model", "#gan-walk-class"), ("#gan-model", "#gan-class")):
+        for title in ("Conditional GAN · Fashion-MNIST", "WGAN-GP · synthetic faces", "DCGAN · Fashion-MNIST"):
+            box = page.locator(f"{model} input")
+            box.click()
+            page.locator(model).get_by_role("option", name=title, exact=True).click()  # this box's list only
+            page.wait_for_function("([e, v]) => e.value === v", arg=[box.element_handle(), title])
+            fits = box.evaluate(TEXT_FITS_JS)
+            assert fits["text"] <= fits["room"] and fits["inside"], (model, title, fits)
+            # The class box follows the model: usable for the conditional GAN only, and reset otherwise.
+            page.wait_for_function("([e, on]) => e.disabled === !on",
+                                   arg=[page.locator(f"{classes} input").element_handle(), title.startswith("Cond")])
+            assert page.locator(f"{classes} input").input_value() == "one row per class"
+    assert_no_error(page)
+
+
+def test_diffusion_forward_process_is_drawn_on_open_and_follows_a_typed_t(page):
+    open_tab(page, "Diffusion")
+    page.get_by_role("tab", name="Forward process", exact=True).click()  # no control touched
+    assert_picture(page, "#diffusion-noised", min_side=64)
+    assert_picture(page, "#diffusion-strip", min_side=64)
+    page.get_by_text("t = 0.30: x_t =").wait_for(timeout=JOB_TIMEOUT_MS)
+    page.locator("#diffusion-forward-tab input[type=number]").first.fill("0.7")
+    page.get_by_text("t = 0.70: x_t =").wait_for(timeout=JOB_TIMEOUT_MS)
+    assert_no_error(page)
+
+
+# How much of an <img> the label Gradio floats over its block covers (0 when the label is hidden).
+LABEL_OVER_IMAGE_JS = """img => {
+    const label = img.closest(".block").querySelector('[data-testid="block-label"]');
+    if (!label) return 0;
+    const a = label.getBoundingClientRect(), b = img.getBoundingClientRect();
+    if (a.width < 4 || a.height < 4 || getComputedStyle(label).visibility === "hidden") return 0;
+    const w = Math.min(a.right, b.right) - Math.max(a.left, b.left);
+    const h = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+    return Math.max(0, w) * Math.max(0, h);
+}"""
+
+
+def test_diffusion_image_labels_leave_the_pictures_uncovered(page):
+    open_tab(page, "Diffusion")
+    page.locator("#diffusion-sample").click()
+    for sub_tab, selectors in ((None, ("#diffusion-final", "#diffusion-viewer")),
+                               ("Forward process", ("#diffusion-noised", "#diffusion-strip"))):
+        if sub_tab:
+            page.get_by_role("tab", name=sub_tab, exact=True).click()
+        for selector in selectors:
+            shown_image(page, selector)
+            image = page.locator(f"{selector} img").first
+            covered = image.evaluate(LABEL_OVER_IMAGE_JS)
+            assert covered == 0, f"the label covers {covered:.0f} px² of {selector}"
+            assert image.bounding_box()["height"] > 32  # really on screen, so the check above means something
+    assert_no_error(page)
+
+
+def _midi_with_tracks(path: Path, tracks: int) -> Path:
+    """Four bars at 100 beats per minute, one line of quarter notes per track."""
+    import pretty_midi
+
+    pm = pretty_midi.PrettyMIDI(initial_tempo=100)
+    for track in range(tracks):
+        instrument = pretty_midi.Instrument(program=0, name=f"Track {track + 1}")
+        instrument.notes = [pretty_midi.Note(80, 72 - 7 * track % 40 + beat % 3, 0.6 * beat, 0.6 * beat + 0.6)
+                            for beat in range(16)]
+        pm.instruments.append(instrument)
+    pm.write(str(path))
+    return path
+
+
+def _measure_upload(page, path: Path) -> None:
+    clear = page.locator("#musegan-upload button[aria-label='Clear']")
+    if clear.count():
+        clear.first.click()
+    page.locator("#musegan-upload input[type=file]").set_input_files(str(path))
+    page.locator(f"#musegan-upload td.filename[aria-label='{path.name}']").wait_for(timeout=JOB_TIMEOUT_MS)
+    page.locator("#musegan-measure").click()
+
+
+def test_musegan_upload_error_clears_the_previous_result(page, tmp_path):
+    open_tab(page, "MuseGAN")
+    page.get_by_text("Measure your own four-part MIDI or MusicXML").click()
+    _measure_upload(page, _midi_with_tracks(tmp_path / "quartet.mid", 4))
+    page.locator("#musegan-note").get_by_text("quartet.mid: first 4 bars").wait_for(timeout=JOB_TIMEOUT_MS)
+    assert_picture(page, "#musegan-plot", min_side=200)
+    _measure_upload(page, _midi_with_tracks(tmp_path / "band.mid", 16))
+    error = page.locator(".toast-body.error")
+    error.wait_for(timeout=JOB_TIMEOUT_MS)
+    assert "has 16 parts" in error.inner_text() and "exactly four parts" in error.inner_text()
+    assert page.locator("#musegan-plot img").count() == 0  # quartet.mid's piano roll is gone...
+    assert "quartet.mid" not in page.locator("#musegan-note").inner_text()  # ...and so are its note
+    assert "Bach" not in page.locator("#musegan-metrics").inner_text()  # and its metrics table
+
+
+def _audio_bytes(page, previous: bytes | None = None, wait_s: float = 30) -> bytes:
+    """The WAV the player offers, waiting up to `wait_s` for one different from `previous` (a replay
+    takes about a second; the same sound stays the same file, so nothing else says it is done)."""
+    link = page.locator("#musegan-audio a[download]")
+    deadline = time.monotonic() + wait_s
+    while True:
+        link.wait_for(timeout=JOB_TIMEOUT_MS)
+        body = page.request.get(link.get_attribute("href")).body()
+        if body != previous or time.monotonic() > deadline:
+            return body
+        time.sleep(0.5)
+
+
+def test_musegan_instruments_are_heard_or_the_page_says_they_are_not(page):
+    open_tab(page, "MuseGAN")
+    page.locator("#musegan-new").click()
+    flute = _audio_bytes(page)
+    notes_before = page.locator("#musegan-note").inner_text()
+    page.locator("#musegan-soprano input").click()
+    page.get_by_role("option", name="Trumpet", exact=True).click()  # the soprano's flute becomes a trumpet
+    trumpets = _audio_bytes(page, flute)
+    silent_instruments = "not audible" in page.locator("#musegan-note").inner_text()
+    assert silent_instruments == ("not audible" in notes_before)
+    # Either the instruments sound different, or the page said plainly that they cannot be heard here.
+    assert (trumpets != flute) != silent_instruments
+    assert_no_error(page)
+
+
+def test_text_prompt_the_model_cannot_read_says_so_and_lists_hebrew_in_order(page):
+    page.locator("#text-model input").click()
+    page.get_by_role("option", name="LSTM · nietzsche", exact=False).click()
+    page.locator("#text-prompt textarea").fill("שלום עולם")
+    page.locator("#text-generate").click()
+    notes = page.locator("#text-notes")
+    notes.get_by_text("Nothing of the prompt was kept").wait_for(timeout=JOB_TIMEOUT_MS)
+    shown = notes.inner_text()
+    assert "\u2068ש\u2069 (U+05E9 HEBREW LETTER SHIN); \u2068ל\u2069 (U+05DC HEBREW LETTER LAMED)" in shown, shown
+    text = page.locator("#text-output textarea").input_value()
+    assert text.startswith("\n") and len(text.split()) > 10, repr(text[:80])
+
+
+def test_deepdream_guided_result_keeps_its_height(page):
+    # With the guide accordion open the page scrolls down to the Dream button; the result's <img> used
+    # to collapse to a 2-px strip then (its block had no height of its own).
+    open_tab(page, "DeepDream")
+    upload(page, "#dream-image", DREAM_PHOTO)
+    iterations = page.locator("#dream-iterations input[type=number]")
+    iterations.fill("2")
+    iterations.press("Enter")
+    page.get_by_text("Guide image (optional)").click()
+    upload(page, "#dream-guide", ROOT / "assets" / "examples" / "dream" / "lion.jpg")
+    page.locator("#dream-run").click()
+    page.locator("#dream-status").get_by_text("Done in").wait_for(timeout=JOB_TIMEOUT_MS)
+    picture = page.locator("#dream-result img").first
+    assert picture.bounding_box()["height"] > 300, picture.bounding_box()
+    picture.scroll_into_view_if_needed()
+    assert_picture(page, "#dream-result", min_side=256)
+    assert picture.bounding_box()["height"] > 300, picture.bounding_box()
+    assert_no_error(page)
+
+
+def test_style_noise_start_sets_its_defaults_and_stop_says_stopped(page):
+    open_tab(page, "Style transfer")
+    page.locator("#style-init").get_by_label("noise", exact=True).check()
+    # Choosing noise moves the content weight and the iterations to what a noise start needs.
+    page.wait_for_function("() => document.querySelector('#style-iterations input[type=number]').value === '200'",
+                           timeout=JOB_TIMEOUT_MS)
+    assert page.locator("#style-content-weight input[type=number]").input_value() == "1.5"
+    upload(page, "#style-content", STYLE_PHOTO)
+    upload(page, "#style-style", STYLE_PAINTING)
+    iterations = page.locator("#style-iterations input[type=number]")
+    iterations.fill("1000")  # a minute or more: Stop must end it
+    iterations.press("Enter")
+    page.locator("#style-run").click()
+    status = page.locator("#style-status")
+    status.get_by_text("Working: ").wait_for(timeout=JOB_TIMEOUT_MS)
+    page.locator("#style-stop").click()
+    status.get_by_text("Stopped: ").wait_for(timeout=JOB_TIMEOUT_MS)
+    assert "/1000 iterations" in status.inner_text() and "Done" not in status.inner_text()
+    # The plot explains which curves fall for which start (not "all three should fall").
+    caption = page.locator("#style-curves").get_by_text("From the photo, style falls while content")
+    assert caption.count() == 1
+    assert_no_error(page)
+
+
+def test_deepdream_vgg19_offline_falls_back_in_one_sentence(page):
+    import socket
+
+    import pytest
+
+    try:  # the fallback needs the VGG19 download to fail for real, and online it would fetch 550 MB
+        socket.create_connection(("download.pytorch.org", 443), timeout=3).close()
+    except OSError:
+        pass
+    else:
+        pytest.skip("online: torchvision would download VGG19 instead of falling back")
+    open_tab(page, "DeepDream")
+    page.locator("#dream-network input").click()
+    page.get_by_role("option", name="VGG19 (torchvision download)").click()
+    page.wait_for_function("() => document.querySelector('#dream-layer-1 input').value === 'relu4_2'",
+                           timeout=JOB_TIMEOUT_MS)
+    page.get_by_label("start from noise instead of the photo").check()
+    iterations = page.locator("#dream-iterations input[type=number]")
+    iterations.fill("1")
+    iterations.press("Enter")
+    page.locator("#dream-run").click()
+    warning = page.locator(".toast-body.warning")
+    warning.first.wait_for(timeout=JOB_TIMEOUT_MS)
+    assert warning.first.inner_text().strip().endswith(
+        "The VGG19 weights could not be downloaded, so the offline EfficientNet-Lite0 was used instead."), \
+        warning.first.inner_text()
+    page.locator("#dream-status").get_by_text("Done in").wait_for(timeout=JOB_TIMEOUT_MS)
+    # The boxes show the network and the layer that were actually used.
+    page.wait_for_function("() => document.querySelector('#dream-layer-1 input').value === 'block10'",
+                           timeout=JOB_TIMEOUT_MS)
+    assert page.locator("#dream-network input").input_value().startswith("EfficientNet-Lite0")
+    assert_no_error(page)

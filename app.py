@@ -21,14 +21,14 @@ os.environ.setdefault("OMP_NUM_THREADS", os.environ.get("GENLAB_THREADS", "1"))
 import gradio as gr  # noqa: E402
 
 from tabs import TABS  # noqa: E402
-from tabs.common import harden_inputs  # noqa: E402
+from tabs.common import MAX_UPLOAD_BYTES, harden_inputs  # noqa: E402
 
 HEADER = """# GenLab: generative deep learning you can touch
 Seven techniques from *Deep Learning with Python* (Chollet) and *Generative Deep Learning* (Foster),
 each with trained models and views that show **why** it works, not only what it makes.
 Every model here was trained by this project's own `python -m core.train` commands; each has a model card."""
 
-MAX_UPLOAD = "20mb"  # photos and text files; anything bigger is refused by the server
+MAX_UPLOAD = f"{MAX_UPLOAD_BYTES // 1_000_000}mb"  # photos and text files; anything bigger is refused by the server
 
 
 def limit_heap_growth(trim_every_s: float = 5.0) -> None:

@@ -29,7 +29,7 @@ def main(argv=None) -> dict:
                         help="torch threads (default: torch's choice). On a busy shared CPU, 1 is far faster "
                              "for this small network: a second thread mostly waits for a core")
     args = parser.parse_args(argv)
-    from core import musegan
+    from core import audio as sound, musegan
     from core.runtime import make_generator, set_threads
 
     if args.threads:
@@ -41,7 +41,7 @@ def main(argv=None) -> dict:
     def one_piece():
         inputs = musegan.sample_inputs(model.cfg, 1, make_generator(next(seeds)))
         roll = musegan.generate(model, **inputs, n_bars=args.bars)[0].numpy()
-        audio = musegan.synthesize(musegan.roll_to_midi(roll, tempo=90))
+        audio = sound.synthesize(musegan.roll_to_midi(roll, tempo=90))
         return roll, audio
 
     repeats = 5 if args.quick else 20
@@ -51,9 +51,9 @@ def main(argv=None) -> dict:
         xml = time_calls(lambda: musegan.write_musicxml(roll, Path(folder) / "x.musicxml"), repeats=3 if args.quick else 5)
     figures = {"bars": args.bars, "generate_midi_audio": {k: round(v, 4) if isinstance(v, float) else v
                                                           for k, v in timing.items()},
-               "audio_seconds": round(len(audio) / musegan.SAMPLE_RATE, 2),
+               "audio_seconds": round(len(audio) / sound.SAMPLE_RATE, 2),
                "musicxml_median_s": round(xml["median_s"], 4),
-               "soundfont": musegan.find_soundfont() or "none (pretty_midi additive synthesis)",
+               "soundfont": sound.find_soundfont() or "none (pretty_midi additive synthesis)",
                "target_s": TARGET_S, "pass": timing["median_s"] <= TARGET_S}
     save_results("musegan_speed", figures, quick=args.quick)
     return figures

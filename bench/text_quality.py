@@ -15,7 +15,6 @@ file with another SHA-256 is refused.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 from pathlib import Path
 
@@ -55,7 +54,7 @@ def main(argv=None) -> dict:
         corpus = args.data_dir / card["corpus"]["name"]
         if not corpus.is_file():
             raise SystemExit(f"{name}: its corpus {corpus} is missing ({card['corpus']['source']}); pass --data-dir.")
-        if hashlib.sha256(corpus.read_bytes()).hexdigest() != card["corpus"]["sha256"]:
+        if text.corpus_record(corpus)["sha256"] != card["corpus"]["sha256"]:  # as the trainer recorded it
             raise SystemExit(f"{name}: {corpus} is not the file the model was trained on (SHA-256 differs).")
         threads = card["threads"]
         _, val = text.split_corpus(torch.tensor(tokenizer.encode(text.read_corpus(corpus)), dtype=torch.long))

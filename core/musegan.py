@@ -18,8 +18,9 @@ pooled over bars so it accepts any phrase length. Training is WGAN-GP: 5 critic 
 generator step, gradient-penalty weight 10.
 
 After the networks come the plain-music helpers: argmax to a piano roll, roll <-> pretty_midi
-MIDI, roll -> music21 score (MusicXML), and audio (FluidSynth with a General MIDI SoundFont, so each voice
-sounds as its instrument; pretty_midi's additive synthesis, one tone for all, where FluidSynth is missing).
+MIDI, roll -> music21 score (MusicXML). MIDI -> audio is core.audio (FluidSynth with a General MIDI
+SoundFont, so each voice sounds as its instrument; pretty_midi's additive synthesis, one tone for all,
+where FluidSynth is missing).
 
     python -m core.train musegan --minutes 80 --threads 1       # writes assets/checkpoints/musegan/chorales.pt
     python -m core.train musegan --init-from assets/checkpoints/musegan/chorales.pt --fragment-weight 20 \
@@ -40,7 +41,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.audio import SAMPLE_RATE, find_soundfont, synthesize  # noqa: F401  (the tab's and bench's names)
 from core.data import chorales as data
 
 INPUT_KINDS = ("chords", "style", "melody", "groove")

@@ -1,11 +1,12 @@
 """What every tab shares: turning core's ValueErrors into UI messages, inputs that reach the handler
-whatever a browser or an API client sends, and queue settings."""
+whatever a browser or an API client sends, the benchmark figures a tab quotes, and queue settings."""
 from __future__ import annotations
 
 import base64
 import binascii
 import functools
 import inspect
+import json
 import logging
 import math
 import tempfile
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from core.registry import list_shipped, shipped_path
+from core.registry import ROOT, list_shipped, shipped_path
 
 
 log = logging.getLogger("genlab")
@@ -61,7 +62,7 @@ def number(value, default: float, low: float, high: float, whole: bool = False):
     return int(value) if whole else value
 
 
-MAX_PASTED_BYTES = 20_000_000  # an image sent inline (a data: URL) rather than uploaded; as app.MAX_UPLOAD
+MAX_UPLOAD_BYTES = 20_000_000  # any one upload (app.py gives it to the server), or an image sent inline
 
 
 def image_upload(label: str, **kwargs) -> gr.Image:
@@ -85,7 +86,7 @@ def _path_of_upload(cache_dir: str, payload) -> str | None:
         return None
     if payload.url and payload.url.startswith("data:"):  # sent inline by an API client
         encoded = payload.url.partition(",")[2]
-        if len(encoded) * 3 // 4 > MAX_PASTED_BYTES:
+        if len(encoded) * 3 // 4 > MAX_UPLOAD_BYTES:
             raise gr.Error("That image is too large to send inline; upload it as a file.", print_exception=False)
         try:
             data = base64.b64decode(encoded, validate=True)
@@ -143,6 +144,19 @@ def harden_inputs(demo: gr.Blocks) -> None:
         if isinstance(block, (gr.Number, gr.Slider)):
             block.preprocess = _lenient_number(block)
         block.preprocess = _sentence_on_failure(block, block.preprocess)
+
+
+BENCH_RESULTS = ROOT / "bench" / "results"
+
+
+def bench_records(name: str, results: Path = BENCH_RESULTS):
+    """(path, record) of the saved results of bench/<name>.py that a tab quotes: the full run's first,
+    then the quick run's; a file that is missing or unreadable is passed over."""
+    for path in (results / f"{name}.json", results / f"{name}.quick.json"):
+        try:
+            yield path, json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
 
 
 def shipped_choices(technique: str, labels: dict[str, str]) -> list[tuple[str, str]]:

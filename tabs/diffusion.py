@@ -15,7 +15,7 @@ from pathlib import Path
 import gradio as gr
 
 from core.registry import ROOT, read_card
-from tabs.common import image_upload, number, queue, shipped_choices, user_errors
+from tabs.common import bench_records, image_upload, number, queue, shipped_choices, user_errors
 
 TAB = "diffusion"
 VIEW = "diffusion-view"  # scrubbing, playing and noising are cheap: their own, wider slot
@@ -57,15 +57,8 @@ def model_card(name) -> str:
 
 def _measured_quality(name) -> str:
     """The latest bench/diffusion_quality.py figures for this model, so the tab says how good it is."""
-    import json
-
-    results = ROOT / "bench" / "results"
-    paths = [p for p in (results / "diffusion_quality.json", results / "diffusion_quality.quick.json") if p.is_file()]
-    if not paths:
-        return ""
-    try:
-        record = json.loads(paths[0].read_text())  # full figures when there are any, else the quick ones
-    except ValueError:
+    _, record = next(bench_records("diffusion_quality"), (None, None))  # full figures when there are any
+    if record is None:
         return ""
     figures = record.get("figures", {})
     faces = figures.get("faces", {})

@@ -102,10 +102,6 @@ def _name_rows(grid, names: list[str], image_size: int, scale: int, padding: int
     return canvas
 
 
-def _rows_note(names: list[str]) -> str:
-    return "Rows, top to bottom: " + ", ".join(names) + "."
-
-
 def samples(name, seed, grid_size, class_choice=ALL_CLASSES, truncation=1.0):
     """A grid of new images from a shipped model -> (image, note). A conditional model's grid of
     every class carries the class names beside its rows."""
@@ -126,8 +122,9 @@ def samples(name, seed, grid_size, class_choice=ALL_CLASSES, truncation=1.0):
     scale = max(1, SHOW_PX // G.cfg.image_size)
     grid = _enlarge(image_grid(images, nrow=side, padding=GRID_PADDING), scale)
     if rows:
-        grid = _name_rows(grid, _class_names(name), G.cfg.image_size, scale)
-        notes.append(_rows_note(_class_names(name)))
+        names = _class_names(name)
+        grid = _name_rows(grid, names, G.cfg.image_size, scale)
+        notes.append("Rows, top to bottom: " + ", ".join(names) + ".")
     return grid, " ".join(notes)
 
 

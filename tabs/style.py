@@ -192,8 +192,8 @@ def build() -> None:
             with gr.Row():
                 init = gr.Radio([("content photo", "content"), ("noise", "noise"), ("blend of both", "blend")],
                                 value="content", label="start from", elem_id="style-init",
-                                info="noise sets content weight 10^1.5 and 200 iterations: the photo must be "
-                                     "pulled out of it")
+                                info=f"noise sets content weight 10^{NOISE_LOG_CONTENT:g} and "
+                                     f"{DEFAULT_ITERATIONS['noise']} iterations: the photo must be pulled out of it")
                 colour = gr.Radio([("no: take the painting's", "none"), ("yes, via luminance", "luminance"),
                                    ("yes, via colour statistics", "statistics")], value="none",
                                   label="keep the photo's colours?")

@@ -61,7 +61,7 @@ def readable_chars(chars, limit: int = 12, markdown: bool = False) -> str:
         if unicodedata.category(c)[0] in "CMZ":
             items.append(code)
             continue
-        glyph = html.escape(c) if c in "<>&\"'" else "\\" + c if markdown and c in MARKDOWN_SPECIALS else c
+        glyph = "\\" + c if markdown and c in MARKDOWN_SPECIALS else html.escape(c)
         items.append(f"\u2068{glyph}\u2069 ({code})")
     more = len(chars) - limit
     return "; ".join(items) + (f"; and {more} more" if more > 0 else "")

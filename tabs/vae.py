@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from core.registry import ROOT, list_shipped, read_card
-from tabs.common import image_upload, number, queue, user_errors
+from core.registry import list_shipped, read_card
+from tabs.common import BENCH_RESULTS, bench_records, image_upload, number, queue, user_errors
 
 TAB = "vae"
 SLIDERS = "vae_sliders"          # slider drags get their own queue slot, so they never wait behind a morph
@@ -261,16 +261,10 @@ def morph_position(ends, t, mode):
 
 # --- layout ---------------------------------------------------------------------------------------
 
-def measured_edits(results=ROOT / "bench" / "results") -> str:
+def measured_edits(results=BENCH_RESULTS) -> str:
     """What the attribute vectors really do, from the latest bench/vae_quality.py figures (full ones when
     there are any), so the tab's claims are the measured ones."""
-    import json
-
-    for path in (results / "vae_quality.json", results / "vae_quality.quick.json"):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
+    for path, record in bench_records("vae_quality", results):
         figures = record.get("figures", {})
         smile, gains = figures.get("smile_vector"), figures.get("attribute_vectors_gain_rate")
         if not isinstance(smile, dict) or not gains:

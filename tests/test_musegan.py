@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from core import musegan
+from core.audio import SAMPLE_RATE, synthesize
 from core.data import chorales as data
 from core.metrics import music
 from core.runtime import make_generator
@@ -210,7 +211,7 @@ def test_score_musicxml_and_audio(tmp_path):
     assert [n.pitch.midi for n in score.parts[0].flatten().notes] == [72, 74, 76]
     path = musegan.write_musicxml(roll, tmp_path / "piece.musicxml")
     assert path.is_file() and "<score-partwise" in path.read_text()
-    audio = musegan.synthesize(musegan.roll_to_midi(roll, tempo=120), sample_rate=8000)
+    audio = synthesize(musegan.roll_to_midi(roll, tempo=120), sample_rate=8000)
     assert audio.dtype == np.float32 and audio.ndim == 1
     assert 0.5 < np.abs(audio).max() <= 0.81 and len(audio) >= 8000 * 4  # 2 bars at 120 bpm = 4 s
 
@@ -249,7 +250,7 @@ def test_tab_rerolls_one_voice_and_refuses_bad_input(shipped_tiny):
 
     instruments = ("Choir Aahs", "Oboe", "Cello", "Contrabass")
     state, figure, (rate, audio), files, table, _ = tab.new_piece(5, 2, 120, *instruments)
-    assert rate == musegan.SAMPLE_RATE and len(audio) >= rate * 4
+    assert rate == SAMPLE_RATE and len(audio) >= rate * 4
     assert [Path(f).suffix for f in files] == [".mid", ".musicxml"]
     assert all(description in table for _, description in music.METRICS.values())
     new_state, *_, note = tab.reroll_input(state, "groove", "Tenor", 2, 120, *instruments)

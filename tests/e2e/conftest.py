@@ -44,6 +44,26 @@ def page(browser, app_server):
     context.close()
 
 
+@pytest.fixture
+def offline_page(browser, tmp_path):
+    """A page of an app whose downloads fail for real, online or not: its proxy is a closed local port
+    and its torch cache is empty (the fallback needs the VGG19 download to fail; online it would fetch
+    550 MB)."""
+    from bench.memory import start_app
+
+    server = start_app(env={"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
+                            "NO_PROXY": "127.0.0.1,localhost", "TORCH_HOME": str(tmp_path / "torch")})
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    try:
+        page.goto(server.url)
+        page.get_by_role("tab", name="Text", exact=True).wait_for()
+        yield page
+    finally:
+        context.close()
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def screenshot_dir(tmp_path_factory) -> Path:
     folder = Path(os.environ["GENLAB_SCREENSHOTS"]) if os.environ.get("GENLAB_SCREENSHOTS") else \

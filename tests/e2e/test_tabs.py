@@ -410,17 +410,8 @@ def test_style_noise_start_sets_its_defaults_and_stop_says_stopped(page):
     assert_no_error(page)
 
 
-def test_deepdream_vgg19_offline_falls_back_in_one_sentence(page):
-    import socket
-
-    import pytest
-
-    try:  # the fallback needs the VGG19 download to fail for real, and online it would fetch 550 MB
-        socket.create_connection(("download.pytorch.org", 443), timeout=3).close()
-    except OSError:
-        pass
-    else:
-        pytest.skip("online: torchvision would download VGG19 instead of falling back")
+def test_deepdream_vgg19_offline_falls_back_in_one_sentence(offline_page):
+    page = offline_page
     open_tab(page, "DeepDream")
     page.locator("#dream-network input").click()
     page.get_by_role("option", name="VGG19 (torchvision download)").click()

@@ -184,13 +184,13 @@ def image_inputs(client) -> list[tuple[str, str]]:
             for p in endpoint["parameters"] if p["component"] == "Image"]
 
 
-def one_bad_image(client, endpoint: str, parameter: str, path) -> dict:
+def one_bad_image(client, targets: list[tuple[str, str]], endpoint: str, parameter: str, path) -> dict:
     """Arguments for `endpoint` at its UI defaults with the file at `path` in `parameter` and the example
-    photo in the endpoint's other image inputs, so that the file under test is what gets refused."""
+    photo in the endpoint's other image inputs (`targets`: image_inputs), so that the file under test is
+    what gets refused."""
     from gradio_client import handle_file
 
-    others = {other: handle_file(str(DREAM_EXAMPLE)) for e, other in image_inputs(client)
-              if e == endpoint and other != parameter}
+    others = {other: handle_file(str(DREAM_EXAMPLE)) for e, other in targets if e == endpoint and other != parameter}
     return ui_arguments(client, endpoint, **others, **{parameter: handle_file(str(path))})
 
 
@@ -203,7 +203,8 @@ def make_bomb(path: Path, side: int = 20_000) -> Path:
 
 
 def bomb_burst(client, server: AppServer, bomb: Path, count: int = 8) -> dict:
-    """Send `count` uploads of `bomb` at once, spread over the image inputs (see one_bad_image), and sample the server's memory while they are refused.
+    """Send `count` uploads of `bomb` at once, spread over the image inputs (see one_bad_image), and
+    sample the server's memory while they are refused.
     Returns the peak and final rise in MB over the memory just before, and the messages users got."""
     targets = image_inputs(client)
     calls = [targets[i % len(targets)] for i in range(count)]
@@ -219,7 +220,7 @@ def bomb_burst(client, server: AppServer, bomb: Path, count: int = 8) -> dict:
     def upload(target):
         endpoint, parameter = target
         try:
-            client.predict(api_name=endpoint, **one_bad_image(client, endpoint, parameter, bomb))
+            client.predict(api_name=endpoint, **one_bad_image(client, targets, endpoint, parameter, bomb))
         except Exception as exc:  # the refusal we want: gradio_client raises the user's message
             return str(exc)
         return "accepted"

@@ -25,7 +25,7 @@ OWN_MODEL = "own"  # the dropdown value of the model a user trained in this sess
 COMPARE_TEMPERATURES = (0.2, 0.5, 1.0, 1.5)
 ENTROPY_TEMPERATURES = [round(0.05 * i, 2) for i in range(0, 41)]  # 0 .. 2
 MAX_LENGTH = 1000  # per generation in the UI; core allows more
-MAX_UPLOAD_BYTES = 2_000_000
+MAX_TRAINING_UPLOAD_BYTES = 2_000_000
 MAX_PROMPT_CHARS = 2000  # the models read the last 128 (GPT) or so; an LSTM would still run through all of it
 MAX_TRAIN_MINUTES = 10
 STREAM_EVERY_S = 0.1  # text updates this often; the plot (slower to draw) every PLOT_EVERY_S
@@ -327,8 +327,8 @@ def train_own(upload, kind, minutes, seed):
     if not os.path.isfile(path):
         raise ValueError("The uploaded file is no longer on the server: please upload it again.")
     size = os.path.getsize(path)
-    if size > MAX_UPLOAD_BYTES:
-        raise ValueError(f"The file is {size / 1e6:.1f} MB; the limit here is {MAX_UPLOAD_BYTES / 1e6:.0f} MB "
+    if size > MAX_TRAINING_UPLOAD_BYTES:
+        raise ValueError(f"The file is {size / 1e6:.1f} MB; the limit here is {MAX_TRAINING_UPLOAD_BYTES / 1e6:.0f} MB "
                          "(a small model could not use more in a few minutes anyway).")
     with open(path, "rb") as handle:
         corpus = text.decode_corpus(handle.read(), os.path.basename(path))
@@ -419,7 +419,7 @@ def build() -> None:
             compare_outputs = [gr.Textbox(lines=12, label=f"T = {t:g}", interactive=False) for t in COMPARE_TEMPERATURES]
     with gr.Accordion("Train on your own text (your model stays in your session only)", open=False):
         with gr.Row():
-            upload = gr.File(label=f"a UTF-8 .txt file (at most {MAX_UPLOAD_BYTES / 1e6:.0f} MB)",
+            upload = gr.File(label=f"a UTF-8 .txt file (at most {MAX_TRAINING_UPLOAD_BYTES / 1e6:.0f} MB)",
                              file_types=[".txt"], type="filepath")
             with gr.Column():
                 own_kind = gr.Radio(["LSTM", "GPT"], value="LSTM", label="model")

@@ -455,7 +455,7 @@ def test_every_image_input_refuses_hostile_files_with_a_sentence(app_server, hos
     for endpoint, parameter in targets:
         for what, path in hostile_uploads.items():
             with pytest.raises(AppError) as refused:
-                client.predict(api_name=endpoint, **one_bad_image(client, endpoint, parameter, path))
+                client.predict(api_name=endpoint, **one_bad_image(client, targets, endpoint, parameter, path))
             message = str(refused.value)
             assert "megapixels" in message if "MP" in what else "not an image" in message, (endpoint, what, message)
             assert not PYTHON_TALK.search(message), (endpoint, what, message)

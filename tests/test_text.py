@@ -333,7 +333,7 @@ def test_tab_refuses_missing_model_and_bad_uploads(tmp_path):
         tab.inspect_step(None, 1)
     cases = {"empty.txt": (b"", "empty"), "binary.txt": (b"\x89PNG\x00\x00data", "binary"),
              "latin1.txt": ("café ".encode("latin-1") * 50, "UTF-8"),
-             "huge.txt": (b"a" * (tab.MAX_UPLOAD_BYTES + 1), "limit"), "short.txt": (b"tiny text", "too short"),
+             "huge.txt": (b"a" * (tab.MAX_TRAINING_UPLOAD_BYTES + 1), "limit"), "short.txt": (b"tiny text", "too short"),
              "one_letter.txt": (b"a" * 5000, "at least two different characters")}
     for name, (raw, message) in cases.items():
         (tmp_path / name).write_bytes(raw)

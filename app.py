@@ -2,7 +2,8 @@
 
     python app.py        # serves on http://127.0.0.1:7860 (GRADIO_SERVER_NAME=0.0.0.0 to share)
 
-Tabs load their models on first use, so the app starts in a few seconds.
+Tabs load their models on first use, so the app starts in a few seconds. They compute on CUDA when
+there is a GPU (then Apple's MPS, then the CPU); GENLAB_DEVICE=cpu|cuda|cuda:N|mps overrides.
 """
 from __future__ import annotations
 
@@ -54,6 +55,17 @@ def limit_heap_growth(trim_every_s: float = 5.0) -> None:
     threading.Thread(target=trim_forever, name="malloc_trim", daemon=True).start()
 
 
+def compute_device() -> str:
+    """One line naming the device the app computes on (core.runtime.app_device). A GENLAB_DEVICE this
+    machine does not have ends the start-up with one sentence, not with a traceback at the first request."""
+    from core.runtime import app_device, hardware_description
+
+    try:
+        return hardware_description(app_device())
+    except ValueError as exc:
+        raise SystemExit(f"GENLAB_DEVICE={os.environ['GENLAB_DEVICE']}: {exc}") from None
+
+
 def build_app() -> gr.Blocks:
     with gr.Blocks(title="GenLab") as demo:
         gr.Markdown(HEADER)
@@ -73,7 +85,11 @@ if __name__ == "__main__":
     # A user's mistake is one INFO line ("refused in dream_run: ..."); real faults keep their traceback.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("genlab").setLevel(logging.INFO)
-    build_app().launch(
+    demo = build_app()
+    # After build_app: on a ZeroGPU Space the tabs' on_gpu has imported `spaces`, which must come
+    # before anything asks torch about CUDA.
+    logging.getLogger("genlab").info("GenLab computes on %s", compute_device())
+    demo.launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
         max_file_size=MAX_UPLOAD,

@@ -59,7 +59,7 @@ def smile_figures(figures: dict, n: int) -> None:
 
     from core.data.faces import face_split
     from core.metrics.classifiers import face_attributes, load_face_classifier
-    from core.vae import DEFAULT_ATTRIBUTE_STRENGTH, apply_attributes, load_vae
+    from core.vae import DEFAULT_ATTRIBUTE_STRENGTH, apply_attributes, decode, encode_all, load_vae
 
     try:
         classifier = load_face_classifier()
@@ -73,9 +73,9 @@ def smile_figures(figures: dict, n: int) -> None:
     images = batch.images[keep]
     truth = {name: v[keep] for name, v in batch.labels.items()}
     with torch.no_grad():
-        z = model.encode(images)[0]
-        plain = model.decode(z)
-        edited = model.decode(apply_attributes(z, vectors, {"smiling": DEFAULT_ATTRIBUTE_STRENGTH}))
+        z = encode_all(model, images)[0]
+        plain = decode(model, z)
+        edited = decode(model, apply_attributes(z, vectors, {"smiling": DEFAULT_ATTRIBUTE_STRENGTH}))
     read = lambda x: {k: v > 0.5 for k, v in face_attributes(x, (0, 1), classifier).items()}
     on_plain, on_edited = read(plain), read(edited)
     on_original = read(images)
@@ -90,8 +90,8 @@ def smile_figures(figures: dict, n: int) -> None:
         if name not in on_edited or len(lacking) == 0:
             continue
         with torch.no_grad():
-            codes = model.encode(batch.images[lacking])[0]
-            gained = model.decode(apply_attributes(codes, vectors, {name: DEFAULT_ATTRIBUTE_STRENGTH}))
+            codes = encode_all(model, batch.images[lacking])[0]
+            gained = decode(model, apply_attributes(codes, vectors, {name: DEFAULT_ATTRIBUTE_STRENGTH}))
         each[name] = round(read(gained)[name].float().mean().item(), 3)
     figures["attribute_vectors_gain_rate"] = each
     figures["smile_vector"] = {

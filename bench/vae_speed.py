@@ -28,7 +28,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     import torch
 
-    from core.vae import load_vae
+    from core.vae import decode, load_vae
     from tabs import vae as tab
 
     repeats = 20 if args.quick else 100
@@ -37,7 +37,7 @@ def main(argv=None) -> dict:
         model, _ = load_vae(name)
         z = torch.randn(1, model.config.latent_dim)
         with torch.no_grad():
-            timing = time_calls(lambda: model.decode(z), repeats=repeats, warmup=3)
+            timing = time_calls(lambda: decode(model, z), repeats=repeats, warmup=3)
         figures[f"{name}_decode_median_ms"] = round(timing["median_s"] * 1000, 2)
         figures[f"{name}_decode_max_ms"] = round(timing["max_s"] * 1000, 2)
     state = tab.dataset_face(3)[0]

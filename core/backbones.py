@@ -270,22 +270,29 @@ def _freeze(model: Backbone) -> Backbone:
     return model
 
 
-@functools.cache
-def load_backbone(name: str = OFFLINE_DEFAULT) -> Backbone:
-    """The named backbone, frozen and in eval mode; built once per process and shared read-only.
+def load_backbone(name: str = OFFLINE_DEFAULT, device: torch.device | str | None = None) -> Backbone:
+    """The named backbone, frozen, in eval mode and on `device` (default: the app's,
+    core.runtime.app_device()); built and moved there once per process and device, and shared read-only.
 
     A torchvision network that cannot be downloaded (offline, firewall) falls back to the packaged
     EfficientNet-Lite0; `source` then says what happened in one line.
     """
+    from core.runtime import app_device
+
     name = (name or OFFLINE_DEFAULT).strip().lower()
     if name not in BACKBONE_NAMES:
         raise ValueError(f"Unknown backbone {name!r}; choose one of {', '.join(BACKBONE_NAMES)}.")
+    return _load(name, torch.device(device) if device is not None else app_device())
+
+
+@functools.cache
+def _load(name: str, device: torch.device) -> Backbone:
     if name == OFFLINE_DEFAULT:
-        return _freeze(build_efficientnet_lite0())
+        return _freeze(build_efficientnet_lite0()).to(device)
     try:
-        return _freeze(build_torchvision(name))
+        return _freeze(build_torchvision(name)).to(device)
     except Exception as exc:  # any download or cache failure (offline, firewall, bad file): use the offline network
-        offline = load_backbone(OFFLINE_DEFAULT)
+        offline = _load(OFFLINE_DEFAULT, device)
         # The details (an urlopen error, a cache path) are for the server's log; the user gets a sentence.
         log.warning("%s weights unavailable, using %s: %s: %s", name, OFFLINE_DEFAULT, exc.__class__.__name__,
                     " ".join(str(exc).split())[:300])
@@ -295,4 +302,4 @@ def load_backbone(name: str = OFFLINE_DEFAULT) -> Backbone:
                             "EfficientNet-Lite0 was used instead.",
                             dict(offline.stages.items()), offline.classifier, offline.mean.flatten().tolist(),
                             offline.std.flatten().tolist(), offline.min_side)
-        return _freeze(fallback)
+        return _freeze(fallback).to(device)

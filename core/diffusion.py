@@ -22,11 +22,11 @@ Images live in [-1, 1] inside this module; `sample()` returns them in [0, 1].
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import functools
 import math
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
@@ -201,8 +201,12 @@ class UNet(nn.Module):
 
 
 def predict_noise(model: UNet, x_t: torch.Tensor, t: float, schedule: str) -> torch.Tensor:
+    """ε_θ(x_t, noise(t)²), in bf16 on CUDA (core.runtime.autocast) and returned as float32."""
+    from core.runtime import autocast
+
     _, noise_rate = schedule_rates(schedule, torch.tensor([float(t)]))
-    return model(x_t, (noise_rate ** 2).to(x_t.device))
+    with autocast(x_t.device):
+        return model(x_t, (noise_rate ** 2).to(x_t.device)).float()
 
 
 # --- samplers ------------------------------------------------------------------------
@@ -262,7 +266,8 @@ class Sampler:
             mean = signal_prev * x0 + (noise_prev ** 2 - std ** 2).clamp_min(0).sqrt() * noise_pred
         if float(std) > 0:
             if variance_noise is None:
-                variance_noise = torch.randn(x_t.shape, generator=generator, device=x_t.device)
+                # drawn on the CPU and moved: the same seed gives the same picture on every device
+                variance_noise = torch.randn(x_t.shape, generator=generator).to(x_t.device)
             mean = mean + std * variance_noise
         return StepOutput(mean, x0)
 
@@ -272,24 +277,25 @@ class Frame(NamedTuple):
     t: float           # the time this step arrived at (runs from 1 towards 0)
     signal_rate: float
     noise_rate: float
-    x_t: torch.Tensor  # in [-1, 1]
-    x0: torch.Tensor   # the network's guess of the clean image, in [-1, 1]
+    x_t: torch.Tensor  # in [-1, 1], on the CPU
+    x0: torch.Tensor   # the network's guess of the clean image, in [-1, 1], on the CPU
 
 
 @torch.no_grad()
 def denoise(model: UNet, sampler: Sampler, start_noise: torch.Tensor,
             generator: torch.Generator | None = None) -> Iterator[Frame]:
-    """Run the reverse process from `start_noise`, yielding a Frame after every step."""
-    x = start_noise
+    """Run the reverse process from `start_noise` (on the model's device), yielding a Frame after every step."""
+    x = start_noise.to(next(model.parameters()).device)
     for i in range(sampler.steps):
         t, t_prev = float(sampler.times[i]), float(sampler.times[i + 1])
         noise_pred = predict_noise(model, x, t, sampler.schedule)
         x, x0 = sampler.step(noise_pred, t, x, t_prev, generator=generator)
         signal, noise = sampler.rates(i + 1)
-        yield Frame(i + 1, t_prev, signal, noise, x, x0)
+        yield Frame(i + 1, t_prev, signal, noise, x.cpu(), x0.cpu())
 
 
 def start_noise(n: int, config: DiffusionConfig, generator: torch.Generator) -> torch.Tensor:
+    """x_1 ~ N(0, I), drawn on the CPU from the call's generator (denoise moves it to the model)."""
     return torch.randn(n, config.channels, config.image_size, config.image_size, generator=generator)
 
 
@@ -311,10 +317,11 @@ def to_unit(x: torch.Tensor) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=None)
 def load_model(name: str) -> UNet:
-    """A shipped diffusion model (EMA weights), built once and shared read-only."""
+    """A shipped diffusion model (EMA weights), built once, moved to the app's device and shared read-only."""
     from core.checkpoints import build_model, load_shipped
+    from core.runtime import app_device
 
-    model = build_model(load_shipped("diffusion", name), UNet, DiffusionConfig)
+    model = build_model(load_shipped("diffusion", name), UNet, DiffusionConfig).to(app_device())
     for p in model.parameters():
         p.requires_grad_(False)
     return model
@@ -322,14 +329,16 @@ def load_model(name: str) -> UNet:
 
 # --- training ------------------------------------------------------------------------
 
-def diffusion_loss(model: UNet, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Noise a batch at random times and score the network's noise prediction."""
-    config = model.config
-    t = torch.rand(x0.shape[0], generator=generator, device=x0.device).clamp_min(1e-4)
-    noise = torch.randn(x0.shape, generator=generator, device=x0.device)
+def diffusion_loss(network: nn.Module, config: DiffusionConfig, x0: torch.Tensor,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Noise a batch at random times and score the network's noise prediction:
+    x_t = signal(t)·x_0 + noise(t)·ε,  loss = ‖ε_θ(x_t, noise(t)²) − ε‖² (or |·| for "mae").
+    The random draws come from `generator` on the CPU, so a run is the same on every device."""
+    t = torch.rand(x0.shape[0], generator=generator).clamp_min(1e-4).to(x0.device)
+    noise = torch.randn(x0.shape, generator=generator).to(x0.device)
     signal, noise_rate = schedule_rates(config.schedule, t)
     x_t = _per_image(signal, x0) * x0 + _per_image(noise_rate, x0) * noise
-    pred = model(x_t, noise_rate ** 2)
+    pred = network(x_t, noise_rate ** 2).float()
     return F.l1_loss(pred, noise) if config.loss == "mae" else F.mse_loss(pred, noise)
 
 
@@ -341,7 +350,8 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
         e.copy_(b)
 
 
-def load_training_images(data: str, size: int, data_dir=None, limit: int | None = None) -> tuple[torch.Tensor, str]:
+def load_training_images(data: str, size: int, data_dir=None, limit: int | None = None,
+                         download: bool = False) -> tuple[torch.Tensor, str]:
     """Training images in [-1, 1] and a one-line description for the model card."""
     if data == "fashion":
         from core.data.fashion_mnist import load_fashion_mnist, to_float
@@ -358,14 +368,25 @@ def load_training_images(data: str, size: int, data_dir=None, limit: int | None 
         n = limit or 20000
         x = face_split("train", n, size=size).images  # drawn at `size`, the split the metrics compare with
         description = f"synthetic faces, core.data.faces.face_split('train', {n}, size={size})"
+    elif data in ("flowers", "celeba"):  # real photos, for users who have them or are online
+        from core.data import celeba, flowers
+
+        if data == "flowers":  # as in the book: all 8189 images (train, validation and test) for training
+            images, description = flowers.load_flowers(data_dir, "all", size, limit, download=download)
+        else:
+            images, _ = celeba.load_celeba(data_dir, "train", size, limit, download=download)
+            description = f"CelebA train ({len(images)} images), centre-cropped to {size}x{size}; {celeba.SOURCE}"
+        x = images.float() / 255
     else:
-        raise ValueError(f"Unknown data {data!r}; choose fashion or faces.")
+        raise ValueError(f"Unknown data {data!r}; choose fashion, faces, flowers or celeba.")
     return x * 2 - 1, description
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", choices=("fashion", "faces"), default="fashion")
-    parser.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files")
+    parser.add_argument("--data", choices=("fashion", "faces", "flowers", "celeba"), default="fashion",
+                        help="flowers: Oxford 102 Flowers (the book's data), celeba: CelebA, both in torchvision's layout")
+    parser.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files, flowers-102/ or celeba/")
+    parser.add_argument("--download", action="store_true", help="flowers/celeba: fetch them into --data-dir first")
     parser.add_argument("--limit", type=int, default=None, help="use only this many training images")
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--widths", default="32,64,128", help="channels per level, comma separated")
@@ -384,20 +405,26 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def train(model: UNet, images: torch.Tensor, steps: int, batch_size: int = 64, lr: float = 1e-3,
           weight_decay: float = 1e-4, ema_decay: float = 0.999, generator: torch.Generator | None = None,
-          ema: UNet | None = None, optimizer=None, start_step: int = 0) -> Iterator[dict]:
+          ema: UNet | None = None, optimizer=None, start_step: int = 0, network: nn.Module | None = None,
+          autocast=contextlib.nullcontext) -> Iterator[dict]:
     """The training loop as a generator: yields {"step", "loss"} after every optimizer step.
 
+    `network` is what the step calls (the model itself, or its DistributedDataParallel wrapper, which
+    averages the gradients over the processes); `batch_size` is this process's share of the batch.
     The EMA copy's decay ramps up from 0 so that early samples are not an average of noise.
     """
+    network = network or model
     ema = ema if ema is not None else copy.deepcopy(model).requires_grad_(False)
     optimizer = optimizer or torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     model.train()
+    device = next(model.parameters()).device
     for step in range(start_step + 1, steps + 1):
         # A short warm-up keeps AdamW's first, badly estimated steps small.
         for group in optimizer.param_groups:
             group["lr"] = lr * min(1.0, step / 200)
-        batch = images[torch.randint(len(images), (batch_size,), generator=generator)]
-        loss = diffusion_loss(model, batch, generator)
+        batch = images[torch.randint(len(images), (batch_size,), generator=generator)].to(device)
+        with autocast():
+            loss = diffusion_loss(network, model.config, batch, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -407,65 +434,51 @@ def train(model: UNet, images: torch.Tensor, steps: int, batch_size: int = 64, l
 
 
 def train_main(args) -> Path:
-    from core.checkpoints import command_history, load_resume, make_card, save_checkpoint, save_resume
-    from core.registry import resume_path, shipped_path
-    from core.runtime import make_generator, pick_device
-    from core.train import Every, progress
+    from core.engine import TrainingRun
+    from core.registry import shipped_path
 
-    name = "fashion32" if args.data == "fashion" else f"faces{args.size}"
+    name = "fashion32" if args.data == "fashion" else f"{args.data}{args.size}"
     out = Path(args.out) if args.out else shipped_path("diffusion", name)
-    state_file = resume_path(out)
-    device = pick_device(args.device)
-    images, data_description = load_training_images(args.data, args.size, args.data_dir, args.limit)
-    images = images.to(device)
+    run = TrainingRun(args, out, global_batch=args.batch_size)
+    run.refuse_download_in_many(args.download)
+    images, data_description = load_training_images(args.data, args.size, args.data_dir, args.limit, args.download)
+    images = images[run.shard(len(images), "images")]  # this process's share, kept on the CPU
     config = DiffusionConfig(channels=images.shape[1], image_size=args.size,
                              widths=tuple(int(w) for w in args.widths.split(",")), blocks_per_level=args.blocks,
                              patch=args.patch,
                              attention=not args.no_attention, schedule=args.schedule, loss=args.loss)
-    model = UNet(config).to(device)
+    model = UNet(config)
+    network = run.wrap(model)
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    generator = make_generator(args.seed, device)
-    start_step, elapsed_before, curve = 0, 0.0, []
-    state = load_resume(state_file) if args.resume else None
-    commands = command_history(args, state)
+    generator = run.generator("noise and batches")
+    state, curve = run.resumed, []
     if state:
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        start_step, elapsed_before, curve = state["step"], state["elapsed_s"], state["curve"]
+        curve = state["curve"]
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"{data_description}; {n_params / 1e6:.2f}M parameters; from step {start_step}")
-
-    started = time.monotonic()
-    save_timer = Every(args.save_every)
-    running, step = [], start_step
+    run.log(f"{data_description}; {n_params / 1e6:.2f}M parameters; from step {run.step}; "
+            f"{run.world_size} process(es) on {run.device}")
+    running, every = [], max(1, min(100, args.steps // 10))  # curve points: every 100 steps, 10 in a short run
 
     def save() -> None:
-        wall = elapsed_before + time.monotonic() - started
-        save_resume(state_file, {"model": model.state_dict(), "ema": ema.state_dict(),
-                                  "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
-                                  "step": step, "elapsed_s": wall, "curve": curve, "commands": commands})
-        card = make_card(commands=commands, data=data_description, wall_time_s=wall, device=device, steps=step,
-                         batch_size=args.batch_size, parameters=n_params,
-                         optimizer=f"AdamW lr {args.lr} wd {args.weight_decay}, 200-step warm-up, grad clip 1",
-                         ema_decay=args.ema, weights="EMA, float16",
-                         metrics={"final_loss": curve[-1][1] if curve else None},
-                         training_curve={"step_and_mean_loss": curve})
-        save_checkpoint(out, ema, config, card, half=True)
+        run.save_state({"model": model.state_dict(), "ema": ema.state_dict(),
+                        "optimizer": optimizer.state_dict(), "curve": curve})
+        card = run.card(data=data_description, model=model, batch_size=args.batch_size, parameters=n_params,
+                        optimizer=f"AdamW lr {args.lr} wd {args.weight_decay}, 200-step warm-up, grad clip 1",
+                        ema_decay=args.ema, weights="EMA, float16", bf16_autocast=run.bf16,
+                        metrics={"final_loss": curve[-1][1] if curve else None},
+                        training_curve={"step_and_mean_loss": curve})
+        run.save_model(ema, config, card, half=True)
 
-    events = train(model, images, args.steps, args.batch_size, args.lr, args.weight_decay, args.ema,
-                   generator, ema, optimizer, start_step)
-    for event in progress(events, total=args.steps, desc=f"diffusion {name}"):
-        step = event["step"]
+    events = train(model, images, args.steps, run.batch, args.lr, args.weight_decay, args.ema,
+                   generator, ema, optimizer, run.step, network=network, autocast=run.autocast)
+    for event in run.loop(events, save, total=args.steps, desc=f"diffusion {name}"):
         running.append(event["loss"])
-        if step % 100 == 0:
-            curve.append([step, round(sum(running) / len(running), 5)])
-            running = []
-        if save_timer.due():
-            save()
-        if args.minutes is not None and time.monotonic() - started > args.minutes * 60:
-            break
-    save()
+        if event["step"] % every == 0:
+            curve.append([event["step"], round(run.mean(sum(running) / len(running)), 5)])
+            running, every = [], max(1, min(100, args.steps // 10))  # curve points: every 100 steps, 10 in a short run
+    run.finish()
     return out

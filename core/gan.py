@@ -15,28 +15,32 @@ ones, and each is trained against the other. Three variants share one pair of ne
     python -m core.train gan --model dcgan --data fashion --minutes 30
     python -m core.train gan --model cgan --data fashion --minutes 30
     python -m core.train gan --model wgan-gp --data faces --minutes 35
+    torchrun --nproc_per_node=2 -m core.train gan --model dcgan --data celeba --data-dir ~/data --batch-size 128
+
+Training runs on core.engine.TrainingRun: under torchrun each process trains on its own shard with
+its share of the (global) --batch-size, and DistributedDataParallel averages both networks' gradients,
+the gradient penalty's double backward included.
 
 Sampling is pure: `sample(G, n, generator, labels, truncation)` with an explicit torch.Generator.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.checkpoints import command_history, load_resume, make_card, save_checkpoint, save_resume
 from core.data.images import image_grid, pil_to_tensor, tensor_to_pil
 from core.latent import interpolate  # noqa: F401  (latent walks: gan.interpolate(z0, z1, steps, mode))
-from core.registry import resume_path, shipped_path
-from core.runtime import hardware_description, make_generator, pick_device
-from core.train import Every, progress
+from core.registry import shipped_path
+from core.runtime import autocast, make_generator
 
 
 @dataclass
@@ -170,9 +174,13 @@ def check_labels(cfg: GANConfig, n: int, labels) -> torch.Tensor | None:
 
 @torch.no_grad()
 def generate(G: Generator, z: torch.Tensor, labels=None) -> torch.Tensor:
-    """Decode given latent vectors to images in [0, 1] (latent walks reuse the same z)."""
+    """Decode given latent vectors to images in [0, 1], on the CPU (latent walks reuse the same z).
+    z and labels move to G's device; on CUDA G runs in bf16 (core.runtime.autocast)."""
     labels = check_labels(G.cfg, len(z), labels)
-    return (G.eval()(z, labels) + 1) / 2
+    device = next(G.parameters()).device
+    with autocast(device):
+        x = G.eval()(z.to(device), None if labels is None else labels.to(device))
+    return ((x.float() + 1) / 2).cpu()
 
 
 def sample(G: Generator, n: int, generator: torch.Generator, labels=None, truncation: float | None = None):
@@ -185,28 +193,41 @@ def sample(G: Generator, n: int, generator: torch.Generator, labels=None, trunca
 # --- losses and one training step -----------------------------------------------------------
 
 def gradient_penalty(critic: Critic, real, fake, generator: torch.Generator, labels=None) -> torch.Tensor:
-    """E[(||grad_x critic(x)|| - 1)^2] at random points x on lines between real and fake images."""
-    eps = torch.rand(real.size(0), 1, 1, 1, generator=generator, device=real.device)
-    mixed = (eps * real + (1 - eps) * fake).requires_grad_(True)
-    (grads,) = torch.autograd.grad(critic(mixed, labels).sum(), mixed, create_graph=True)
+    """E[(||grad_x critic(x)|| - 1)^2] at random points x on lines between real and fake images.
+
+    Always in float32, outside any autocast: the penalty is a gradient of a gradient, and bf16's
+    8 bits of mantissa would make its norm too coarse to hold at 1. Under DistributedDataParallel
+    `critic` may be the wrapper: autograd.grad here only reaches the input `mixed`, and the weights'
+    gradients (this double backward included) are summed once, in loss.backward(), where DDP
+    averages them."""
+    eps = torch.rand(real.size(0), 1, 1, 1, generator=generator).to(real.device)
+    with torch.autocast(real.device.type, enabled=False):
+        mixed = (eps * real.float() + (1 - eps) * fake.float()).requires_grad_(True)
+        (grads,) = torch.autograd.grad(critic(mixed, labels).float().sum(), mixed, create_graph=True)
     return ((grads.flatten(1).norm(dim=1) - 1) ** 2).mean()
 
 
-def train_step(G, D, opt_g, opt_d, real, labels, tcfg: TrainConfig, generator: torch.Generator) -> dict:
-    """Update D (critic_steps times) then G on one batch of real images in [-1, 1]; returns the losses."""
-    n, cfg = real.size(0), G.cfg
+def train_step(G, D, opt_g, opt_d, real, labels, tcfg: TrainConfig, generator: torch.Generator,
+               cfg: GANConfig | None = None, autocast=contextlib.nullcontext) -> dict:
+    """Update D (critic_steps times) then G on one batch of real images in [-1, 1]; returns the losses.
+
+    G and D are what the step calls: the networks, or their DistributedDataParallel wrappers (then
+    pass `cfg`, which a wrapper does not carry). Random draws come from `generator` on the CPU and
+    move to the batch's device, so a seed trains the same way on every device."""
+    n, cfg = real.size(0), cfg or G.cfg
 
     def latent():
-        return torch.randn(n, cfg.z_dim, generator=generator, device=real.device)
+        return torch.randn(n, cfg.z_dim, generator=generator).to(real.device)
 
     def jitter():  # uniform in [-label_noise, label_noise]
-        return (torch.rand(n, generator=generator, device=real.device) * 2 - 1) * tcfg.label_noise
+        return ((torch.rand(n, generator=generator) * 2 - 1) * tcfg.label_noise).to(real.device)
 
     logs = {}
     for _ in range(tcfg.critic_steps):
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             fake = G(latent(), labels)
-        real_score, fake_score = D(real, labels), D(fake, labels)
+        with autocast():
+            real_score, fake_score = D(real, labels).float(), D(fake, labels).float()
         if cfg.loss == "bce":
             real_target = 1 - tcfg.label_smoothing + jitter()
             fake_target = jitter().abs()
@@ -221,7 +242,8 @@ def train_step(G, D, opt_g, opt_d, real, labels, tcfg: TrainConfig, generator: t
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
-    fake_score = D(G(latent(), labels), labels)
+    with autocast():
+        fake_score = D(G(latent(), labels), labels).float()
     # Non-saturating generator loss: G wants D to call its fakes real.
     loss_g = (F.binary_cross_entropy_with_logits(fake_score, torch.ones_like(fake_score)) if cfg.loss == "bce"
               else -fake_score.mean())
@@ -246,10 +268,11 @@ def recalibrate_batch_norm(G: Generator, generator: torch.Generator, batches: in
             m.reset_running_stats()
             m.momentum = None  # a plain average over the batches below
     G.train()
+    device = next(G.parameters()).device
     for _ in range(batches):
         if G.cfg.num_classes:
-            labels = torch.randint(G.cfg.num_classes, (batch_size,), generator=generator)
-        G(torch.randn(batch_size, G.cfg.z_dim, generator=generator), labels)
+            labels = torch.randint(G.cfg.num_classes, (batch_size,), generator=generator).to(device)
+        G(torch.randn(batch_size, G.cfg.z_dim, generator=generator).to(device), labels)
     for m in G.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.momentum = 0.1
@@ -274,7 +297,8 @@ class ImageData:
         return x, (self.labels[index] if self.labels is not None else None)
 
 
-def load_data(name: str, image_size: int, data_dir=None, faces: int = 12000) -> ImageData:
+def load_data(name: str, image_size: int, data_dir=None, faces: int = 12000, limit: int | None = None,
+              download: bool = False) -> ImageData:
     if name == "fashion":
         from core.data.fashion_mnist import CLASS_NAMES, load_fashion_mnist, to_float
 
@@ -290,7 +314,13 @@ def load_data(name: str, image_size: int, data_dir=None, faces: int = 12000) -> 
                        .round().to(torch.uint8) for start in range(0, faces, 1000)])
         return ImageData(x, None, f"synthetic faces, core.data.faces train split, first {len(x)}, "
                                   f"drawn at {image_size}x{image_size}")
-    raise ValueError(f"Unknown data {name!r}: use 'fashion' or 'faces'.")
+    if name == "celeba":
+        from core.data.celeba import load_celeba
+
+        x, _ = load_celeba(data_dir, "train", image_size, limit, download=download)
+        return ImageData(x, None, f"CelebA train split, aligned crops, {len(x)} images, "
+                                  f"centre-cropped and resized to {image_size}x{image_size}")
+    raise ValueError(f"Unknown data {name!r}: use 'fashion', 'faces' or 'celeba'.")
 
 
 # --- training loop --------------------------------------------------------------------------
@@ -313,14 +343,16 @@ def snapshot(G: Generator, z, labels) -> torch.Tensor:
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", choices=sorted(PRESETS), default="dcgan")
-    parser.add_argument("--data", choices=["fashion", "faces"], default="fashion")
-    parser.add_argument("--data-dir", default=None, help="folder with Fashion-MNIST IDX files")
+    parser.add_argument("--data", choices=["fashion", "faces", "celeba"], default="fashion")
+    parser.add_argument("--data-dir", default=None, help="folder with Fashion-MNIST IDX files, or with CelebA")
     parser.add_argument("--faces", type=int, default=12000, help="how many synthetic faces to draw")
-    parser.add_argument("--image-size", type=int, default=None, help="default: 32 (fashion), 64 (faces)")
+    parser.add_argument("--limit", type=int, default=None, help="CelebA: use only the first N training images")
+    parser.add_argument("--download", action="store_true", help="celeba: fetch it into --data-dir first")
+    parser.add_argument("--image-size", type=int, default=None, help="default: 32 (fashion), 64 (faces, celeba)")
     parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--z-dim", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64, help="the global batch, shared by all processes")
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--ema", type=float, default=0.999, help="EMA decay of G's weights (0: off)")
     parser.add_argument("--note", default="", help="a sentence for the model card (why this budget, ...)")
@@ -331,136 +363,136 @@ def default_out(args) -> Path:
 
 
 def train_main(args) -> Path:
+    from core.engine import TrainingRun
+
     out = Path(args.out) if args.out else default_out(args)
-    device = pick_device(args.device)
-    size = args.image_size or (64 if args.data == "faces" else 32)
+    size = args.image_size or (32 if args.data == "fashion" else 64)
     cfg_changes, train_changes = PRESETS[args.model]
-    cfg = GANConfig(image_size=size, channels=3 if args.data == "faces" else 1, z_dim=args.z_dim,
+    cfg = GANConfig(image_size=size, channels=1 if args.data == "fashion" else 3, z_dim=args.z_dim,
                     width=args.width, **cfg_changes)
     tcfg = TrainConfig(batch_size=args.batch_size, epochs=args.epochs, lr_g=args.lr, lr_d=args.lr,
                        ema_decay=args.ema, **train_changes)
     if cfg.num_classes and args.data != "fashion":
         raise ValueError("The conditional GAN is trained on Fashion-MNIST's 10 classes.")
-    data = load_data(args.data, size, args.data_dir, args.faces)
-    resume = load_resume(resume_path(out)) if args.resume else None
-    return train(cfg, tcfg, data, out, seed=args.seed, minutes=args.minutes, device=device, resume=resume,
-                 note=args.note, commands=command_history(args, resume))
+    run = TrainingRun(args, out, global_batch=args.batch_size)
+    run.refuse_download_in_many(args.download)
+    data = load_data(args.data, size, args.data_dir, args.faces, args.limit, args.download)
+    return train(cfg, tcfg, data, out, run, note=args.note)
 
 
-def train(cfg: GANConfig, tcfg: TrainConfig, data: ImageData, out: Path, seed: int = 0,
-          minutes: float | None = None, device=None, resume: dict | None = None, note: str = "",
-          commands: list[str] | None = None) -> Path:
-    """Train until tcfg.epochs or `minutes`; writes the checkpoint each epoch and at the end.
-    `commands` (core.checkpoints.command_history) go into the model card."""
-    commands = commands or command_history(None, resume)
-    device = torch.device(device or "cpu")
-    torch.manual_seed(seed)  # weight initialisation only; every random draw below uses `gen`
-    G, D = Generator(cfg).to(device), Critic(cfg).to(device)
+def train(cfg: GANConfig, tcfg: TrainConfig, data: ImageData, out: Path, run=None, note: str = "") -> Path:
+    """Train until tcfg.epochs or the run's --minutes; writes the checkpoint each epoch and at the end.
+
+    `run` (a core.engine.TrainingRun) brings the device, the processes, the resume state and the
+    command lines for the card; without one, this process alone, from scratch. tcfg.batch_size is the
+    global batch: each of the run's processes trains on batch_size / processes images of its own shard."""
+    from core.engine import TrainingRun
+
+    out = Path(out)
+    run = run or TrainingRun(SimpleNamespace(), out, global_batch=tcfg.batch_size)
+    seed, batch = run.seed, run.per_rank(tcfg.batch_size)
+    mine = run.shard(len(data), "images")
+    # The same number of steps on every process (the shards differ by at most one image).
+    steps_per_epoch = len(data) // run.world_size // batch
+    if not steps_per_epoch:
+        raise ValueError(f"{len(data)} images do not fill one batch of {tcfg.batch_size}"
+                         f"{f' on {run.world_size} processes' if run.world_size > 1 else ''}: "
+                         f"use a smaller --batch-size or more images.")
+    G, D = Generator(cfg), Critic(cfg)
+    G_net, D_net = run.wrap(G), run.wrap(D)  # the step calls these; EMA, snapshots and saves use G and D
     opt_g = torch.optim.Adam(G.parameters(), tcfg.lr_g, betas=(tcfg.beta1, tcfg.beta2))
     opt_d = torch.optim.Adam(D.parameters(), tcfg.lr_d, betas=(tcfg.beta1, tcfg.beta2))
     ema = copy.deepcopy(G)
-    gen = make_generator(seed, device)
-    state = {"step": 0, "wall_time_s": 0.0, "history": [], "frames": [], "frame_steps": []}
-    if resume:
+    gen = run.generator("latents and label noise")
+    state = {"history": [], "frames": [], "frame_steps": []}
+    if run.resumed:
+        resume = run.resumed
         G.load_state_dict(resume["G"]), D.load_state_dict(resume["D"]), ema.load_state_dict(resume["ema"])
         opt_g.load_state_dict(resume["opt_g"]), opt_d.load_state_dict(resume["opt_d"])
-        gen.set_state(resume["gen"])
         state = {k: resume[k] for k in state}
-    steps_per_epoch = len(data) // tcfg.batch_size
     total = steps_per_epoch * tcfg.epochs
     fixed_z, fixed_labels = snapshot_inputs(cfg, seed)
-    state_file = resume_path(out)
 
-    def save_state():
-        save_resume(state_file, {"G": G.state_dict(), "D": D.state_dict(), "ema": ema.state_dict(),
-                                  "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                                  "gen": gen.get_state(), "commands": commands, **state})
+    def save():
+        run.save_state({"G": G.state_dict(), "D": D.state_dict(), "ema": ema.state_dict(),
+                        "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), **state})
 
     def shipped_generator():
         # The averaged weights are smoother than the live ones; without EMA ship G itself.
-        ship = copy.deepcopy(ema if tcfg.ema_decay else G).cpu()
+        ship = copy.deepcopy(ema if tcfg.ema_decay else G)
         recalibrate_batch_norm(ship, make_generator(seed + 1))
         return ship
 
     def record_frame(ship):
         state["frames"].append(snapshot(ship, fixed_z, fixed_labels))
-        state["frame_steps"].append(state["step"])
+        state["frame_steps"].append(run.step)
 
     def write_checkpoint(ship):
+        # Every process builds the card (it gathers their weight checksums); rank 0 writes.
         frames = torch.stack(state["frames"]) if state["frames"] else torch.zeros(0)
-        epochs = state["step"] / steps_per_epoch
-        card = make_card(commands=commands, data=data.description, wall_time_s=state["wall_time_s"], device=device,
-                         metrics={k: v for k, v in state["history"][-1].items() if k != "step"}
-                         if state["history"] else {},
-                         steps=state["step"], epochs=round(epochs, 2), training=asdict(tcfg),
-                         class_names=data.class_names if cfg.num_classes else None, notes=note,
-                         parameters={"generator": sum(p.numel() for p in G.parameters()),
-                                     "critic": sum(p.numel() for p in D.parameters())},
-                         curves=state["history"],
-                         timeline={"file": out.stem + ".timeline.png", "steps": state["frame_steps"],
-                                   "epochs": [round(s / steps_per_epoch, 2) for s in state["frame_steps"]],
-                                   "frame_height": int(frames.shape[-2]) if len(frames) else 0})
-        save_checkpoint(out, ship, cfg, card, half=True)
-        if len(frames):  # the frames stacked top to bottom, one PNG the tab slices by epoch
+        card = run.card(data=data.description, model=nn.ModuleList([G, D]),
+                        metrics={k: v for k, v in state["history"][-1].items() if k != "step"}
+                        if state["history"] else {},
+                        epochs=round(run.step / steps_per_epoch, 2), training=asdict(tcfg), bf16_autocast=run.bf16,
+                        class_names=data.class_names if cfg.num_classes else None, notes=note,
+                        parameters={"generator": sum(p.numel() for p in G.parameters()),
+                                    "critic": sum(p.numel() for p in D.parameters())},
+                        curves=state["history"],
+                        timeline={"file": out.stem + ".timeline.png", "steps": state["frame_steps"],
+                                  "epochs": [round(s / steps_per_epoch, 2) for s in state["frame_steps"]],
+                                  "frame_height": int(frames.shape[-2]) if len(frames) else 0})
+        run.save_model(ship, cfg, card, half=True)
+        if run.is_main and len(frames):  # the frames stacked top to bottom, one PNG the tab slices by epoch
             strip = torch.cat(list(frames), dim=1).float() / 255
             tensor_to_pil(strip).save(out.with_name(out.stem + ".timeline.png"), optimize=True)
 
     if not state["frames"]:
         record_frame(shipped_generator())  # step 0: pure noise, the start of the story
-    deadline = time.monotonic() + 60 * minutes if minutes else None
-    saver, started = Every(180), time.monotonic()
     window: list[dict] = []
 
     def steps():
-        while state["step"] < total and (deadline is None or time.monotonic() < deadline):
-            step = state["step"]
+        for step in range(run.step, total):
             epoch, i = divmod(step, steps_per_epoch)
-            order = torch.randperm(len(data), generator=make_generator(seed * 1000 + epoch))
-            real, labels = data.batch(order[i * tcfg.batch_size:(i + 1) * tcfg.batch_size])
-            real = real.to(device)
-            labels = labels.to(device) if (labels is not None and cfg.num_classes) else None
+            order = mine[torch.randperm(len(mine), generator=make_generator(seed * 1000 + epoch))]
+            real, labels = data.batch(order[i * batch:(i + 1) * batch])
+            real = real.to(run.device)
+            labels = labels.to(run.device) if (labels is not None and cfg.num_classes) else None
             G.train(), D.train()
-            logs = train_step(G, D, opt_g, opt_d, real, labels, tcfg, gen)
+            logs = train_step(G_net, D_net, opt_g, opt_d, real, labels, tcfg, gen, cfg, run.autocast)
             if tcfg.ema_decay:  # warm-up: early on, the average must not remember the random start
                 ema_update(ema, G, min(tcfg.ema_decay, (1 + step) / (10 + step)))
-            state["step"] = step + 1
-            yield {"step": state["step"], **logs}
+            yield {"step": step + 1, **logs}
 
-    tick = time.monotonic()
-    for event in progress(steps(), total=total, desc=f"gan {out.stem}"):
+    for event in run.loop(steps(), save, total=total, desc=f"gan {out.stem}"):
         window.append(event)
         step = event["step"]
         if not math.isfinite(event["loss_d"] + event["loss_g"]):
             raise RuntimeError(f"Training diverged at step {step} (loss is not finite).")
-        if step % 25 == 0 or step == total:
+        if step % 25 == 0 or step == total:  # curve points: the mean over the window and over the processes
             keys = [k for k in window[0] if k != "step"]
-            state["history"].append({"step": step, **{k: round(sum(e[k] for e in window) / len(window), 4)
+            state["history"].append({"step": step, **{k: round(run.mean(sum(e[k] for e in window) / len(window)), 4)
                                                       for k in keys}})
             window = []
-        now = time.monotonic()
-        state["wall_time_s"] += now - tick
-        tick = now
         if step % steps_per_epoch == 0 or (step < steps_per_epoch and step in EARLY_FRAMES):
             ship = shipped_generator()
             record_frame(ship)
             if step % steps_per_epoch == 0:
                 write_checkpoint(ship)
-        if saver.due():
-            save_state()
     ship = shipped_generator()
-    if state["frame_steps"][-1] != state["step"]:
-        record_frame(ship)  # the last frame shows what is shipped
-    save_state()
+    if state["frame_steps"][-1] != run.step:  # stopped between epochs: the last frame shows what is shipped
+        record_frame(ship)
+        save()  # so that a resumed run's timeline keeps it
     write_checkpoint(ship)
-    print(f"{state['step']} steps, {state['step'] / steps_per_epoch:.2f} epochs, "
-          f"{state['wall_time_s'] / 60:.1f} min this model ({(time.monotonic() - started) / 60:.1f} this run); "
-          f"{hardware_description(device)}")
+    run.log(f"{run.step} steps, {run.step / steps_per_epoch:.2f} epochs, {run.elapsed_s / 60:.1f} min this model, "
+            f"{run.world_size} process(es): {run.hardware[0]}")
+    run.finish()
     return out
 
 
 # --- loading shipped generators -------------------------------------------------------------
 
-def load_generator(ckpt) -> Generator:
+def load_generator(ckpt, device="cpu") -> Generator:
+    """The checkpoint's generator on `device`, in eval mode (the tab's cached loader passes the app's device)."""
     from core.checkpoints import build_model
 
-    return build_model(ckpt, Generator, GANConfig)
+    return build_model(ckpt, Generator, GANConfig).to(device)

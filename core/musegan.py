@@ -25,6 +25,9 @@ where FluidSynth is missing).
     python -m core.train musegan --minutes 80 --threads 1       # writes assets/checkpoints/musegan/chorales.pt
     python -m core.train musegan --init-from assets/checkpoints/musegan/chorales.pt --fragment-weight 20 \
         --lr 5e-4 --minutes 45 --threads 1 --out runs/tuned.pt  # fine-tune: that generator, a fresh critic
+    torchrun --nproc_per_node=2 -m core.train musegan --out runs/two.pt   # each batch split between 2 processes
+
+The generator runs on any device; noise is drawn on the CPU and piano rolls come back to the CPU.
 """
 from __future__ import annotations
 
@@ -32,7 +35,6 @@ import copy
 import functools
 import io
 import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -46,6 +48,7 @@ from core.data import chorales as data
 INPUT_KINDS = ("chords", "style", "melody", "groove")
 MAX_BARS = 16
 TRAIN_LENGTHS = ((2, 16), (4, 8), (8, 4))  # (bars, batch size): every batch holds 32 bars
+BARS_PER_BATCH = 32
 VOICE_ORDER_WEIGHT = 20.0  # see train()
 
 
@@ -255,10 +258,17 @@ def check_bars(n_bars) -> int:
     return n_bars
 
 
+def _on_device_of(generator: Generator, inputs: dict) -> dict:
+    device = next(generator.parameters()).device
+    return {kind: x.to(device) for kind, x in inputs.items()}
+
+
 @torch.no_grad()
 def generate(generator: Generator, chords, style, melody, groove, n_bars: int = 4) -> torch.Tensor:
-    """The four inputs -> piano roll (B, n_bars*16, 4) of pitch classes, by argmax per step."""
-    return _to_roll(generator(chords, style, melody, groove, check_bars(n_bars)))
+    """The four inputs (on the CPU) -> piano roll (B, n_bars*16, 4) of pitch classes on the CPU, by argmax
+    per step. No bf16 here: an argmax between two nearly tied pitches would differ from the CPU's."""
+    inputs = _on_device_of(generator, {"chords": chords, "style": style, "melody": melody, "groove": groove})
+    return _to_roll(generator(**inputs, n_bars=check_bars(n_bars))).cpu()
 
 
 def _to_roll(logits: torch.Tensor) -> torch.Tensor:
@@ -290,7 +300,7 @@ def interpolate_piece(generator: Generator, start: dict, end: dict, kind: str, s
     if not torch.equal(start[kind], end[kind]):  # (a walk to where it is holds still: slerp would round)
         path = interpolate(start[kind][0], end[kind][0], segments).repeat_interleave(bars_per_segment, dim=0)
         inputs = {**start, kind: path.movedim(0, -2)[None]}  # per bar: (1, [tracks,] bars, z)
-    return _to_roll(generator(**inputs, n_bars=total))
+    return _to_roll(generator(**_on_device_of(generator, inputs), n_bars=total)).cpu()
 
 
 def roll_to_onehot(roll: torch.Tensor, cfg: MuseGANConfig) -> torch.Tensor:
@@ -304,7 +314,7 @@ def roll_to_onehot(roll: torch.Tensor, cfg: MuseGANConfig) -> torch.Tensor:
 
 def gradient_penalty(critic: Critic, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator):
     """WGAN-GP: push the critic's gradient norm to 1 on points between real and fake phrases."""
-    alpha = torch.rand(real.shape[0], 1, 1, 1, 1, generator=generator)
+    alpha = torch.rand(real.shape[0], 1, 1, 1, 1, generator=generator).to(real.device)
     mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
     grad, = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
     return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
@@ -337,12 +347,14 @@ def fragment_probability(probs: torch.Tensor) -> torch.Tensor:
 def train(model: MuseGAN, pieces: data.ChoraleSet, *, steps: int, generator: torch.Generator,
           state: dict | None = None, lr: float = 1e-3, critic_steps: int = 5, gp_weight: float = 10.0,
           voice_order_weight: float = VOICE_ORDER_WEIGHT, fragment_weight: float = 0.0,
-          transpose: int = 6):
+          transpose: int = 6, networks: tuple[nn.Module, nn.Module] | None = None, processes: int = 1):
     """WGAN-GP training; yields one event per generator step with the losses.
 
-    `state` (from a resumable save) continues a run. Each batch is a random phrase length from
-    TRAIN_LENGTHS, random windows of random pieces, each transposed by up to +-`transpose`
-    semitones. The generator's exponential moving average (`ema`) is what gets shipped: it is
+    `state` (from a resumable save) continues a run. `networks` are the (generator, critic) the steps
+    call: the model's own, or their DistributedDataParallel wrappers, which average the gradients over
+    `processes` processes; each takes its share of every batch's phrases, from its own `generator`.
+    Each batch is a random phrase length from TRAIN_LENGTHS, random windows of random pieces, each
+    transposed by up to +-`transpose` semitones. The generator's exponential moving average (`ema`) is what gets shipped: it is
     a smoother, better-sounding average of the last few hundred generator steps.
 
     `voice_order_weight` adds crossing_probability to the generator's loss. Each voice has its own
@@ -364,6 +376,8 @@ def train(model: MuseGAN, pieces: data.ChoraleSet, *, steps: int, generator: tor
     g_opt = torch.optim.Adam(model.generator.parameters(), lr=lr, betas=(0.5, 0.9))
     c_opt = torch.optim.Adam(model.critic.parameters(), lr=lr, betas=(0.5, 0.9))
     ema = copy.deepcopy(model.generator).eval().requires_grad_(False)
+    generator_net, critic_net = networks or (model.generator, model.critic)
+    device = next(model.parameters()).device
     step = 0
     if state:
         model.load_state_dict(state["model"])
@@ -373,17 +387,17 @@ def train(model: MuseGAN, pieces: data.ChoraleSet, *, steps: int, generator: tor
         for group in g_opt.param_groups + c_opt.param_groups:
             group["lr"] = lr  # a resumed run may continue with a different (lower) rate
         step = state["step"]
-        generator.set_state(state["rng"])
     model.train()
 
-    def real_batch(bars, size):
+    def real_batch(bars, size):  # drawn on the CPU, from this process's pieces, then moved
         pool = windows[bars]
         rolls = pool[torch.randint(len(pool), (size,), generator=generator)]
         rolls = data.transpose(rolls, torch.randint(-transpose, transpose + 1, (size,), generator=generator))
-        return roll_to_onehot(rolls, cfg)
+        return roll_to_onehot(rolls, cfg).to(device)
 
     def fake_probs(bars, size):
-        return model.generator(**sample_inputs(cfg, size, generator), n_bars=bars).softmax(-1)
+        inputs = {kind: x.to(device) for kind, x in sample_inputs(cfg, size, generator).items()}
+        return generator_net(**inputs, n_bars=bars).softmax(-1)
 
     def straight_through(probs):
         # As in binary MuseGAN: the critic sees the one-hot argmax, the music the tab will play,
@@ -394,16 +408,18 @@ def train(model: MuseGAN, pieces: data.ChoraleSet, *, steps: int, generator: tor
 
     while step < steps:
         bars, size = TRAIN_LENGTHS[int(torch.randint(len(TRAIN_LENGTHS), (1,), generator=generator))]
+        size //= processes
         with torch.no_grad():  # fakes for all critic steps in one pass: same maths, far fewer small ops
             fakes = straight_through(fake_probs(bars, size * critic_steps)).split(size)
         for fake in fakes:
             real = real_batch(bars, size)
-            wasserstein = model.critic(real).mean() - model.critic(fake).mean()
-            gp = gradient_penalty(model.critic, real, fake, generator)
+            wasserstein = critic_net(real).mean() - critic_net(fake).mean()
+            gp = gradient_penalty(critic_net, real, fake, generator)
             c_opt.zero_grad(set_to_none=True)
             (-wasserstein + gp_weight * gp).backward()
             c_opt.step()
         probs = fake_probs(bars, size)
+        # The critic itself (not its DDP wrapper): its gradients from this step are thrown away unaveraged.
         g_loss = -model.critic(straight_through(probs)).mean()
         crossing, fragments = crossing_probability(probs), fragment_probability(probs)
         g_opt.zero_grad(set_to_none=True)
@@ -419,7 +435,7 @@ def train(model: MuseGAN, pieces: data.ChoraleSet, *, steps: int, generator: tor
         yield {"step": step, "wasserstein": wasserstein.item(), "gp": gp.item(), "g_loss": g_loss.item(),
                "crossing": crossing.item(), "fragments": fragments.item(), "bars": bars,
                "state": lambda: {"model": model.state_dict(), "ema": ema.state_dict(), "g_opt": g_opt.state_dict(),
-                                 "c_opt": c_opt.state_dict(), "step": step, "rng": generator.get_state()},
+                                 "c_opt": c_opt.state_dict()},
                "ema": ema}
 
 
@@ -461,95 +477,106 @@ def train_main(args) -> Path:
     steps the EMA writes 500 phrases, their metrics are compared with the *training* chorales'
     (target_gaps: distance in units of the issue's tolerance), and the closest EMA so far is
     kept. The held-out chorales are not used for this choice; they judge it in the card.
+    Under torchrun every process makes the same choice: the EMAs are equal (rank 0's BatchNorm
+    statistics) and the phrases come from a fixed seed, so no process waits for another.
 
     --init-from starts the generator (and its EMA) from a checkpoint and the critic afresh: a
     critic trained alongside a generator has stopped objecting to what that generator gets away
     with, and a new one looks again (see --fragment-weight). The card keeps the earlier commands."""
-    from core.checkpoints import command_history, load_resume, make_card, save_checkpoint, save_resume, start_from
+    from core.checkpoints import command_history, start_from
+    from core.engine import TrainingRun, world
     from core.metrics.music import all_metrics, target_gaps
-    from core.registry import resume_path, shipped_path
-    from core.train import Every, progress
+    from core.registry import shipped_path
 
+    processes = world()[1]
+    if any(size % processes for _, size in TRAIN_LENGTHS):
+        raise ValueError(f"MuseGAN's batches of {', '.join(str(size) for _, size in TRAIN_LENGTHS)} phrases split "
+                         f"evenly among 1, 2 or 4 processes, not {processes}.")
     out = Path(args.out or shipped_path("musegan", "chorales"))
-    state_file = resume_path(out)
+    run = TrainingRun(args, out)  # seeds the weight initialisation; sampling uses the run's generators
     pieces = data.load_folder(args.data) if args.data else data.load_bach()
     train_set, held_out = pieces.split()
+    mine = run.shard(len(train_set.rolls), "pieces")
+    my_pieces = data.ChoraleSet([train_set.rolls[i] for i in mine], [train_set.names[i] for i in mine])
     cfg = MuseGANConfig(z_dim=args.z_dim, bar_channels=args.bar_channels, critic_channels=args.critic_channels)
     model = MuseGAN(cfg)
-    rng = torch.Generator().manual_seed(args.seed)
-    torch.manual_seed(args.seed)  # weight initialisation only; sampling uses `rng`
-    state = load_resume(state_file) if args.resume else None
+    state = run.resumed
     init = state.get("init") if state else None  # what the --init-from checkpoint's card says about it
     if args.init_from and not state:
         weights, init = start_from(args.init_from, asdict(cfg), "MuseGAN", ("steps", "selected_step", "metrics"))
         model.generator.load_state_dict(weights)
-    commands = command_history(args, state or init)
+        run.commands = command_history(args, init)  # the checkpoint's commands head this run's
+    networks = run.wrap(model.generator), run.wrap(model.critic)
     curves = state["curves"] if state else {"step": [], "wasserstein": [], "gp": [], "g_loss": []}
-    elapsed = state["elapsed"] if state else 0.0
     best = state.get("best") if state else None  # {"step", "gap", "ema"}
     reference = all_metrics(data.phrases(train_set, 4))
-    started = time.monotonic() - elapsed
-    budget = None if args.minutes is None else time.monotonic() + args.minutes * 60
-    save_timer, ema, steps_done = Every(180), None, state["step"] if state else 0
-    running = {}
-    for event in progress(train(model, train_set, steps=args.steps, generator=rng, state=state, lr=args.lr,
-                                voice_order_weight=args.voice_order_weight, fragment_weight=args.fragment_weight),
-                          total=args.steps, desc="musegan"):
-        ema, steps_done = event["ema"], event["step"]
+    run.log(f"{len(train_set.rolls)} training pieces; from step {run.step}; "
+            f"{run.world_size} process(es) on {run.device}")
+    latest, running = {}, {}
+
+    def save() -> None:
+        if latest:  # (a resumed run that had no step left to take has nothing new to save)
+            run.save_state({**latest["state"](), "curves": curves, "init": init, "best": best})
+
+    events = train(model, my_pieces, steps=args.steps, generator=run.generator("phrases and noise"), state=state,
+                   lr=args.lr, voice_order_weight=args.voice_order_weight, fragment_weight=args.fragment_weight,
+                   networks=networks, processes=run.world_size)
+    for event in run.loop(events, save, total=args.steps, desc="musegan"):
+        latest = event
         for key in ("wasserstein", "gp", "g_loss"):
             running[key] = 0.9 * running.get(key, event[key]) + 0.1 * event[key]
         if event["step"] % 25 == 0:
             curves["step"].append(event["step"])
             for key in ("wasserstein", "gp", "g_loss"):
-                curves[key].append(round(running[key], 4))
+                curves[key].append(round(run.mean(running[key]), 4))
         if event["step"] % args.select_every == 0:
-            gaps = target_gaps(generated_metrics(ema, 500), reference)
+            run.sync_buffers(event["ema"])
+            gaps = target_gaps(generated_metrics(event["ema"], 500), reference)
             gap = max(gaps.values())
             if best is None or gap < best["gap"]:
-                best = {"step": event["step"], "gap": gap, "ema": {k: v.clone() for k, v in ema.state_dict().items()}}
-            print(f"step {event['step']}: worst metric at {gap:.2f} x its tolerance "
-                  f"({max(gaps, key=gaps.get)}); best so far step {best['step']} ({best['gap']:.2f})", flush=True)
-        out_of_time = budget is not None and time.monotonic() > budget
-        if save_timer.due() or out_of_time:
-            save_resume(state_file, {**event["state"](), "curves": curves, "commands": commands, "init": init,
-                                      "best": best, "elapsed": time.monotonic() - started})
-        if out_of_time:
-            break
-    if ema is None:  # --steps already reached by the resumed run: ship from its saved state
-        ema = Generator(cfg).eval()
-        ema.load_state_dict(state["ema"])
+                best = {"step": event["step"], "gap": gap,
+                        "ema": {k: v.detach().cpu().clone() for k, v in event["ema"].state_dict().items()}}
+            run.log(f"step {event['step']}: worst metric at {gap:.2f} x its tolerance "
+                    f"({max(gaps, key=gaps.get)}); best so far step {best['step']} ({best['gap']:.2f})")
+    shipped = Generator(cfg).to(run.device).eval()
     if best is not None:
-        ema.load_state_dict(best["ema"])
-    metrics = {"generated": generated_metrics(ema, args.eval_phrases),
+        shipped.load_state_dict(best["ema"])
+    elif latest:
+        run.sync_buffers(latest["ema"])
+        shipped.load_state_dict(latest["ema"].state_dict())
+    else:  # --steps already reached by the resumed run: ship from its saved state
+        shipped.load_state_dict(state["ema"])
+    metrics = {"generated": generated_metrics(shipped, args.eval_phrases),
                "held_out_chorales": all_metrics(data.phrases(held_out, 4))}
-    card = make_card(
-        commands=commands,
+    card = run.card(
+        model=shipped,
         data=(f"{args.data}" if args.data else "music21 corpus: Bach chorales in 4/4 with four voices (SATB)")
         + f"; {len(train_set.rolls)} pieces for training, {len(held_out.rolls)} held out (by piece); "
           "16th-note grid, 2/4/8-bar windows, transposed by up to +-6 semitones",
-        wall_time_s=time.monotonic() - started, metrics=metrics, init=init, steps=steps_done,
-        selected_step=best["step"] if best else steps_done,
+        metrics=metrics, init=init, global_batch=BARS_PER_BATCH,
+        selected_step=best["step"] if best else run.step,
         selection=("EMA closest to the training chorales' metrics, checked every "
                    f"{args.select_every} steps on 500 phrases" if best else "last EMA"),
         training="WGAN-GP, 5 critic steps per generator step, gradient penalty 10, Adam lr "
-                 f"{args.lr} betas (0.5, 0.9), 32 bars per batch, voice-crossing penalty weight "
-                 f"{args.voice_order_weight}, fragment penalty weight {args.fragment_weight}; "
-                 "shipped weights are the generator's EMA",
+                 f"{args.lr} betas (0.5, 0.9), 32 bars per batch (16 two-bar, 8 four-bar or 4 eight-bar phrases, "
+                 f"split among the processes), voice-crossing penalty weight {args.voice_order_weight}, "
+                 f"fragment penalty weight {args.fragment_weight}; shipped weights are the generator's EMA",
         curves=curves)
-    shipped = MuseGAN(cfg)
-    shipped.generator.load_state_dict(ema.state_dict())
     # Only the generator is needed to make music; the critic stays in the resume file.
-    return save_checkpoint(out, shipped.generator, cfg, card, half=True)
+    path = run.save_model(shipped, cfg, card, half=True)
+    run.finish()
+    return path
 
 
 # --- loading the shipped model -----------------------------------------------------------
 
 @functools.lru_cache(maxsize=None)
 def load_generator(name: str = "chorales") -> Generator:
-    """The shipped generator, built once per process and shared read-only."""
+    """The shipped generator, built once per process, moved to the app's device and shared read-only."""
     from core.checkpoints import build_model, load_shipped
+    from core.runtime import app_device
 
-    return build_model(load_shipped("musegan", name), Generator, MuseGANConfig)
+    return build_model(load_shipped("musegan", name), Generator, MuseGANConfig).to(app_device())
 
 
 # --- piano roll <-> MIDI, score, audio ------------------------------------------------------

@@ -9,6 +9,8 @@ clamp_seed while the app is being built (start-up is budgeted; torch alone costs
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import platform
 from typing import TYPE_CHECKING
@@ -20,11 +22,26 @@ MAX_SEED = 2**31 - 1  # what a UI number box and every RNG we use can hold
 
 
 def pick_device(prefer: str | None = None) -> torch.device:
-    """CUDA, then Apple's MPS, then CPU; `prefer` ("cpu", "cuda", ...) overrides."""
+    """CUDA, then Apple's MPS, then CPU; `prefer` ("cpu", "cuda", "cuda:1", "mps") overrides, and
+    a device this machine does not have is refused in one sentence (ValueError)."""
     import torch
 
     if prefer:
-        return torch.device(prefer)
+        try:
+            device = torch.device(prefer)
+        except RuntimeError:
+            raise ValueError(f"Unknown device {prefer!r}: use cpu, cuda, cuda:N or mps.") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"Device {prefer!r} was asked for, but this machine has no usable CUDA GPU "
+                             f"(torch {torch.__version__}); use cpu, or leave the device out to pick the best.")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"Device {prefer!r} was asked for, but this machine has "
+                             f"{torch.cuda.device_count()} CUDA GPU(s), numbered from 0.")
+        if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ValueError(f"Device {prefer!r} was asked for, but Apple's MPS is not available here; use cpu.")
+        if device.type not in ("cpu", "cuda", "mps"):
+            raise ValueError(f"Device {prefer!r} is not supported: use cpu, cuda, cuda:N or mps.")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
@@ -32,12 +49,34 @@ def pick_device(prefer: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
+@functools.lru_cache(maxsize=None)
+def app_device() -> torch.device:
+    """The device the app computes on: GENLAB_DEVICE if set, else the best available. Shipped
+    models move here once, at first use (their loaders are cached); noise is still drawn on the CPU
+    from the call's own generator and moved here, so a seed gives the same picture on every device."""
+    return pick_device(os.environ.get("GENLAB_DEVICE") or None)
+
+
+def autocast(device: torch.device | str):
+    """bf16 autocast on CUDA GPUs that compute in bf16 natively (Ampere and later; a T4 does not) for
+    training and sampling; GENLAB_FP32=1 turns it off. Nothing elsewhere: on a CPU bf16 is slower and
+    less exact."""
+    import torch
+
+    device = torch.device(device)
+    if (device.type == "cuda" and os.environ.get("GENLAB_FP32") != "1"
+            and torch.cuda.is_bf16_supported(including_emulation=False)):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def set_threads(n: int | None = None) -> int:
     """Use `n` intra-op threads (default: GENLAB_THREADS or all cores). Returns the count."""
     import torch
 
-    if n is None:
-        n = int(os.environ.get("GENLAB_THREADS", 0)) or (os.cpu_count() or 1)
+    if n is None:  # several processes on one machine (torchrun) share its cores
+        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+        n = int(os.environ.get("GENLAB_THREADS", 0)) or max(1, (os.cpu_count() or 1) // local_processes)
     torch.set_num_threads(max(1, n))
     return torch.get_num_threads()
 

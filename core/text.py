@@ -18,6 +18,7 @@ periodic validation loss); and the `python -m core.train text` entry point.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import functools
 import hashlib
@@ -25,7 +26,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.nn as nn
@@ -399,22 +400,26 @@ def sample(model: nn.Module, tokenizer: CharTokenizer, prompt_ids: list[int], le
     device = next(model.parameters()).device
     logits, state = model.next_logits(torch.tensor([prompt_ids], device=device))
     for _ in range(length):
-        model_probs = torch.softmax(logits.float(), dim=-1)
+        # The network runs on its device; the distribution and the draw are made on the CPU from the
+        # call's CPU generator, so a seed gives the same text on every device. No autocast: these
+        # models are small enough that a character costs kernel launches, not arithmetic, and bf16
+        # logits would change the text.
+        logits = logits.float().cpu()
+        model_probs = torch.softmax(logits, dim=-1)
         probs = sampling_distribution(logits, temperature, top_k, top_p)
         if temperature == 0:
             token = int(logits.argmax())  # greedy, exactly: no random draw at all
         else:
-            token = int(torch.multinomial(probs.cpu(), 1, generator=generator))
-        yield SampleStep(tokenizer.chars[token], float(probs[token]), float(model_probs[token]),
-                         probs.cpu(), model_probs.cpu())
+            token = int(torch.multinomial(probs, 1, generator=generator))
+        yield SampleStep(tokenizer.chars[token], float(probs[token]), float(model_probs[token]), probs, model_probs)
         logits, state = model.next_logits(torch.tensor([[token]], device=device), state)
 
 
 @torch.no_grad()
 def next_char_logits(model: nn.Module, prompt_ids: list[int]) -> torch.Tensor:
-    """The model's logits for the character after the prompt (vocab,)."""
+    """The model's logits for the character after the prompt (vocab,), on the CPU."""
     device = next(model.parameters()).device
-    return model.next_logits(torch.tensor([prompt_ids], device=device))[0]
+    return model.next_logits(torch.tensor([prompt_ids], device=device))[0].float().cpu()
 
 
 def entropy_by_temperature(logits: torch.Tensor, temperatures) -> list[float]:
@@ -426,7 +431,7 @@ def entropy_by_temperature(logits: torch.Tensor, temperatures) -> list[float]:
 
 @dataclass
 class TrainConfig:
-    batch_size: int = 32
+    batch_size: int = 32  # windows per step on this process (a run on N processes: the global batch / N)
     context: int = 128  # characters per training window (the GPT's block_size)
     max_steps: int = 5000
     minutes: float | None = None  # time budget: the learning-rate schedule runs to whichever ends first
@@ -437,7 +442,6 @@ class TrainConfig:
     grad_clip: float = 1.0  # without clipping, LSTMs occasionally take a huge step and diverge
     eval_every: int = 250
     eval_windows: int = 128  # fixed validation windows, so successive evaluations are comparable
-    bf16: bool = False  # bfloat16 autocast: ~1.3x faster on CPUs with AVX512-BF16; weights stay float32
 
 
 def loss_on_windows(model: nn.Module, ids: torch.Tensor, starts: torch.Tensor, context: int,
@@ -471,18 +475,37 @@ class Trainer:
 
     `run()` is a generator of events ({"step", "loss", "lr", and "val_loss" when evaluated}), so the
     CLI shows them with tqdm and the tab draws a live loss curve. The best weights by validation
-    loss are kept and are what `best_model()` returns."""
+    loss are kept and are what `best_model()` returns.
+
+    Alone (the tab) it needs only the model and the text. One process of a many-process run
+    (core.engine.TrainingRun) also passes: `network`, the DistributedDataParallel wrapper the step
+    calls (state, evaluation and best weights use `model` itself); `config.batch_size`, this process's
+    share of the batch; `generator`, its own random stream; `shard` (run.shard), which picks the
+    training windows it draws from; and `mean` (run.mean), which averages a number over the
+    processes: applied to the clock and to the validation loss, it makes every rank compute the same
+    learning rate, stop at the same step under a time budget and keep the same best weights."""
 
     def __init__(self, model: nn.Module, train_ids: torch.Tensor, val_ids: torch.Tensor,
-                 config: TrainConfig, seed: int = 0):
+                 config: TrainConfig, seed: int = 0, *, network: nn.Module | None = None,
+                 generator: torch.Generator | None = None, shard: Callable[[int, str], torch.Tensor] | None = None,
+                 mean: Callable[[float], float] | None = None, autocast=contextlib.nullcontext):
         if len(train_ids) <= config.context + 1 or len(val_ids) <= config.context + 1:
             raise ValueError(f"The text is too short to train on: it needs more than "
                              f"{int((config.context + 2) / VALIDATION_FRACTION)} characters "
                              f"for windows of {config.context}.")
         self.model, self.config = model, config
+        self.network = network or model
         self.train_ids, self.val_ids = train_ids, val_ids
-        self.rng = torch.Generator().manual_seed(seed)
-        # Fixed validation windows: every evaluation scores the same text.
+        self.rng = generator or torch.Generator().manual_seed(seed)
+        # A process's share of the data is a set of window *starts*, every N-th one (run.shard), not a
+        # slice of the text: windows overlap, so slices would lose those across the cuts, and each
+        # process would learn one part of the text (one play, one chapter) instead of the whole.
+        # Interleaved starts cover every window once, and each batch is drawn from all of the text.
+        windows = len(train_ids) - config.context - 1
+        self.starts = shard(windows, "training windows") if shard else torch.arange(windows)
+        self.mean = mean or (lambda value: value)
+        self.autocast = autocast
+        # Fixed validation windows, the same on every process: every evaluation scores the same text.
         fixed = torch.Generator().manual_seed(seed + 1)
         self.val_starts = torch.randint(len(val_ids) - config.context - 1, (config.eval_windows,), generator=fixed)
         decay = [p for p in model.parameters() if p.dim() >= 2]  # weights decay; biases and norms do not
@@ -493,6 +516,7 @@ class Trainer:
         self.step, self.elapsed_s = 0, 0.0
         self.curve: list[dict] = []  # {"step", "elapsed_s", "train_loss", "val_loss"}
         self.best_val, self.best_state = float("inf"), None
+        self._recent: list[float] = []  # training losses since the last evaluation
 
     def progress(self) -> float:
         """Fraction of the run done: steps or time budget, whichever is further along."""
@@ -510,7 +534,7 @@ class Trainer:
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.config
-        starts = torch.randint(len(self.train_ids) - c.context - 1, (c.batch_size,), generator=self.rng)
+        starts = self.starts[torch.randint(len(self.starts), (c.batch_size,), generator=self.rng)]
         window = starts[:, None] + torch.arange(c.context)
         device = next(self.model.parameters()).device
         return self.train_ids[window].to(device), self.train_ids[window + 1].to(device)
@@ -518,35 +542,48 @@ class Trainer:
     def evaluate(self) -> float:
         return loss_on_windows(self.model, self.val_ids, self.val_starts, self.config.context)
 
+    def _tick(self, started: float) -> None:
+        # Only a time budget needs every process to agree on the clock (one number averaged per step).
+        seconds = time.monotonic() - started
+        self.elapsed_s += self.mean(seconds) if self.config.minutes else seconds
+
     def run(self) -> Iterator[dict]:
         self.model.train()
-        recent = []
         while self.progress() < 1.0:
             started = time.monotonic()
             lr = self.learning_rate()
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             x, y = self.batch()
-            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.config.bf16):
-                logits, _ = self.model(x)
+            with self.autocast():
+                logits, _ = self.network(x)
             loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
             self.optimizer.step()
             self.step += 1
-            recent.append(loss.item())
-            event = {"step": self.step, "loss": recent[-1], "lr": lr}
-            self.elapsed_s += time.monotonic() - started
+            self._recent.append(loss.item())
+            event = {"step": self.step, "loss": self._recent[-1], "lr": lr}
+            self._tick(started)
             if self.step % self.config.eval_every == 0 or self.progress() >= 1.0:
                 started = time.monotonic()
-                event["val_loss"] = self._record(sum(recent) / len(recent))
-                recent = []
-                self.elapsed_s += time.monotonic() - started
+                event["val_loss"] = self._record()
+                self._tick(started)
             yield event
 
-    def _record(self, train_loss: float) -> float:
-        val = self.evaluate()
+    def evaluate_last_step(self) -> bool:
+        """Score the last weights if training stopped between evaluations (a time budget kept by
+        someone else ended it), so that they too can be the best. Returns whether it evaluated."""
+        if not self._recent:
+            return False
+        self._record()
+        return True
+
+    def _record(self) -> float:
+        val = self.mean(self.evaluate())
+        train_loss = self.mean(sum(self._recent) / len(self._recent))
+        self._recent = []
         self.curve.append({"step": self.step, "elapsed_s": round(self.elapsed_s, 1),
                            "train_loss": round(train_loss, 4), "val_loss": round(val, 4)})
         if val < self.best_val:
@@ -560,15 +597,16 @@ class Trainer:
         return self.model.eval()
 
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "step": self.step, "elapsed_s": self.elapsed_s, "curve": self.curve, "rng": self.rng.get_state(),
-                "best_val": self.best_val, "best_state": self.best_state}
+        """What resumes this trainer. The batch stream is not in it: its owner saves it (TrainingRun
+        saves every process's own)."""
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
+                "trainer_elapsed_s": self.elapsed_s, "curve": self.curve, "best_val": self.best_val,
+                "best_state": self.best_state}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.step, self.elapsed_s, self.curve = state["step"], state["elapsed_s"], state["curve"]
-        self.rng.set_state(state["rng"])
+        self.step, self.elapsed_s, self.curve = state["step"], state["trainer_elapsed_s"], state["curve"]
         self.best_val, self.best_state = state["best_val"], state["best_state"]
 
 
@@ -578,14 +616,24 @@ def build_model(kind: str, vocab_size: int, **sizes) -> nn.Module:
     return model_cls(config_cls(vocab_size=vocab_size, **sizes))
 
 
+def model_from_checkpoint(ckpt) -> tuple[nn.Module, CharTokenizer]:
+    """The model (in eval mode, on the CPU) and tokenizer a text checkpoint holds."""
+    from core.checkpoints import build_model as rebuild
+
+    model_cls, config_cls = MODELS[ckpt.extras["kind"]]
+    return rebuild(ckpt, model_cls, config_cls), CharTokenizer(ckpt.extras["chars"])
+
+
 @functools.lru_cache(maxsize=None)
 def load_shipped_model(name: str) -> tuple[nn.Module, CharTokenizer, dict]:
-    """A shipped model (built once, shared read-only by every session), its tokenizer and its card."""
-    from core.checkpoints import build_model as rebuild, load_shipped
+    """A shipped model (built once and moved to the app's device once, shared read-only by every
+    session), its tokenizer and its card."""
+    from core.checkpoints import load_shipped
+    from core.runtime import app_device
 
     ckpt = load_shipped("text", name)
-    model_cls, config_cls = MODELS[ckpt.extras["kind"]]
-    return rebuild(ckpt, model_cls, config_cls), CharTokenizer(ckpt.extras["chars"]), ckpt.card
+    model, tokenizer = model_from_checkpoint(ckpt)
+    return model.to(app_device()), tokenizer, ckpt.card
 
 
 # --- python -m core.train text ----------------------------------------------------------
@@ -600,22 +648,24 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--embed", type=int, default=64, help="LSTM character embedding size")
     parser.add_argument("--context", type=int, default=128, help="characters per training window (GPT block_size)")
     parser.add_argument("--dropout", type=float, default=0.1)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32,
+                        help="windows per step over all processes (each of N takes batch/N)")
     parser.add_argument("--steps", type=int, default=10_000, help="maximum optimizer steps")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--weight-decay", type=float, default=0.1)
     parser.add_argument("--eval-every", type=int, default=250)
-    parser.add_argument("--bf16", action="store_true", help="train in bfloat16 autocast (faster on recent CPUs)")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast on the CPU too (~1.3x faster "
+                        "with AVX512-BF16; the shipped models were trained so); on CUDA it is on unless --fp32")
     parser.add_argument("--half", action="store_true", help="store float16 weights (half the file size)")
 
 
 def train_main(args) -> Path:
-    from core.checkpoints import command_history, load_resume, make_card, save_checkpoint, save_resume
-    from core.registry import resume_path, shipped_path
-    from core.runtime import pick_device
-    from core.train import Every, progress
+    from core.engine import TrainingRun
+    from core.registry import shipped_path
 
+    if args.bf16 and args.fp32:
+        raise ValueError("--bf16 and --fp32 ask for opposite things: give one of them.")
     corpus_path = Path(args.corpus)
     text = read_corpus(corpus_path)
     tokenizer = corpus_tokenizer(text, corpus_path.name)
@@ -625,35 +675,43 @@ def train_main(args) -> Path:
                      dropout=args.dropout)
     else:
         sizes = dict(n_layer=args.layers, hidden=args.width, n_embd=args.embed, dropout=args.dropout)
-    torch.manual_seed(args.seed)  # weight initialisation; the trainer has its own generator for batches
-    device = pick_device(args.device)
-    model = build_model(args.model, len(tokenizer), **sizes).to(device)
-    config = TrainConfig(batch_size=args.batch_size, context=args.context, max_steps=args.steps,
-                         minutes=args.minutes, lr=args.lr, warmup_steps=args.warmup,
-                         weight_decay=args.weight_decay, eval_every=args.eval_every, bf16=args.bf16)
-    trainer = Trainer(model, train_ids, val_ids, config, seed=args.seed)
     out = Path(args.out) if args.out else shipped_path("text", args.name or f"{args.model}_{corpus_path.stem}")
-    state_file = resume_path(out)
-    state = load_resume(state_file) if args.resume else None
-    if state:
-        trainer.load_state_dict(state)
-    commands = command_history(args, state)
+    run = TrainingRun(args, out, global_batch=args.batch_size)  # it seeds the weight initialisation
+    model = build_model(args.model, len(tokenizer), **sizes)
+    network = run.wrap(model)
+    # One autocast: the run's (bf16 on CUDA unless --fp32); --bf16 asks for it on a CPU as well.
+    bf16 = run.bf16 or args.bf16
+    autocast = run.autocast if run.bf16 or not args.bf16 else \
+        functools.partial(torch.autocast, run.device.type, dtype=torch.bfloat16)
+    config = TrainConfig(batch_size=run.batch, context=args.context, max_steps=args.steps,
+                         minutes=args.minutes, lr=args.lr, warmup_steps=args.warmup,
+                         weight_decay=args.weight_decay, eval_every=args.eval_every)
+    trainer = Trainer(model, train_ids, val_ids, config, seed=args.seed, network=network,
+                      generator=run.generator("batches"), shard=run.shard, mean=run.mean, autocast=autocast)
+    if run.resumed:
+        trainer.load_state_dict(run.resumed)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"{args.model}: {n_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}, "
-          f"{len(train_ids):,} train / {len(val_ids):,} validation characters")
-    save_every = Every(180)
-    for event in progress(trainer.run(), total=config.max_steps, desc=f"{args.model} {corpus_path.stem}"):
+    run.log(f"{args.model}: {n_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}, "
+            f"{len(train_ids):,} train / {len(val_ids):,} validation characters; from step {run.step}; "
+            f"{run.world_size} process(es) on {run.device}")
+
+    def save() -> None:
+        run.save_state(trainer.state_dict())
+
+    for event in run.loop(trainer.run(), save, total=config.max_steps, desc=f"{args.model} {corpus_path.stem}"):
         if "val_loss" in event:
-            print(f"step {event['step']}: train {trainer.curve[-1]['train_loss']:.4f} "
-                  f"val {event['val_loss']:.4f} ({trainer.elapsed_s / 60:.1f} min)", flush=True)
-        if save_every.due():
-            save_resume(state_file, trainer.state_dict() | {"commands": commands})
-    save_resume(state_file, trainer.state_dict() | {"commands": commands})
+            run.log(f"step {event['step']}: train {trainer.curve[-1]['train_loss']:.4f} "
+                    f"val {event['val_loss']:.4f} ({trainer.elapsed_s / 60:.1f} min)")
+    if trainer.evaluate_last_step():  # the run's --minutes stopped it between evaluations
+        save()
     model = trainer.best_model()
     metrics = {"val_loss_nats_per_char": round(trainer.best_val, 4), "parameters": n_params,
-               "val_loss_full_split": round(split_loss(model, val_ids, config.context), 4)}
-    card = make_card(commands=commands, data=f"{corpus_path.name}: {len(text):,} characters, first 90% train, last 10% validation",
-                     corpus=corpus_record(corpus_path), wall_time_s=trainer.elapsed_s, metrics=metrics, device=device,
-                     steps=trainer.step, train_config=asdict(config), curve=trainer.curve)
-    return save_checkpoint(out, model, model.config, card, half=args.half,
-                           extras={"kind": args.model, "chars": tokenizer.chars})
+               # the whole split, once: only rank 0 writes the card (and no other rank waits for it)
+               "val_loss_full_split": round(split_loss(model, val_ids, config.context), 4) if run.is_main else None}
+    card = run.card(data=f"{corpus_path.name}: {len(text):,} characters, first 90% train, last 10% validation",
+                    model=model, corpus=corpus_record(corpus_path), metrics=metrics, bf16_autocast=bf16,
+                    train_config=asdict(config), curve=trainer.curve)
+    path = run.save_model(model, model.config, card, half=args.half,
+                          extras={"kind": args.model, "chars": tokenizer.chars})
+    run.finish()
+    return path

@@ -8,13 +8,16 @@ Each technique module registered in TRAINERS provides two functions:
     add_train_arguments(parser)   its own options
     train_main(args) -> Path      trains, writes checkpoint + model card, returns the path
 Trainers are resumable: they save their state every few minutes (core.registry.resume_path: runs/resume/ for
-shipped checkpoints, `<out>.resume.pt` otherwise)
-and continue from it with --resume.
+shipped checkpoints, `<out>.resume.pt` otherwise) and continue from it with --resume.
+
+Many processes or GPUs: the same command under torch's launcher (core.engine explains the rules):
+    torchrun --nproc_per_node=2 -m core.train diffusion --data faces --batch-size 64
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import shlex
 import sys
 import time
@@ -41,7 +44,11 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from the saved state (runs/resume/... or <out>.resume.pt)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
-    parser.add_argument("--device", default=None, help="cpu, cuda or mps (default: best available)")
+    parser.add_argument("--device", default=None, help="cpu, cuda or mps (default: best available; "
+                        "under torchrun each process takes the GPU of its LOCAL_RANK)")
+    parser.add_argument("--fp32", action="store_true", help="no bf16 autocast on CUDA (it is on by default there)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network (slow to start; "
+                        "worth it for long GPU runs)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,11 +93,28 @@ def main(argv: list[str] | None = None) -> None:
     module.add_train_arguments(parser)
     args = parser.parse_args(argv[1:])
     args.command_line = "python -m core.train " + shlex.join(portable_arguments(argv))  # for the model card
+    from core.checkpoints import CheckpointError
+    from core.engine import RankFailure, main_process_only_output, world
     from core.runtime import set_threads
 
+    main_process_only_output()
     set_threads(args.threads)
-    path = module.train_main(args)
+    try:
+        path = module.train_main(args)
+    except RankFailure as exc:  # each process says what it saw
+        parser.exit(1, f"{parser.prog}: {exc}\n")
+    except (ValueError, CheckpointError) as exc:  # core's sentences for the user, not tracebacks;
+        # every process meets the same mistake, so rank 0 alone says it
+        parser.exit(2, f"{parser.prog}: {exc}\n" if world()[0] == 0 else None)
     print(f"wrote {path}")
+    if world()[1] > 1:
+        # Everything is written and every process passed the final barrier. Leave without the
+        # interpreter's teardown: there, now and then, a gloo thread still being destroyed aborted a
+        # CPU process ("terminate called without an active exception"), and torchrun then called a
+        # finished run a failure.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def progress(events: Iterable[dict], total: int | None = None, desc: str = "training") -> Iterator[dict]:

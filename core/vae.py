@@ -25,13 +25,17 @@ Foster's smile vector), interpolation (core.latent), and per-dimension KL, which
     python -m core.train vae --dataset fashion            # 2-D latent map (assets/checkpoints/vae/fashion_2d.pt)
     python -m core.train vae --dataset faces              # 200-D synthetic faces (assets/checkpoints/vae/faces_200d.pt)
     python -m core.train vae --dataset celeba --data-dir ~/data/celeba --out runs/celeba.pt
+    torchrun --nproc_per_node=2 -m core.train vae --dataset celeba --data-dir ~/data/celeba --batch-size 256
+
+Models live on any device; the functions here take and return CPU tensors (codes, images) and move
+them to the model's device and back, so the tab never thinks about devices.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -40,10 +44,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from core import latent
-from core.checkpoints import (build_model, command_history, load_resume, load_shipped, make_card, save_checkpoint,
-                              save_resume, start_from)
-from core.registry import resume_path, shipped_path
-from core.runtime import make_generator, pick_device
+from core.checkpoints import build_model, command_history, load_shipped, start_from
+from core.registry import shipped_path
+from core.runtime import autocast, make_generator
 
 DEFAULT_ATTRIBUTE_STRENGTH = 1.5  # multiples of an attribute vector added by default (the tab's sliders span -4..4)
 
@@ -103,7 +106,8 @@ class VAE(nn.Module):
 
 
 def reparameterize(mu, logvar, generator: torch.Generator | None = None) -> torch.Tensor:
-    eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+    # eps is drawn on the CPU in float32 and moved: the same seed gives the same draw on every device
+    eps = torch.randn(mu.shape, generator=generator).to(mu.device)
     return mu + torch.exp(0.5 * logvar) * eps
 
 
@@ -142,7 +146,7 @@ def feature_loss(images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     In edge-detecting features the same mouth is a strong, localised pattern."""
     from core.backbones import load_backbone
 
-    backbone = load_backbone("efficientnet_lite0")
+    backbone = load_backbone("efficientnet_lite0", images.device)
     if images.shape[1] == 1:  # grayscale: the same image in all three colour channels
         images, target = images.expand(-1, 3, -1, -1), target.expand(-1, 3, -1, -1)
     if min(images.shape[-2:]) < 32:  # the backbone's smallest input
@@ -158,10 +162,10 @@ def feature_loss(images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def evaluate(model: VAE, images, batch_size: int = 500, seed: int = 0) -> dict[str, float]:
     """Validation ELBO (beta = 1, one posterior sample, nats per image; higher is better) and its terms."""
     model.eval()
-    gen = make_generator(seed)
+    gen, device = make_generator(seed), device_of(model)
     total = {"recon": 0.0, "kl": 0.0}
     for i in range(0, len(images), batch_size):
-        x = as_float(images[i:i + batch_size])
+        x = as_float(images[i:i + batch_size]).to(device)
         terms = vae_loss(model, x, 1.0, gen)
         for k in total:
             total[k] += terms[k].item() * len(x)
@@ -174,12 +178,28 @@ def as_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div(255) if images.dtype == torch.uint8 else images.float()
 
 
+def device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 @torch.no_grad()
 def encode_all(model: VAE, images, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mu, logvar) of every image, in batches."""
+    """(mu, logvar) of every image (uint8 or float in [0, 1]), in batches, on the CPU."""
     model.eval()
-    parts = [model.encode(as_float(images[i:i + batch_size])) for i in range(0, len(images), batch_size)]
-    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    parts = [model.encode(as_float(images[i:i + batch_size]).to(device_of(model)))
+             for i in range(0, len(images), batch_size)]
+    return torch.cat([p[0] for p in parts]).cpu(), torch.cat([p[1] for p in parts]).cpu()
+
+
+@torch.no_grad()
+def decode(model: VAE, z: torch.Tensor) -> torch.Tensor:
+    """Codes [N, latent_dim] -> images [N, C, H, W] in [0, 1] on the CPU, decoded on the model's device
+    (in bf16 on CUDA: the pixels move a little and nothing is chosen by an argmax; tests/test_vae.py's
+    cuda_checks_vae bounds the difference from the CPU's picture)."""
+    model.eval()
+    device = device_of(model)
+    with autocast(device):
+        return model.decode(z.to(device)).float().cpu()
 
 
 def random_codes(n: int, latent_dim: int, generator: torch.Generator, spread=None) -> torch.Tensor:
@@ -192,9 +212,8 @@ def random_codes(n: int, latent_dim: int, generator: torch.Generator, spread=Non
 
 @torch.no_grad()
 def sample(model: VAE, n: int, generator: torch.Generator, spread=None) -> torch.Tensor:
-    """n images decoded from random codes (see random_codes)."""
-    model.eval()
-    return model.decode(random_codes(n, model.config.latent_dim, generator, spread))
+    """n images decoded from random codes (see random_codes), on the CPU."""
+    return decode(model, random_codes(n, model.config.latent_dim, generator, spread))
 
 
 def attribute_vectors(codes: torch.Tensor, labels: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -234,9 +253,8 @@ def normal_grid(n: int, margin: float = 0.05) -> torch.Tensor:
 
 
 def morph(model: VAE, z0, z1, steps: int, mode: str = "slerp") -> torch.Tensor:
-    """Decoded frames walking from code z0 to z1 (inclusive): [steps, C, H, W]."""
-    with torch.no_grad():
-        return model.decode(latent.interpolate(z0.reshape(1, -1), z1.reshape(1, -1), steps, mode)[:, 0])
+    """Decoded frames walking from code z0 to z1 (inclusive): [steps, C, H, W], on the CPU."""
+    return decode(model, latent.interpolate(z0.reshape(1, -1), z1.reshape(1, -1), steps, mode)[:, 0])
 
 
 # --- shipped models ---------------------------------------------------------------------------
@@ -246,15 +264,18 @@ SHIPPED = {"fashion": "fashion_2d", "faces": "faces_200d"}
 
 @functools.lru_cache(maxsize=None)
 def load_vae(name: str):
-    """(model, checkpoint) of a shipped VAE, built once per process and shared read-only."""
+    """(model, checkpoint) of a shipped VAE, built once per process, moved to the app's device and shared
+    read-only."""
+    from core.runtime import app_device
+
     ckpt = load_shipped("vae", name)
-    return build_model(ckpt, VAE, VAEConfig).requires_grad_(False), ckpt
+    return build_model(ckpt, VAE, VAEConfig).requires_grad_(False).to(app_device()), ckpt
 
 
 # --- data ---------------------------------------------------------------------------------------
 
 def load_dataset(args) -> dict:
-    """Training and validation images (uint8 [N, C, H, W]) plus what the extras need, per --dataset."""
+    """Training and validation images (uint8 [N, C, H, W], on the CPU) plus what the extras need, per --dataset."""
     if args.dataset == "fashion":
         from core.data.fashion_mnist import CLASS_NAMES, load_fashion_mnist, to_float
 
@@ -279,7 +300,8 @@ def load_dataset(args) -> dict:
                 f"validation split faces 0-{args.valid_size - 1}, {args.image_size}x{args.image_size}"}
     from core.data.celeba import load_celeba
 
-    train_x, train_labels = load_celeba(args.data_dir, "train", args.image_size, limit=args.train_size)
+    train_x, train_labels = load_celeba(args.data_dir, "train", args.image_size, limit=args.train_size,
+                                        download=args.download)
     valid_x, valid_labels = load_celeba(args.data_dir, "validation", args.image_size, limit=args.valid_size)
     if len(valid_x) == 0:  # no partition file: hold out the last images
         cut = max(1, len(train_x) // 10)
@@ -319,100 +341,112 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init-from", default=None,
                         help="start from this VAE checkpoint's weights (fine-tuning, e.g. with a new loss); "
                              "its card's commands head the new card's")
+    parser.add_argument("--download", action="store_true",
+                        help="celeba: fetch CelebA through torchvision into --data-dir when it is not there")
 
 
-def train_vae(model: VAE, train_x, valid_x, *, beta, epochs, batch_size, lr, seed=0, minutes=None,
-              feature_weight=0.0, state=None, on_checkpoint=None):
-    """Train, yielding an event per step ({"step", "epoch", "loss", "recon", "kl"}) and per epoch
-    ({"valid_elbo", ...}). `state` (from a resume file) continues a run; `on_checkpoint(state)` is
-    called every ~3 minutes with everything needed to resume."""
-    from core.train import Every
+def train_vae(model: VAE, train_x, *, beta: float, epochs: int, batch_size: int, optimizer,
+              generator: torch.Generator, progress: dict, steps_per_epoch: int | None = None, step: int = 0,
+              feature_weight: float = 0.0, network: nn.Module | None = None, autocast=contextlib.nullcontext):
+    """The training loop as a generator: an event per step ({"step", "epoch", "loss", "recon", "kl"}) and,
+    after each epoch, {"step", "epoch_done", "train": mean terms over the epoch}.
 
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    state = state or {"epoch": 0, "step": 0, "elapsed_s": 0.0, "curves": []}
-    if "optimizer" in state:
-        opt.load_state_dict(state["optimizer"])
-    gen = make_generator(seed + state["step"])  # a fresh stream per resume, so a resumed run never repeats batches
-    steps_per_epoch = math.ceil(len(train_x) / batch_size)
-    started, saver = time.monotonic() - state["elapsed_s"], Every(180)
-    while state["epoch"] < epochs:
+    `network` is what the step calls (the model, or its DistributedDataParallel wrapper, which averages
+    the gradients over the processes); `batch_size` is this process's share of the batch; `train_x`
+    (uint8, on the CPU) this process's share of the images. `progress` ({"epoch", "batch", "sums"}) is
+    kept up to date in place, so a save between two events can resume from it: a run resumed
+    mid-epoch finishes that epoch on a fresh shuffle from its restored random stream."""
+    network = network or model
+    device = device_of(model)
+    steps_per_epoch = steps_per_epoch or math.ceil(len(train_x) / batch_size)
+    while progress["epoch"] < epochs:
         model.train()
-        order = torch.randperm(len(train_x), generator=gen)
-        sums = {}
-        for i in range(steps_per_epoch):
-            x = as_float(train_x[order[i * batch_size:(i + 1) * batch_size]])
-            terms = vae_loss(model, x, beta, gen, feature_weight)
-            opt.zero_grad(set_to_none=True)
+        order = torch.randperm(len(train_x), generator=generator)
+        for i in range(progress["batch"], steps_per_epoch):
+            x = as_float(train_x[order[i * batch_size:(i + 1) * batch_size]]).to(device)
+            with autocast():
+                terms = vae_loss(network, x, beta, generator, feature_weight)
+            optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
-            opt.step()
-            state["step"] += 1
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + v.item()
-            yield {"step": state["step"], "epoch": state["epoch"], **{k: v.item() for k, v in terms.items()}}
-            out_of_time = minutes is not None and time.monotonic() - started > minutes * 60
-            if out_of_time:
-                break
-        state["epoch"] += 1
-        state["elapsed_s"] = time.monotonic() - started
-        valid = evaluate(model, valid_x)
-        # A run stopped by --minutes ends mid-epoch: count epochs as data seen, e.g. 4.26.
-        point = {"epoch": round(state["step"] / steps_per_epoch, 2), "step": state["step"],
-                 "wall_s": round(state["elapsed_s"], 1),
-                 **{f"train_{k}": round(v / (i + 1), 3) for k, v in sums.items()},
-                 **{f"valid_{k}": round(v, 3) for k, v in valid.items()}}
-        state["curves"].append(point)
-        yield point
-        if on_checkpoint and (saver.due() or out_of_time):
-            on_checkpoint({**state, "model": model.state_dict(), "optimizer": opt.state_dict()})
-        if out_of_time:
-            break
-    return state
+            optimizer.step()
+            step += 1
+            values = {k: v.item() for k, v in terms.items()}
+            progress["batch"] = i + 1
+            progress["sums"] = {k: progress["sums"].get(k, 0.0) + v for k, v in values.items()}
+            yield {"step": step, "epoch": progress["epoch"], **values}
+        means = {k: v / steps_per_epoch for k, v in progress["sums"].items()}
+        progress.update(epoch=progress["epoch"] + 1, batch=0, sums={})
+        yield {"step": step, "epoch_done": progress["epoch"], "train": means}
 
 
 def train_main(args) -> Path:
-    from core.train import progress
+    from core.engine import TrainingRun
 
     defaults = DATASET_DEFAULTS[args.dataset]
     for key in ("latent", "widths", "beta", "image_size", "epochs", "feature_weight"):
         if getattr(args, key) is None:
             setattr(args, key, defaults[key])
-    device = pick_device(args.device)
-    if device.type != "cpu":
-        print(f"note: training on {device} is not wired up; the VAE trains on the CPU")  # small models
     out = Path(args.out) if args.out else shipped_path("vae", "fashion_2d" if args.dataset == "fashion" else "faces_200d")
-    state_file = resume_path(out)
-    torch.manual_seed(args.seed)  # weight initialisation only; sampling uses explicit generators
+    run = TrainingRun(args, out, global_batch=args.batch_size)  # seeds the weight initialisation
+    run.refuse_download_in_many(args.download)
     data = load_dataset(args)
     config = VAEConfig(image_size=args.image_size, channels=data["train"].shape[1], latent_dim=args.latent,
                        widths=[int(w) for w in str(args.widths).split(",")])
     model = VAE(config)
-    state, init = None, None  # init: what the --init-from checkpoint's card says about how it was made
-    if args.resume:
-        state = load_resume(state_file)
-        model.load_state_dict(state.pop("model"))
+    state, init = run.resumed, None  # init: what the --init-from checkpoint's card says about how it was made
+    if state:
+        model.load_state_dict(state["model"])
         init = state.get("init")
     elif args.init_from:
         weights, init = start_from(args.init_from, asdict(config), "VAE", ("epochs", "metrics"))
         model.load_state_dict(weights)
-    commands = command_history(args, state or init)
-    steps_per_epoch = math.ceil(len(data["train"]) / args.batch_size)
-    events = train_vae(model, data["train"], data["valid"], beta=args.beta, epochs=args.epochs,
-                       batch_size=args.batch_size, lr=args.lr, seed=args.seed, minutes=args.minutes,
-                       feature_weight=args.feature_weight, state=state,
-                       on_checkpoint=lambda s: save_resume(state_file, {**s, "commands": commands, "init": init}))
-    curves = []
-    for event in progress(events, total=steps_per_epoch * args.epochs, desc=f"vae {args.dataset}"):
-        if "valid_elbo" in event:
-            curves.append(event)
-            print(f"epoch {event['epoch']}: train recon {event['train_recon']:.1f} kl {event['train_kl']:.2f}, "
-                  f"validation ELBO {event['valid_elbo']:.1f}", flush=True)
-    if state is not None:
-        curves = state["curves"]
-    return _save(out, model, config, args, data, curves, commands, init)
+        run.commands = command_history(args, init)  # the checkpoint's commands head this run's
+    network = run.wrap(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    if state:
+        optimizer.load_state_dict(state["optimizer"])
+    progress = state["progress"] if state else {"epoch": 0, "batch": 0, "sums": {}}
+    curves = state["curves"] if state else []
+    train_x = data["train"][run.shard(len(data["train"]), "images")]
+    # Every process takes the same number of steps (the smallest share decides), or DDP would wait forever.
+    steps_per_epoch = math.ceil(len(data["train"]) // run.world_size / run.batch)
+    run.log(f"{data['description']}; from step {run.step}; {run.world_size} process(es) on {run.device}")
+
+    def curve_point(train_means: dict) -> dict:
+        # Every process evaluates the same model on the same images: no process waits for another.
+        run.sync_buffers(model)
+        valid = evaluate(model, data["valid"])
+        return {"epoch": round(run.step / steps_per_epoch, 2), "step": run.step, "wall_s": round(run.elapsed_s, 1),
+                **{f"train_{k}": round(run.mean(v), 3) for k, v in sorted(train_means.items())},
+                **{f"valid_{k}": round(v, 3) for k, v in valid.items()}}
+
+    def save() -> None:
+        run.save_state({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "progress": progress,
+                        "curves": curves, "init": init})
+
+    events = train_vae(model, train_x, beta=args.beta, epochs=args.epochs, batch_size=run.batch,
+                       optimizer=optimizer, generator=run.generator("batches and noise"), progress=progress,
+                       steps_per_epoch=steps_per_epoch, step=run.step, feature_weight=args.feature_weight,
+                       network=network, autocast=run.autocast)
+    for event in run.loop(events, save, total=steps_per_epoch * args.epochs, desc=f"vae {args.dataset}"):
+        if "epoch_done" in event:
+            curves.append(curve_point(event["train"]))
+            point = curves[-1]
+            run.log(f"epoch {point['epoch']}: train recon {point['train_recon']:.1f} kl {point['train_kl']:.2f}, "
+                    f"validation ELBO {point['valid_elbo']:.1f}")
+    # A run stopped by --minutes ends mid-epoch: its last point counts epochs as data seen, e.g. 4.26
+    # (the resume state, saved above, leaves it out: the resumed run finishes that epoch).
+    card_curves = curves + ([curve_point({k: v / progress["batch"] for k, v in progress["sums"].items()})]
+                            if progress["batch"] else [])
+    path = _save(run, model, config, args, data, card_curves, init)
+    run.finish()
+    return path
 
 
-def _save(out: Path, model: VAE, config: VAEConfig, args, data, curves, commands: list[str], init=None) -> Path:
-    """Checkpoint + card, with the extras the tab needs (test-set codes for the map, attribute vectors)."""
+def _save(run, model: VAE, config: VAEConfig, args, data, curves, init=None) -> Path:
+    """Checkpoint + card, with the extras the tab needs (test-set codes for the map, attribute vectors).
+    Every process computes them (the same numbers: run.sync_buffers); rank 0 writes."""
+    run.sync_buffers(model)
     valid = evaluate(model, data["valid"])
     mu, logvar = encode_all(model, data["valid"])
     kl_dims = active_dimensions(mu, logvar)
@@ -433,8 +467,7 @@ def _save(out: Path, model: VAE, config: VAEConfig, args, data, curves, commands
     order = kl_dims.argsort(descending=True)[:12]
     details = {"most_active_dims": order.tolist(), "most_active_kl": [round(kl_dims[i].item(), 3) for i in order],
                "attribute_names": list(extras.get("attribute_names", []))}
-    card = make_card(commands=commands, data=data["description"], wall_time_s=curves[-1]["wall_s"] if curves else 0.0,
-                     metrics=metrics, init=init, epochs=curves[-1]["epoch"] if curves else 0,
-                     steps=curves[-1]["step"] if curves else 0, batch_size=args.batch_size, learning_rate=args.lr,
-                     latent=details, curves=curves)
-    return save_checkpoint(out, model, config, card, extras, half=True)
+    card = run.card(data=data["description"], model=model, metrics=metrics, init=init,
+                    epochs=curves[-1]["epoch"] if curves else 0, batch_size=args.batch_size, learning_rate=args.lr,
+                    bf16_autocast=run.bf16, latent=details, curves=curves)
+    return run.save_model(model, config, card, extras, half=True)

@@ -51,6 +51,20 @@ def user_errors(fn):
     return wrapped
 
 
+def on_gpu(duration=60):
+    """Mark a heavy handler for ZeroGPU: on a ZeroGPU Space (where the `spaces` package is installed)
+    it gets a GPU for up to `duration` seconds per call (a number, or a function of the handler's
+    arguments that returns one); everywhere else it runs unchanged. Works for plain and generator
+    (streaming) handlers. Put it inside user_errors: @user_errors @on_gpu(90) def f."""
+    def decorate(fn):
+        try:
+            import spaces
+        except ImportError:
+            return fn
+        return spaces.GPU(duration=duration)(fn)
+    return decorate
+
+
 def number(value, default: float, low: float, high: float, whole: bool = False):
     """A number from a widget or an API call, made safe to compute with: empty (None), NaN and
     non-numbers become `default`; anything outside [low, high], infinities included, is clamped."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import gradio as gr
 
 from core.registry import ROOT, read_card
-from tabs.common import bench_records, image_upload, number, queue, shipped_choices, user_errors
+from tabs.common import bench_records, image_upload, number, on_gpu, queue, shipped_choices, user_errors
 
 TAB = "diffusion"
 VIEW = "diffusion-view"  # scrubbing, playing and noising are cheap: their own, wider slot
@@ -27,6 +27,7 @@ MAX_FRAMES = 101           # frames kept for the viewer (start noise + up to 100
 QUALITY_STEPS = [1, 2, 5, 10, 20, 50, 100]
 MAX_INTERPOLATION = 16
 SHOW_PX = 64               # each 32-px image is enlarged to this for display
+GPU_SECONDS = 60           # ZeroGPU: 1000 DDIM steps on 36 images take well under a minute on a GPU
 EXAMPLES = sorted((ROOT / "assets" / "examples" / "diffusion").glob("*.png"))
 
 INTRO = """### Diffusion: learn to remove noise, then start from pure noise
@@ -386,7 +387,7 @@ def build() -> None:
                     gif_button = gr.Button("Make GIF")
                 gif = gr.File(label="GIF of the steps")
         frames = gr.State([])
-        run = go.click(user_errors(generate), [model, seed, n, sampler, steps, eta, schedule],
+        run = go.click(user_errors(on_gpu(GPU_SECONDS)(generate)), [model, seed, n, sampler, steps, eta, schedule],
                        [final, frames, position, viewer, caption, note], api_name="diffusion_sample",
                        **queue(TAB, 1))
         stop.click(None, None, None, cancels=[run], api_name="diffusion_stop", api_visibility="private")
@@ -437,7 +438,7 @@ def build() -> None:
             q_go = gr.Button("Compare", variant="primary")
         q_image = _picture(f"columns: {', '.join(map(str, QUALITY_STEPS))} steps", elem_id="diffusion-quality")
         q_note = gr.Markdown()
-        q_go.click(user_errors(steps_versus_quality), [model, q_seed, rows], [q_image, q_note],
+        q_go.click(user_errors(on_gpu(GPU_SECONDS)(steps_versus_quality)), [model, q_seed, rows], [q_image, q_note],
                    api_name="diffusion_steps_versus_quality", **queue(TAB, 1))
 
     with gr.Tab("Interpolate start noise"):
@@ -451,5 +452,5 @@ def build() -> None:
             i_steps = gr.Slider(5, 100, value=50, step=1, label="DDIM steps")
             i_go = gr.Button("Interpolate", variant="primary")
         i_image = _picture("A → B", elem_id="diffusion-interpolation")
-        i_go.click(user_errors(interpolation), [model, seed_a, seed_b, count, i_steps], i_image,
+        i_go.click(user_errors(on_gpu(GPU_SECONDS)(interpolation)), [model, seed_a, seed_b, count, i_steps], i_image,
                    api_name="diffusion_interpolation", **queue(TAB, 1))

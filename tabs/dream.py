@@ -14,7 +14,7 @@ from pathlib import Path
 import gradio as gr
 
 from core.backbone_layers import BACKBONE_LABELS, BACKBONE_NAMES, DREAM_LAYERS, LAYER_NAMES, OFFLINE_DEFAULT
-from tabs.common import image_upload, number, queue, user_errors
+from tabs.common import image_upload, number, on_gpu, queue, user_errors
 
 TAB = "dream"
 LAYER_SLOTS = 4  # Inception v3's book setting uses four layers
@@ -23,6 +23,13 @@ EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples" / 
 PREVIEW_EVERY_S = 0.4  # stream the picture this often; every iteration would flood the browser
 RESULT_HEIGHT = 520  # px on the page; the picture is scaled down to fit, never up
 RUNNING = ("Octave ", "Frame ")  # how the status lines of a dream and a zoom in progress begin
+# Seconds of GPU a call may hold on a ZeroGPU Space (tabs.common.on_gpu; shorter requests queue ahead).
+# The slowest settings the sliders allow, on Lite0 and one CPU thread, from bench/results/dream_speed.json
+# (0.24 s per 437x512 iteration, cost growing with the pixels): a dream at 1024 px, 6 octaves x 100
+# iterations, about 170 s; a zoom of 120 frames x 30 iterations at 512x384, about 760 s. A GPU is assumed
+# to be at least 20x faster (not measured here; larger networks gain more), and the margin covers a
+# first call's network download (VGG19: 548 MB).
+DREAM_GPU_S, ZOOM_GPU_S = 60, 90
 INTRO = """### DeepDream
 Gradient **ascent** on the pixels: the photo is changed, step by step, so that the chosen layers of an
 ImageNet network fire harder. Whatever those layers faintly detect (eyes, fur, arches) gets drawn in.
@@ -308,7 +315,7 @@ def build() -> None:
     # After a fallback to Lite0 a run also shows that network and its layers in the boxes.
     network_boxes = [backbone, *slots]
     dream_event = run_button.click(
-        user_errors(run_dream),
+        user_errors(on_gpu(DREAM_GPU_S)(run_dream)),
         [image, from_noise, guide, backbone, *slots, octaves, scale, iterations, step, jitter, max_loss, seed, max_side],
         [result, status, curve, why, maps, png, *network_boxes], api_name="dream_run", **queue(TAB, 1))
     stop_button.click(None, None, None, cancels=[dream_event], api_name="dream_stop", api_visibility="private")
@@ -317,7 +324,7 @@ def build() -> None:
     dream_event.then(stopped_status, [status], [status], api_name="dream_run_ended", api_visibility="private",
                      **queue(f"{TAB}-ui", 8))
     zoom_event = zoom_button.click(
-        user_errors(run_zoom),
+        user_errors(on_gpu(ZOOM_GPU_S)(run_zoom)),
         [image, from_noise, backbone, *slots, step, jitter, seed, frame_size, frames, zoom, frame_iterations,
          video_format],
         [zoom_frame, zoom_status, animation, *network_boxes], api_name="dream_zoom", **queue(TAB, 1))

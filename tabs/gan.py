@@ -14,7 +14,7 @@ import gradio as gr
 
 from core.registry import read_card, shipped_path
 from core.runtime import MAX_SEED
-from tabs.common import number, queue, shipped_choices, user_errors
+from tabs.common import number, on_gpu, queue, shipped_choices, user_errors
 
 TAB = "gan"
 LIVE = "gan-live"  # the 2-D GAN gets its own slot: one user's live game never waits for another's grid
@@ -27,6 +27,7 @@ ROW_LABEL_PX = 14  # font size of the class names beside a conditional grid's ro
 MAX_WALK = 24      # frames in a latent walk
 SHOW_PX = 96       # each image is enlarged to this many pixels for display
 LIVE_FRAMES = 400  # a play press runs at most this many frames, then pauses by itself
+GPU_SECONDS = 20   # ZeroGPU: a grid or a walk takes well under a second on a GPU
 
 INTRO = """### GANs: the forger and the art dealer
 A **generator** turns random noise into images; a **discriminator** (a *critic* in a WGAN) learns to
@@ -51,11 +52,12 @@ def _check_shipped(name) -> str:
 
 @functools.lru_cache(maxsize=None)
 def _generator(name: str):
-    """The shipped generator, built once per process and only read afterwards."""
+    """The shipped generator, built once per process on the app's device and only read afterwards."""
     from core import gan
     from core.checkpoints import load_shipped
+    from core.runtime import app_device
 
-    return gan.load_generator(load_shipped("gan", _check_shipped(name)))
+    return gan.load_generator(load_shipped("gan", _check_shipped(name)), app_device())
 
 
 def _class_names(name: str) -> list[str]:
@@ -363,6 +365,7 @@ def _build_models(choices) -> None:
     names = [value for _, value in choices]
     class_options = [ALL_CLASSES] + next((_class_names(n) for n in names if _class_names(n)), [])
     conditional = bool(_class_names(names[0]))  # the default model (the DCGAN) has no classes: box disabled
+    gpu = on_gpu(GPU_SECONDS)  # sampling handlers: on ZeroGPU the model's GPU exists only inside these calls
     with gr.Accordion("Samples", open=True):
         with gr.Row():
             model = gr.Dropdown(choices, value=names[0], label="model", min_width=240, elem_id="gan-model")
@@ -379,13 +382,13 @@ def _build_models(choices) -> None:
         note = gr.Markdown(elem_id="gan-note")
         image = gr.Image(label="samples", type="pil", format="png", elem_id="gan-samples")
         inputs = [model, seed, grid, klass, truncation]
-        go.click(user_errors(samples), inputs, [image, note], api_name="gan_samples", **queue(TAB, 2))
-        model.change(user_errors(model_samples), inputs, [klass, image, note], api_name="gan_samples_from_model",
+        go.click(user_errors(gpu(samples)), inputs, [image, note], api_name="gan_samples", **queue(TAB, 2))
+        model.change(user_errors(gpu(model_samples)), inputs, [klass, image, note], api_name="gan_samples_from_model",
                      api_visibility="undocumented", **queue(TAB, 2))
         # .input, not .change: a class box reset by a model change must not draw the grid a second time.
-        klass.input(user_errors(samples), inputs, [image, note], api_name="gan_samples_from_class",
+        klass.input(user_errors(gpu(samples)), inputs, [image, note], api_name="gan_samples_from_class",
                     api_visibility="undocumented", **queue(TAB, 2))
-        fresh.click(user_errors(new_samples), [model, grid, klass, truncation], [seed, image, note],
+        fresh.click(user_errors(gpu(new_samples)), [model, grid, klass, truncation], [seed, image, note],
                     api_name="gan_new_samples", **queue(TAB, 2))
     with gr.Accordion("Latent walk", open=True):
         gr.Markdown("Walk from one seed's noise to another's. **slerp** follows the sphere where Gaussian noise "
@@ -404,7 +407,8 @@ def _build_models(choices) -> None:
         gif = gr.Image(label="as an animation", type="filepath")
         walk_model.change(user_errors(class_box), [walk_model, walk_class], walk_class, api_name="gan_walk_class_box",
                           api_visibility="private", **queue(TAB, 2))
-        walk_button.click(user_errors(latent_walk), [walk_model, seed_a, seed_b, steps, mode, walk_class, truncation],
+        walk_button.click(user_errors(gpu(latent_walk)),
+                          [walk_model, seed_a, seed_b, steps, mode, walk_class, truncation],
                           [strip, gif], api_name="gan_latent_walk", **queue(TAB, 2))
     with gr.Accordion("Training story: from noise to images", open=False) as story_box:
         story = gr.Dropdown(choices, value=names[0], label="model")

@@ -15,7 +15,7 @@ from pathlib import Path
 import gradio as gr
 
 from core.backbone_layers import BACKBONE_LABELS, OFFLINE_DEFAULT
-from tabs.common import image_upload, number, queue, user_errors
+from tabs.common import image_upload, number, on_gpu, queue, user_errors
 
 TAB = "style"
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples" / "style"
@@ -30,6 +30,12 @@ NOISE_LOG_CONTENT = 1.5  # from noise the content must pull harder (core.style.R
 RESULT_HEIGHT = 520      # px: a fixed box, so the live picture never collapses while it loads
 # Measured with one thread (CPU seconds, 100 L-BFGS iterations, Lite0): 9 at 256 px, 17 at 512, 41 at 1024.
 # The cost grows with the pixel count, but above 384 px most iterations run at 256 px (core.style.level_sizes).
+# Seconds of GPU a call may hold on a ZeroGPU Space (tabs.common.on_gpu; shorter requests queue ahead).
+# The slowest settings the sliders allow on Lite0 (1024 px, 1000 iterations, ~1.15 evaluations each), from
+# bench/results/style_speed.json (CPU seconds per evaluation: 0.082 at 256 px, 0.305 at 512, about 4x that
+# at 1024): about 330 s on one CPU thread. A GPU is assumed to be at least 20x faster (not measured here;
+# VGG19 gains more than Lite0), and the margin covers a first call's VGG19 download (548 MB).
+STYLE_GPU_S = 60
 SIZE_COST = ("256 px: about 10 s on one CPU core; 512 px about 2× that, 1024 px about 4-5× (sizes above 384 px "
              "are painted at 256 px first, then refined)")
 LOSS_CAPTION = ("From the photo, style falls while content and total variation rise from zero: the photo is "
@@ -218,7 +224,7 @@ def build() -> None:
     init.change(user_errors(start_defaults), [init, backbone], [exponents["content"], iterations],
                 api_name="style_start_defaults", api_visibility="private", **queue(f"{TAB}-ui", 8))
     paint_event = run_button.click(
-        user_errors(run_style),
+        user_errors(on_gpu(STYLE_GPU_S)(run_style)),
         [content, style_1, blends[0], extra[0], blends[1], extra[1], blends[2], backbone, size,
          exponents["content"], exponents["style"], exponents["tv"], iterations, optimizer, init, colour,
          style_scale, strength, seed],

@@ -18,7 +18,7 @@ import unicodedata
 import gradio as gr
 
 from core.registry import list_shipped, read_card
-from tabs.common import number, queue, user_errors
+from tabs.common import number, on_gpu, queue, user_errors
 
 TAB = "text"
 OWN_MODEL = "own"  # the dropdown value of the model a user trained in this session
@@ -211,6 +211,7 @@ def entropy_figure(logits, temperature: float, vocab_size: int):
 # --- handlers ---------------------------------------------------------------------------------
 
 @user_errors
+@on_gpu(60)
 def generate(name, own, prompt, length, temperature, top_k, top_p, seed):
     """Stream (text, surprise view, distribution plot, notes, steps) while sampling one character at a time.
 
@@ -279,6 +280,7 @@ def inspect_step(steps, index):
 
 
 @user_errors
+@on_gpu(20)  # one forward pass, but of a model that lives on the GPU there
 def entropy_view(name, own, prompt, temperature):
     from core import text
 
@@ -289,6 +291,7 @@ def entropy_view(name, own, prompt, temperature):
 
 
 @user_errors
+@on_gpu(90)
 def compare(name, own, prompt, length, seed, *temperatures):
     """Stream the same prompt and seed continued at several temperatures, side by side.
 
@@ -312,14 +315,20 @@ def compare(name, own, prompt, length, seed, *temperatures):
     yield outputs
 
 
+def _training_seconds(upload, kind, minutes, seed) -> float:
+    """ZeroGPU asks how long a call will hold its GPU: the chosen training time plus a margin."""
+    return 30 + 60 * number(minutes, 1.0, 0.05, MAX_TRAIN_MINUTES)
+
+
 @user_errors
+@on_gpu(_training_seconds)
 def train_own(upload, kind, minutes, seed):
     """Stream (loss curve, status, session model) while training a small model on the user's text."""
     import pandas as pd
     import torch
 
     from core import text
-    from core.runtime import clamp_seed
+    from core.runtime import app_device, autocast, clamp_seed
 
     if upload is None:
         raise ValueError("Upload a .txt file first.")
@@ -342,10 +351,11 @@ def train_own(upload, kind, minutes, seed):
              dict(n_layer=1, n_embd=32, hidden=256, dropout=0.1))
     seed = clamp_seed(seed)
     torch.manual_seed(seed)
-    model = text.build_model("gpt" if kind == "GPT" else "lstm", len(tokenizer), **sizes)
+    device = app_device()
+    model = text.build_model("gpt" if kind == "GPT" else "lstm", len(tokenizer), **sizes).to(device)
     config = text.TrainConfig(batch_size=32, context=64, max_steps=100_000, minutes=minutes, lr=2e-3,
                               warmup_steps=50, eval_every=50, eval_windows=64)
-    trainer = text.Trainer(model, train_ids, val_ids, config, seed=seed)
+    trainer = text.Trainer(model, train_ids, val_ids, config, seed=seed, autocast=lambda: autocast(device))
     # The untrained model's validation loss (about ln(alphabet size)) starts the curve: both series
     # must be in the first streamed update, or Gradio's LinePlot never draws the later one.
     rows, last = [(0, trainer.evaluate(), "validation (last 10%)")], 0.0
@@ -358,7 +368,9 @@ def train_own(upload, kind, minutes, seed):
             yield (pd.DataFrame(rows, columns=["step", "loss", "split"]),
                    f"Training a {kind} on {len(corpus):,} characters: step {event['step']}, "
                    f"{trainer.elapsed_s:.0f}/{minutes * 60:.0f} s, loss {event['loss']:.3f} nats/char", gr.skip())
-    own = {"model": trainer.best_model(), "tokenizer": tokenizer, "source": os.path.basename(path)}
+    # The session keeps its model on the CPU: a GPU (ZeroGPU's above all) is lent for one call only,
+    # and a model this small samples quickly there.
+    own = {"model": trainer.best_model().cpu(), "tokenizer": tokenizer, "source": os.path.basename(path)}
     yield (pd.DataFrame(rows, columns=["step", "loss", "split"]),
            f"Done: best validation loss {trainer.best_val:.3f} nats/char after {trainer.step} steps "
            f"(uniform guessing would be {math.log(len(tokenizer)):.2f}). Pick **your own model** above to sample "

@@ -1,7 +1,8 @@
 """VAE tab: Fashion-MNIST's 2-D latent map, and a 200-D face space with sliders, attribute vectors and morphing.
 
 Handlers are plain functions (tests call them directly); per-user face codes live in gr.State as
-lists of floats; the two shipped VAEs load on first use through core.vae.load_vae.
+lists of floats; the two shipped VAEs load on first use through core.vae.load_vae (onto the app's device;
+core.vae.decode and encode_all take and return CPU tensors).
 """
 from __future__ import annotations
 
@@ -78,7 +79,7 @@ def decode_map_click(evt: gr.SelectData):
     """Decode the point of the map that was clicked; return the map with a marker, the image and its code."""
     import torch
 
-    from core.vae import load_vae
+    from core.vae import decode, load_vae
 
     if evt is None or evt.index is None:
         raise ValueError("Click on the map to choose a point.")
@@ -88,22 +89,18 @@ def decode_map_click(evt: gr.SelectData):
     model, ckpt = load_vae(FASHION)
     extent = _map_extent(ckpt.extras["map_codes"])
     z = (x / (MAP_SIZE - 1) * 2 - 1) * extent, (1 - y / (MAP_SIZE - 1) * 2) * extent
-    with torch.no_grad():
-        image = model.decode(torch.tensor([z], dtype=torch.float32))
+    image = decode(model, torch.tensor([z], dtype=torch.float32))
     return draw_map(z), _tensor_image(image, 192), f"z = ({z[0]:+.2f}, {z[1]:+.2f})"
 
 
 def decode_plane(n):
     """An n x n grid of decoded images over the latent plane, spaced by the inverse normal CDF."""
-    import torch
-
     from core.data.images import image_grid
-    from core.vae import load_vae, normal_grid
+    from core.vae import decode, load_vae, normal_grid
 
     n = number(n, 12, 3, 25, whole=True)
     model, _ = load_vae(FASHION)
-    with torch.no_grad():
-        images = model.decode(normal_grid(n))
+    images = decode(model, normal_grid(n))
     return image_grid(images, nrow=n, padding=1, pad_value=1.0)
 
 
@@ -150,9 +147,8 @@ def random_face(seed, source="fitted to the training codes"):
 
 def dataset_face(index):
     """Test-split face #index of the synthetic dataset, encoded; shows the original beside its reconstruction."""
-    import torch
-
     from core.data.faces import face_split
+    from core.vae import encode_all
 
     try:
         index = int(index)
@@ -162,25 +158,22 @@ def dataset_face(index):
         raise ValueError(f"Face numbers go from 0 to 99999, not {index}.")
     model, _, _ = _faces()
     batch = face_split("test", 1, start=index)
-    with torch.no_grad():
-        z = model.encode(batch.images)[0][0]
+    z = encode_all(model, batch.images)[0][0]
     labels = ", ".join(name.replace("_", " ") for name, v in batch.labels.items() if v[0]) or "no labelled attributes"
     return _face_outputs(z, _tensor_image(batch.images), f"Test face #{index} ({labels}), encoded to its mean code.")
 
 
 def uploaded_face(image):
     """Any photo: cleaned up, centre-cropped and resized to 64x64, then encoded."""
-    import torch
-
     from core.data.images import center_crop_square, pil_to_tensor, prepare_image
+    from core.vae import encode_all
 
     picture, notes = prepare_image(image)
     width, height = picture.size
     square = center_crop_square(picture, 64)
     notes.append(f"centre-cropped and resized from {width}x{height} to 64x64")
     model, _, _ = _faces()
-    with torch.no_grad():
-        z = model.encode(pil_to_tensor(square))[0][0]
+    z = encode_all(model, pil_to_tensor(square))[0][0]
     note = ("Your photo was " + "; ".join(notes) + ". This VAE has only seen the lab's synthetic cartoon faces, "
             "so it shows the nearest cartoon face it can make.")
     return _face_outputs(z, _enlarge(square), note)
@@ -191,7 +184,7 @@ def render_face(state, *values):
     most-active dimensions set to the remaining values."""
     import torch
 
-    from core.vae import apply_attributes
+    from core.vae import apply_attributes, decode
 
     if not state or "z" not in state:
         raise ValueError("Choose a face first: a random one, one from the dataset, or upload a photo.")
@@ -201,9 +194,7 @@ def render_face(state, *values):
     for d, value in zip(dims, values[len(ATTRIBUTES):]):
         z[d] = number(value, float(z[d]), -4.0, 4.0)
     strengths = {name: number(v, 0.0, -4.0, 4.0) for name, v in zip(ATTRIBUTES, values[:len(ATTRIBUTES)]) if name in vectors}
-    z = apply_attributes(z[None], vectors, strengths)
-    with torch.no_grad():
-        return _tensor_image(model.decode(z))
+    return _tensor_image(decode(model, apply_attributes(z[None], vectors, strengths)))
 
 
 def set_end(state, which, ends):
@@ -218,9 +209,10 @@ def set_end(state, which, ends):
 def _face_from_code(z):
     import torch
 
+    from core.vae import decode
+
     model, _, _ = _faces()
-    with torch.no_grad():
-        return _tensor_image(model.decode(torch.tensor([z], dtype=torch.float32)), 128)
+    return _tensor_image(decode(model, torch.tensor([z], dtype=torch.float32)), 128)
 
 
 def _ends(ends):
@@ -248,15 +240,13 @@ def morph_faces(ends, steps, mode):
 
 def morph_position(ends, t, mode):
     """The single face at position t (0 = A, 1 = B) on the path."""
-    import torch
-
     from core.latent import lerp, slerp
+    from core.vae import decode
 
     z0, z1 = _ends(ends)
     t = number(t, 0.0, 0.0, 1.0)
     z = (lerp if mode == "lerp" else slerp)(z0[None], z1[None], t)
-    with torch.no_grad():
-        return _tensor_image(_faces()[0].decode(z))
+    return _tensor_image(decode(_faces()[0], z))
 
 
 # --- layout ---------------------------------------------------------------------------------------

@@ -40,6 +40,17 @@ def test_lite0_layout_and_frozen(lite0):
     assert load_backbone("efficientnet_lite0") is lite0  # cached and shared
 
 
+def test_loaded_once_per_device_on_the_apps_device_by_default(lite0):
+    from core.runtime import app_device
+
+    assert {t.device for t in [*lite0.parameters(), *lite0.buffers()]} == {app_device()}
+    assert load_backbone("efficientnet_lite0", app_device()) is lite0
+    on_cpu = load_backbone(" EfficientNet_Lite0", "cpu")
+    assert on_cpu is load_backbone("efficientnet_lite0", torch.device("cpu"))  # cached per device
+    assert {t.device.type for t in [*on_cpu.parameters(), *on_cpu.buffers()]} == {"cpu"}
+    assert not on_cpu.training and not any(p.requires_grad for p in on_cpu.parameters())
+
+
 @pytest.mark.parametrize("height,width", [(32, 32), (45, 33), (97, 128)])
 def test_any_size_works_with_tensorflow_same_padding(lite0, height, width):
     out = lite0(torch.rand(2, 3, height, width), ["stem", "block2", "block10", "head"])
@@ -74,7 +85,7 @@ def test_failed_download_falls_back_to_the_offline_network(monkeypatch, lite0, c
 
     monkeypatch.setitem(backbones.TORCHVISION_BUILDERS, "vgg19", no_network)
     with caplog.at_level("WARNING", logger="genlab"):
-        fallback = load_backbone.__wrapped__("vgg19")  # bypass the cache so the patched builder runs
+        fallback = backbones._load.__wrapped__("vgg19", lite0.mean.device)  # uncached: the patched builder runs
     assert fallback.name == "efficientnet_lite0" and fallback.layer_names == lite0.layer_names
     # One sentence for the user: no exception text (its "<" cut Gradio's toast short), no path.
     assert fallback.source == ("The VGG19 weights could not be downloaded, so the offline EfficientNet-Lite0 "

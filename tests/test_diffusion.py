@@ -8,6 +8,7 @@ from core.diffusion import (SCHEDULES, DiffusionConfig, Sampler, UNet, add_noise
                             sample, schedule_rates, train)
 from core.runtime import make_generator
 from tests.conftest import require_module
+from tests.test_datasets import any_checksum  # noqa: F401 (a fixture)
 
 TINY = DiffusionConfig(channels=1, image_size=8, widths=(8, 16), attention=True, embedding_dim=8, patch=1)
 
@@ -145,7 +146,7 @@ def test_a_tiny_model_learns_to_predict_noise():
 
     def eval_loss():
         with torch.no_grad():
-            return sum(diffusion_loss(model, images[:64], make_generator(s)).item() for s in range(4)) / 4
+            return sum(diffusion_loss(model, model.config, images[:64], make_generator(s)).item() for s in range(4)) / 4
 
     before = eval_loss()
     for _ in train(model, images, steps=60, batch_size=16, lr=5e-3, generator=make_generator(1)):
@@ -244,3 +245,54 @@ def test_one_step_on_the_shipped_model_is_salt_and_pepper_and_the_tab_says_so():
     _, note = tab.steps_versus_quality("fashion32", 0, 1)
     one_step, hundred = map(int, re.search(r"1-step column (\d+)% .*\(100 steps: (\d+)%\)", note).groups())
     assert one_step > 50 > 2 * hundred and "0.010 on this model's cosine schedule" in note
+
+
+# --- real datasets: the trainer's wiring (the loaders themselves: tests/test_datasets.py) ------------
+
+def test_flowers_train_the_diffusion_model_from_all_three_splits(tmp_path, any_checksum):
+    from core.diffusion import load_training_images
+    from tests.test_datasets import write_fake_flowers
+
+    write_fake_flowers(tmp_path)
+    x, description = load_training_images("flowers", 16, tmp_path)
+    assert x.shape[1:] == (3, 16, 16) and -1 <= x.min() < x.max() <= 1
+    assert len(x) == 7 and "Oxford 102 Flowers (all" in description  # every fake image, whatever its split
+
+
+def test_missing_flowers_stop_the_trainer_with_one_sentence(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "core.train", "diffusion", "--data", "flowers", "--data-dir",
+                           str(tmp_path), "--steps", "1", "--out", str(tmp_path / "x.pt")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "102flowers.tgz" in done.stderr and str(tmp_path) in done.stderr
+
+
+def cuda_checks_diffusion(device="cuda"):
+    """The shipped models on `device` against the CPU (tests/gpu_checks.py calls this on a GPU; the test
+    below runs it on the CPU). Same seed, same DDIM samples: fp32 within 2e-2 of the CPU (cuDNN may use
+    TF32, and ten steps compound it), bf16 (the default on CUDA) finite and within 0.05 on average."""
+    import copy
+    import os
+
+    from core.checkpoints import build_model, load_shipped
+
+    for name in ("fashion32", "faces32"):
+        on_cpu = build_model(load_shipped("diffusion", name), UNet, DiffusionConfig)
+        on_device = copy.deepcopy(on_cpu).to(device)
+        reference = sample(on_cpu, 4, make_generator(3), steps=10)
+        os.environ["GENLAB_FP32"] = "1"  # core.runtime.autocast reads it at every call
+        try:
+            exact = sample(on_device, 4, make_generator(3), steps=10)
+        finally:
+            del os.environ["GENLAB_FP32"]
+        mixed = sample(on_device, 4, make_generator(3), steps=10)
+        assert exact.device.type == mixed.device.type == "cpu"
+        assert (exact - reference).abs().max() < 2e-2, name
+        assert torch.isfinite(mixed).all() and (mixed - reference).abs().mean() < 0.05, name
+
+
+def test_cuda_checks_run_on_the_cpu():
+    cuda_checks_diffusion("cpu")

@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -16,12 +18,16 @@ def backbone():
     return load_backbone("efficientnet_lite0")
 
 
-@pytest.fixture(scope="module")
-def photo():
+def small_photo() -> torch.Tensor:
     """A small natural-looking picture made here: smooth blobs of colour plus fine texture."""
     gen = torch.Generator().manual_seed(3)
     coarse = torch.rand(1, 3, 6, 8, generator=gen)
     return (0.8 * resize(coarse, (72, 96)) + 0.2 * torch.rand(1, 3, 72, 96, generator=gen)).clamp(0, 1)
+
+
+@pytest.fixture(scope="module")
+def photo():
+    return small_photo()
 
 
 def quick(**overrides) -> DreamConfig:
@@ -66,6 +72,40 @@ def test_same_seed_same_dream_other_seed_other_dream(backbone, photo):
     other, _ = run_dream(backbone, photo, quick(), make_generator(8))  # other jitter shifts
     assert torch.equal(first, again)
     assert not torch.equal(first, other)
+
+
+def cuda_checks_dream(device: str = "cuda") -> None:
+    """Same seed, same dream on `device` as on the CPU, within tolerance (a 72x96 picture, 2 iterations),
+    in bf16 autocast (the app's default on CUDA) and in float32 (GENLAB_FP32=1); results come back on the CPU.
+
+    A GPU script calls this with "cuda"; test_cuda_checks_dream_on_the_cpu runs it with "cpu". Gradient
+    ascent amplifies rounding (core.dream's docstring), so only a short dream can agree. The tolerance is
+    from CPU runs of this dream: the mean pixel difference, over the dream's own mean change, was 0.55
+    under bf16 autocast, 0.2 with the photo changed by 1e-4, and 0.9-1.4 for another seed."""
+    photo, config = small_photo(), quick(octaves=1, jitter=8)
+    on_cpu, on_device = load_backbone("efficientnet_lite0", "cpu"), load_backbone("efficientnet_lite0", device)
+    reference, reference_losses = run_dream(on_cpu, photo, config, make_generator(7))
+    reference_energy = activation_map(on_cpu, photo, LAYERS)
+    moved = float((reference - photo).abs().mean())
+    before = os.environ.get("GENLAB_FP32")
+    try:
+        for fp32 in ("0", "1"):
+            os.environ["GENLAB_FP32"] = fp32
+            dreamt, losses = run_dream(on_device, photo, config, make_generator(7))
+            energy = activation_map(on_device, photo, LAYERS)
+            assert dreamt.device.type == energy.device.type == "cpu", fp32
+            assert float((dreamt - reference).abs().mean()) < 0.8 * moved, fp32
+            assert losses[0] == pytest.approx(reference_losses[0], rel=1e-2), fp32
+            assert float(energy.mean()) == pytest.approx(float(reference_energy.mean()), rel=1e-2), fp32
+    finally:
+        if before is None:
+            os.environ.pop("GENLAB_FP32", None)
+        else:
+            os.environ["GENLAB_FP32"] = before
+
+
+def test_cuda_checks_dream_on_the_cpu():
+    cuda_checks_dream("cpu")
 
 
 def test_lost_detail_is_put_back_between_octaves(backbone, photo):
@@ -215,7 +255,7 @@ def test_a_failed_download_says_so_in_a_sentence_and_shows_the_network_used(monk
         raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution> /root/.cache/torch/vgg19.pth")
 
     monkeypatch.setitem(backbones.TORCHVISION_BUILDERS, "vgg19", no_network)
-    monkeypatch.setattr(backbones, "load_backbone", backbones.load_backbone.__wrapped__)  # uncached: the patch runs
+    monkeypatch.setattr(backbones, "_load", backbones._load.__wrapped__)  # uncached: the patch runs
     warnings = []
     monkeypatch.setattr(gr, "Warning", warnings.append)
     slots = tab.layer_slot_values("vgg19")

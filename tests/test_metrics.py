@@ -227,6 +227,29 @@ def test_face_training_gives_one_probability_per_attribute(tmp_path):
     assert classifiers.face_features(images, (-1, 1), model=model).shape == (3, 128)
 
 
+def test_training_on_two_processes_averages_the_gradients_and_resumes_on_one(tmp_path):
+    from tests.distributed import check_ranks_agree, train
+
+    _tiny_fashion(tmp_path)
+    out = tmp_path / "fashion.pt"
+    arguments = ["classifier", "--data-dir", str(tmp_path), "--epochs", "2", "--batch-size", "32", "--validation", "16"]
+    done, card = train(arguments, out, processes=2)
+    assert done.returncode == 0, done.stderr[-3000:]
+    check_ranks_agree(card, 2)  # the BatchNorm statistics too: every rank ships rank 0's
+    assert card["global_batch"] == 32 and card["steps"] == 4 and [c["epoch"] for c in card["curves"]] == [1, 2]
+    assert card["metrics"]["test_accuracy"] > 0.8
+    model = load_fashion_classifier(str(out))  # as the app loads it
+    assert fashion_features(torch.rand(3, 28, 28), (0, 1), model=model).shape == (3, 128)
+
+    # Stopped after its first step on two processes, continued on one: the run still ends after two epochs.
+    stopped = tmp_path / "stopped.pt"
+    done, card = train([*arguments, "--minutes", "1e-9"], stopped, processes=2)
+    assert done.returncode == 0 and card["epochs"] == 0 and card["steps"] == 1, done.stderr[-3000:]
+    resumed = load_checkpoint(classifiers.train_main(_train_args(tmp_path, out=str(stopped), epochs=2, resume=True)))
+    assert [c["epoch"] for c in resumed.card["curves"]] == [1, 2] and resumed.card["steps"] == 4
+    assert resumed.card["world_size"] == 1 and resumed.card["metrics"]["test_accuracy"] > 0.8
+
+
 # --- FID/KID on real images grow with the damage done to them --------------------------
 
 @pytest.fixture(scope="module")

@@ -140,7 +140,7 @@ def test_pitch_classes_used_folds_octaves_and_ignores_rests():
     assert critic(musegan.roll_to_onehot(torch.tensor(bar * 2)[None, :, None].expand(1, 32, 4), TINY)).shape == (1,)
 
 
-def test_training_ships_the_ema_closest_to_the_chorales(tmp_path, monkeypatch):
+def test_training_ships_the_ema_closest_to_the_chorales(tmp_path, monkeypatch, capsys):
     from core.checkpoints import load_checkpoint
     from core.train import main
 
@@ -173,9 +173,34 @@ def test_training_ships_the_ema_closest_to_the_chorales(tmp_path, monkeypatch):
     card = load_checkpoint(tuned).card
     assert card["command"] == first.card["command"] and "--init-from" in card["resumed_with"][0]
     assert card["fine_tuned_from"]["selected_step"] == 2
-    with pytest.raises(ValueError, match="asks for"):
+    with pytest.raises(SystemExit):  # core.train says the sentence on stderr, without a traceback
         main(["musegan", "--out", str(tuned), "--steps", "1", "--z-dim", "9", "--bar-channels", "16",
               "--critic-channels", "8", "--threads", "1", "--init-from", str(out)])
+    assert "this run asks for" in capsys.readouterr().err
+
+
+def test_training_on_two_processes_averages_the_gradients_and_the_app_loads_it(tmp_path):
+    from core.checkpoints import build_model, load_checkpoint
+    from tests.distributed import check_ranks_agree, train
+
+    out = tmp_path / "musegan.pt"
+    done, card = train(["musegan", "--steps", "3", "--select-every", "2", "--z-dim", "8", "--bar-channels", "16",
+                        "--critic-channels", "8", "--eval-phrases", "10"], out, processes=2)
+    assert done.returncode == 0, done.stderr[-3000:]
+    check_ranks_agree(card, 2)  # both chose the same EMA, with rank 0's BatchNorm statistics
+    assert card["steps"] == 3 and card["selected_step"] == 2 and card["global_batch"] == 32
+    generator = build_model(load_checkpoint(out), musegan.Generator, musegan.MuseGANConfig)  # as load_generator does
+    roll = musegan.generate(generator, **musegan.sample_inputs(generator.cfg, 1, make_generator(0)), n_bars=2)
+    assert roll.shape == (1, 32, 4)
+
+
+def test_a_number_of_processes_that_cannot_share_the_batches_is_refused(monkeypatch, capsys):
+    from core.train import main
+
+    monkeypatch.setenv("WORLD_SIZE", "3")  # as torchrun --nproc_per_node=3 would set it
+    with pytest.raises(SystemExit):
+        main(["musegan", "--steps", "1", "--threads", "1"])
+    assert "split evenly among 1, 2 or 4 processes, not 3" in capsys.readouterr().err
 
 
 def test_tonal_distance_is_zero_for_unisons_and_largest_for_a_tritone():

@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from core.runtime import MAX_SEED, clamp_seed, make_generator, pick_device
@@ -28,6 +29,7 @@ def test_clamp_seed_accepts_anything_a_user_types():
 def test_pick_device_prefers_cuda_then_mps_then_cpu_and_honours_a_preference(monkeypatch):
     # Pretend each accelerator is (not) there, so every branch runs on any machine.
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
     assert pick_device() == torch.device("cuda")
     assert pick_device("cpu") == torch.device("cpu")  # the preference wins over what is available
@@ -36,3 +38,15 @@ def test_pick_device_prefers_cuda_then_mps_then_cpu_and_honours_a_preference(mon
     assert pick_device() == torch.device("mps")
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     assert pick_device() == torch.device("cpu")
+
+
+def test_pick_device_refuses_a_device_this_machine_lacks_in_one_sentence(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="no usable CUDA GPU"):
+        pick_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match="1 CUDA GPU"):
+        pick_device("cuda:1")
+    with pytest.raises(ValueError, match="Unknown device"):
+        pick_device("gpu")

@@ -241,6 +241,84 @@ def test_training_command_writes_a_loadable_checkpoint_and_resumes(tmp_path):
     assert ckpt.extras["kind"] == "gpt" and set(ckpt.extras["chars"]) == set(CORPUS)
 
 
+
+# --- many processes (torchrun, 2 CPU processes) ----------------------------------------------
+
+TINY_RUN = ["text", "--model", "gpt", "--layers", "1", "--width", "32", "--heads", "2", "--context", "16",
+            "--dropout", "0", "--batch-size", "16", "--lr", "1e-2", "--warmup", "5", "--eval-every", "10",
+            "--threads", "1"]
+# Final validation loss of the tiny run after 40 steps, 1 process against 2 with the same global batch.
+# Only the batches differ (each process draws its own from its half of the windows); five seeds of the
+# 1-process run span 0.38-0.45 nats/char, and the untrained model scores ln(17) = 2.8.
+SAME_RUN_NATS = 0.15
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The tiny GPT trained for 40 steps on 2 processes (torchrun) and on 1 (in this process)."""
+    from core.train import main
+    from tests.distributed import train
+
+    folder = tmp_path_factory.mktemp("text_runs")
+    corpus = folder / "corpus.txt"
+    corpus.write_text(CORPUS)
+    arguments = TINY_RUN + ["--corpus", str(corpus)]
+    done, card = train(arguments + ["--steps", "40"], folder / "two.pt", processes=2)
+    assert done.returncode == 0, done.stderr[-3000:]
+    main(arguments + ["--steps", "40", "--out", str(folder / "one.pt")])
+    return {"arguments": arguments, "folder": folder, "two": card,
+            "one": json.loads((folder / "one.json").read_text())}
+
+
+def test_two_processes_train_the_same_model_as_one(runs):
+    from core.checkpoints import load_checkpoint
+    from tests.distributed import check_ranks_agree
+
+    card = runs["two"]
+    check_ranks_agree(card, 2)
+    assert card["global_batch"] == 16 and card["train_config"]["batch_size"] == 8 and card["steps"] == 40
+    assert [r["data"] for r in card["ranks"]] == ["training windows 0::2 (856 of 1711)",
+                                                  "training windows 1::2 (855 of 1711)"]
+    curve = [point["val_loss"] for point in card["curve"]]
+    assert [point["step"] for point in card["curve"]] == [10, 20, 30, 40]
+    assert curve[-1] < curve[0] and card["metrics"]["val_loss_nats_per_char"] < 0.3 * math.log(17)
+    assert card["metrics"]["val_loss_nats_per_char"] == pytest.approx(
+        runs["one"]["metrics"]["val_loss_nats_per_char"], abs=SAME_RUN_NATS)
+    # The checkpoint loads as the app loads a model file, and writes the corpus's words.
+    model, tokenizer = text.model_from_checkpoint(load_checkpoint(runs["folder"] / "two.pt"))
+    written = "".join(s.char for s in sample(model, tokenizer, tokenizer.encode("the cat "), 40, 0.0))
+    assert len(written) == 40 and len(set(written.split()) & {"the", "cat", "dog", "sat", "on"}) >= 3, written
+
+
+def test_a_run_on_two_processes_resumes_on_one(runs, capsys):
+    from core.train import main
+    from tests.distributed import train
+
+    out = runs["folder"] / "resumed.pt"
+    done, first = train(runs["arguments"] + ["--steps", "20"], out, processes=2)
+    assert done.returncode == 0 and first["world_size"] == 2, done.stderr[-3000:]
+    main(runs["arguments"] + ["--steps", "40", "--resume", "--out", str(out)])
+    assert "resuming on 1 processes (saved on 2)" in capsys.readouterr().out
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["world_size"] == 1 and "ranks" not in card and card["steps"] == 40
+    assert card["resumed_with"][0].endswith("--steps 40 --resume --out resumed.pt")
+    assert card["curve"][:2] == first["curve"]  # it went on from the 2-process state
+    # The learning rate rises again when --steps grows, but the loss keeps falling.
+    losses = [point["val_loss"] for point in card["curve"]]
+    assert [point["step"] for point in card["curve"]] == [10, 20, 30, 40] and losses[3] < losses[2] < losses[1]
+    assert losses[3] < 0.3 * math.log(17)
+
+
+def test_bf16_and_fp32_together_are_refused(tmp_path, capsys):
+    from core.train import main
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(CORPUS)
+    with pytest.raises(SystemExit):
+        main(TINY_RUN + ["--corpus", str(corpus), "--steps", "2", "--bf16", "--fp32", "--out", str(tmp_path / "x.pt")])
+    assert "--bf16 and --fp32 ask for opposite things" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()
+
 # --- shipped models and the tab --------------------------------------------------------------
 
 SHIPPED = ["gpt_shakespeare", "lstm_shakespeare", "lstm_nietzsche"]
@@ -350,3 +428,52 @@ def test_train_on_own_text_gives_a_private_model(tmp_path):
     assert "Done" in status and set(curve["split"]) == {"train (one batch)", "validation (last 10%)"}
     out = list(tab.generate("own", own, "the ", 20, 0.5, 0, 1.0, 0))[-1][0]
     assert set(out) <= set(CORPUS)
+
+
+# --- devices ---------------------------------------------------------------------------------
+
+def cuda_checks_text(device="cuda"):
+    """On `device` as on the CPU: the same seed writes the same text (tiny GPT and LSTM, and a shipped
+    model), and a short training runs there in the app's autocast (bf16 on CUDA). The lead's GPU script
+    calls this; test_device_checks_pass_on_the_cpu runs it with device="cpu"."""
+    import copy
+
+    from core.checkpoints import load_shipped
+    from core.runtime import autocast
+
+    def written(model, tokenizer, prompt):
+        return "".join(s.char for s in sample(model, tokenizer, tokenizer.encode(prompt), 200, 0.8,
+                                             generator=torch.Generator().manual_seed(3)))
+
+    alphabet = CharTokenizer("abcdefghijklmnopqrs\n")
+    shipped, shakespeare = text.model_from_checkpoint(load_shipped("text", "gpt_shakespeare"))
+    for model, tokenizer, prompt in [(tiny_gpt(), alphabet, "abc"), (tiny_lstm(), alphabet, "abc"),
+                                     (shipped, shakespeare, "ROMEO:\n")]:
+        there = copy.deepcopy(model).to(device)
+        assert written(there, tokenizer, prompt) == written(model, tokenizer, prompt), (device, type(model))
+        logits = text.next_char_logits(there, tokenizer.encode(prompt))
+        assert logits.device.type == "cpu"
+        assert torch.allclose(logits, text.next_char_logits(model, tokenizer.encode(prompt)), atol=1e-3)
+    tokenizer = CharTokenizer.from_text(CORPUS)
+    train, val = text.split_corpus(torch.tensor(tokenizer.encode(CORPUS)))
+    torch.manual_seed(0)
+    model = text.build_model("gpt", len(tokenizer), n_layer=1, n_embd=32, n_head=2, block_size=16,
+                             dropout=0.0).to(device)
+    trainer = Trainer(model, train, val, TrainConfig(batch_size=16, context=16, max_steps=30, lr=1e-2,
+                                                     warmup_steps=5, eval_every=30, eval_windows=32),
+                      autocast=lambda: autocast(device))
+    before = trainer.evaluate()
+    assert all(math.isfinite(event["loss"]) for event in trainer.run())
+    assert trainer.best_val < before * 0.6 and next(trainer.best_model().parameters()).device.type == device
+
+
+def test_device_checks_pass_on_the_cpu():
+    cuda_checks_text("cpu")
+
+
+def test_shipped_models_move_to_the_app_device_once():
+    from core.runtime import app_device
+
+    model, _, _ = text.load_shipped_model("lstm_nietzsche")
+    assert next(model.parameters()).device == app_device()
+    assert text.load_shipped_model("lstm_nietzsche")[0] is model

@@ -135,7 +135,7 @@ def test_celeba_loader_reads_torchvisions_layout(tmp_path):
         load_celeba(tmp_path / "nowhere", "train")
 
 
-def test_training_on_celeba_writes_a_checkpoint_with_attribute_vectors(tmp_path):
+def test_training_on_celeba_writes_a_checkpoint_with_attribute_vectors(tmp_path, capsys):
     from core.train import main
 
     write_fake_celeba(tmp_path)
@@ -157,9 +157,69 @@ def test_training_on_celeba_writes_a_checkpoint_with_attribute_vectors(tmp_path)
     card = load_checkpoint(tuned).card
     assert card["command"] == ckpt.card["command"] and "--init-from" in card["resumed_with"][0]
     assert card["fine_tuned_from"]["epochs"] == 2 and card["metrics"]["feature_weight"] == 1.0
-    with pytest.raises(ValueError, match="asks for"):
+    with pytest.raises(SystemExit):  # core.train says the sentence on stderr, without a traceback
         main(["vae", "--dataset", "celeba", "--data-dir", str(tmp_path), "--image-size", "16", "--latent", "5",
               "--widths", "8,16", "--epochs", "1", "--threads", "1", "--out", str(tuned), "--init-from", str(out)])
+    assert "this run asks for" in capsys.readouterr().err
+
+
+FACES_TINY = ["vae", "--dataset", "faces", "--train-size", "16", "--valid-size", "8", "--image-size", "16",
+              "--latent", "4", "--widths", "8,16", "--epochs", "2", "--batch-size", "4", "--feature-weight", "0"]
+
+
+def test_training_on_two_processes_averages_the_gradients_and_the_app_loads_it(tmp_path):
+    from core.checkpoints import build_model
+    from tests.distributed import check_ranks_agree, train
+
+    out = tmp_path / "faces.pt"
+    done, card = train(FACES_TINY, out, processes=2)
+    assert done.returncode == 0, done.stderr[-3000:]
+    check_ranks_agree(card, 2)  # the BatchNorm statistics too: every rank ships rank 0's
+    assert card["global_batch"] == 4 and card["steps"] == 8  # 16 images, 4 per step, 2 epochs
+    assert [p["epoch"] for p in card["curves"]] == [1, 2]
+    ckpt = load_checkpoint(out)
+    model = build_model(ckpt, VAE, VAEConfig)  # as core.vae.load_vae builds it
+    assert ckpt.extras["attribute_vectors"].shape == (len(ckpt.extras["attribute_names"]), 4)
+    images = sample(model, 2, make_generator(0), ckpt.extras["code_std"])
+    assert images.shape == (2, 3, 16, 16) and images.device.type == "cpu"
+
+
+def test_a_run_stopped_mid_epoch_resumes_and_finishes_its_epochs(tmp_path):
+    from core.train import main
+
+    out = tmp_path / "faces.pt"
+    main([*FACES_TINY, "--threads", "1", "--out", str(out), "--minutes", "1e-9"])  # stops after its first step
+    stopped = load_checkpoint(out).card
+    assert stopped["steps"] == 1 and [p["epoch"] for p in stopped["curves"]] == [0.25]  # a quarter of an epoch seen
+    main([*FACES_TINY, "--threads", "1", "--out", str(out), "--resume"])
+    card = load_checkpoint(out).card
+    assert card["steps"] == 8 and [p["epoch"] for p in card["curves"]] == [1, 2] and len(card["resumed_with"]) == 1
+
+
+def cuda_checks_vae(device="cuda") -> dict:
+    """Same seed, same faces on `device` as on the CPU (the noise is drawn on the CPU and moved), within
+    bf16's tolerance on CUDA; the lead's GPU script calls this with "cuda". Returns the largest difference."""
+    import copy
+
+    from core.checkpoints import build_model, load_shipped
+
+    ckpt = load_shipped("vae", "faces_200d")
+    on_cpu = build_model(ckpt, VAE, VAEConfig)
+    on_device = copy.deepcopy(on_cpu).to(device)
+    spread = ckpt.extras["code_std"].float()
+    a = sample(on_cpu, 8, make_generator(11), spread)
+    b = sample(on_device, 8, make_generator(11), spread)
+    assert b.device.type == "cpu" and b.dtype == torch.float32  # results come back to the CPU, in float32
+    difference = (a - b).abs()
+    assert difference.mean() < 0.01 and difference.max() < 0.1, (difference.mean(), difference.max())
+    frames = morph(on_device, a.new_zeros(200), spread, steps=3)
+    assert frames.device.type == "cpu" and torch.allclose(frames, morph(on_cpu, a.new_zeros(200), spread, 3), atol=0.1)
+    return {"mean_abs_difference": float(difference.mean()), "max_abs_difference": float(difference.max())}
+
+
+def test_cuda_checks_run_on_the_cpu():
+    figures = cuda_checks_vae("cpu")
+    assert figures["max_abs_difference"] == 0.0  # the same device: the very same numbers
 
 
 @pytest.fixture

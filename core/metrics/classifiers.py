@@ -19,13 +19,13 @@ ValueError, which catches the common mistake of stating (0, 1) for [-1, 1] image
 Training (the shipped checkpoints' cards hold the exact commands):
     python -m core.train classifier --dataset fashion --epochs 8 --shift 1 --label-smoothing 0 --threads 1
     python -m core.train classifier --dataset faces --train-faces 16000 --epochs 5 --threads 1
+    torchrun --nproc_per_node=2 -m core.train classifier --dataset fashion   # each step's batch split in two
 Fashion-MNIST: 5,000 training images are held out (--validation) and watched each epoch; every choice
 (such as the number of epochs) is made on them, and the test set is measured once, at the end.
 """
 from __future__ import annotations
 
 import functools
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,10 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.checkpoints import (build_model, command_history, load_checkpoint, load_resume, load_shipped, make_card,
-                              save_checkpoint, save_resume, start_from)
-from core.registry import resume_path, shipped_path
-from core.runtime import make_generator, pick_device
+from core.checkpoints import build_model, command_history, load_checkpoint, load_shipped, start_from
+from core.registry import shipped_path
+from core.runtime import make_generator
 
 TECHNIQUE = "classifier"
 FASHION_NAME = "fashion_mnist"
@@ -182,18 +181,27 @@ def _device_of(model: nn.Module) -> torch.device:
 
 # --- shipped models ---------------------------------------------------------------
 
+# Features are computed in float32 on every device: FID/KID compare numbers across machines, and bf16
+# would move them by more than the differences they are used to tell apart.
+
 @functools.lru_cache(maxsize=None)
 def load_fashion_classifier(path=None) -> FashionClassifier:
-    """The shipped Fashion-MNIST classifier (or the checkpoint at `path`), in eval mode, cached."""
+    """The shipped Fashion-MNIST classifier (or the checkpoint at `path`), in eval mode, on the app's
+    device, cached (the feature functions move images there and the results back)."""
+    from core.runtime import app_device
+
     ckpt = load_checkpoint(path) if path else load_shipped(TECHNIQUE, FASHION_NAME)
-    return build_model(ckpt, FashionClassifier, FashionClassifierConfig)
+    return build_model(ckpt, FashionClassifier, FashionClassifierConfig).to(app_device())
 
 
 @functools.lru_cache(maxsize=None)
 def load_face_classifier(path=None) -> FaceAttributeClassifier:
-    """The shipped face-attribute classifier (or the checkpoint at `path`), in eval mode, cached."""
+    """The shipped face-attribute classifier (or the checkpoint at `path`), in eval mode, on the app's
+    device, cached."""
+    from core.runtime import app_device
+
     ckpt = load_checkpoint(path) if path else load_shipped(TECHNIQUE, FACES_NAME)
-    return build_model(ckpt, FaceAttributeClassifier, FaceClassifierConfig)
+    return build_model(ckpt, FaceAttributeClassifier, FaceClassifierConfig).to(app_device())
 
 
 def fashion_features(images: torch.Tensor, value_range, model: FashionClassifier | None = None) -> torch.Tensor:
@@ -265,86 +273,68 @@ def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device) -> tor
     return ((logits > 0) == y.bool()).float().mean(0)
 
 
-def _fit(model, args, *, train_x, train_y, val_x, val_y, loss_fn, augment, out, init=None):
+def _fit(run, model, args, *, train_x, train_y, val_x, val_y, loss_fn, augment, init=None) -> list[dict]:
     """Shared loop: AdamW with a one-cycle schedule, per-epoch validation accuracy, resumable state.
+    Returns the history, one entry per finished epoch.
 
-    Yields progress events; returns (history, epochs finished, wall seconds, commands) at the end.
-    `init` (from --init-from) puts the starting checkpoint's commands ahead of this run's.
+    Each epoch's order depends only on (seed, epoch), so a resumed run sees the same batches, on any
+    number of processes: process r of N takes every N-th image of that order (torch's
+    DistributedSampler), so the N processes' shares of a step make up the one-process batch.
+    `init` (from --init-from) is kept in the resume state for the card.
     """
-    from core.train import Every
 
-    device = pick_device(args.device)
-    model.to(device).train()
+    network = run.wrap(model)
+    model.train()
     steps_per_epoch = max(1, len(train_x) // args.batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr,
                                                    total_steps=args.epochs * steps_per_epoch)
-    state = {"epoch": 0, "batch": 0, "history": [], "elapsed_s": 0.0, "loss_sum": 0.0}
-    state_file = resume_path(out)
-    saved = load_resume(state_file) if args.resume else None
-    if saved:
-        model.load_state_dict(saved.pop("model"))
-        optimizer.load_state_dict(saved.pop("optimizer"))
-        schedule.load_state_dict(saved.pop("schedule"))
-        state.update(saved)
-    state["commands"] = command_history(args, saved or init)
-    started, save_clock = time.monotonic() - state["elapsed_s"], Every(180)
+    progress = {"epoch": 0, "batch": 0, "history": [], "loss_sum": 0.0}
+    if run.resumed:
+        model.load_state_dict(run.resumed["model"])
+        optimizer.load_state_dict(run.resumed["optimizer"])
+        schedule.load_state_dict(run.resumed["schedule"])
+        progress.update(run.resumed["progress"])
+    mine = run.shard(len(train_x), "images")  # positions in each epoch's order
+    augment_generator = run.generator("augmentation")
 
-    def snapshot():
-        state["elapsed_s"] = time.monotonic() - started
-        save_resume(state_file, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                  "schedule": schedule.state_dict(), **state})
+    def steps():
+        while progress["epoch"] < args.epochs:
+            order = torch.randperm(len(train_x), generator=make_generator(args.seed * 1000 + progress["epoch"]))[mine]
+            for batch in range(progress["batch"], steps_per_epoch):
+                idx = order[batch * run.batch:(batch + 1) * run.batch]
+                x = augment(train_x[idx].float() / 255, augment_generator).to(run.device)
+                with run.autocast():
+                    loss = loss_fn(network(x).float(), train_y[idx].to(run.device))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                progress["batch"], progress["loss_sum"] = batch + 1, progress["loss_sum"] + loss.item()
+                yield {"step": progress["epoch"] * steps_per_epoch + batch + 1, "loss": loss.item()}
+            # Every process measures the same model (rank 0's BatchNorm statistics) on the same images.
+            run.sync_buffers(model)
+            accuracy = _accuracy(model, val_x.float() / 255, val_y, run.device)
+            progress["history"].append({"epoch": progress["epoch"] + 1,
+                                        "train_loss": round(run.mean(progress["loss_sum"] / steps_per_epoch), 4),
+                                        "validation_accuracy": [round(a, 4) for a in accuracy.tolist()]
+                                        if accuracy.dim() else round(float(accuracy), 4)})
+            run.log(f"epoch {progress['epoch'] + 1}: {progress['history'][-1]}")
+            progress.update(epoch=progress["epoch"] + 1, batch=0, loss_sum=0.0)
 
-    while state["epoch"] < args.epochs:
-        # The epoch's order depends only on (seed, epoch), so a resumed run sees the same batches.
-        order_gen = make_generator(args.seed * 1000 + state["epoch"])
-        order = torch.randperm(len(train_x), generator=order_gen)
-        aug_gen = make_generator(args.seed * 1000 + state["epoch"] + 500)
-        for batch in range(steps_per_epoch):
-            if batch < state["batch"]:
-                continue
-            idx = order[batch * args.batch_size:(batch + 1) * args.batch_size]
-            x = augment(train_x[idx].float() / 255, aug_gen).to(device)
-            loss = loss_fn(model(x), train_y[idx].to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            state["batch"], state["loss_sum"] = batch + 1, state["loss_sum"] + loss.item()
-            yield {"step": state["epoch"] * steps_per_epoch + batch + 1, "loss": loss.item()}
-            if save_clock.due():
-                snapshot()
-            if args.minutes and time.monotonic() - started > args.minutes * 60:
-                snapshot()  # out of time: --resume carries on from this batch
-                return state["history"], state["epoch"], time.monotonic() - started, state["commands"]
-        accuracy = _accuracy(model, val_x.float() / 255, val_y, device)
-        state["history"].append({"epoch": state["epoch"] + 1,
-                                 "train_loss": round(state["loss_sum"] / steps_per_epoch, 4),
-                                 "validation_accuracy": [round(a, 4) for a in accuracy.tolist()] if accuracy.dim()
-                                 else round(float(accuracy), 4)})
-        print(f"epoch {state['epoch'] + 1}: {state['history'][-1]}", flush=True)
-        state.update(epoch=state["epoch"] + 1, batch=0, loss_sum=0.0)
-        snapshot()
-    return state["history"], state["epoch"], time.monotonic() - started, state["commands"]
+    def save():
+        run.save_state({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "schedule": schedule.state_dict(), "progress": progress, "init": init})
+
+    for _ in run.loop(steps(), save, total=args.epochs * steps_per_epoch, desc=f"{args.dataset} classifier"):
+        pass
+    run.sync_buffers(model)
+    return progress["history"]
 
 
 def train_main(args):
     args.epochs = args.epochs or 5
     return train_fashion(args) if args.dataset == "fashion" else train_faces(args)
-
-
-def _drive(loop, total: int, desc: str):
-    """Run a _fit generator under a progress bar and return what it returns."""
-    from core.train import progress
-
-    result = {}
-
-    def capture():
-        result["value"] = yield from loop
-
-    for _ in progress(capture(), total=total, desc=desc):
-        pass
-    return result["value"]
 
 
 @torch.no_grad()
@@ -357,14 +347,17 @@ def _as_shipped(model: nn.Module) -> nn.Module:
     return model
 
 
-def _start_from(args, model_cls, cfg):
+def _start_from(run, args, model_cls, cfg):
     """A fresh model, or with --init-from one holding that checkpoint's weights (to fine-tune it)
-    and the record make_card keeps of it."""
+    and the record make_card keeps of it (a resumed run keeps the record it saved)."""
     model = model_cls(cfg)
+    if run.resumed:
+        return model, run.resumed.get("init")
     if not args.init_from:
         return model, None
     weights, init = start_from(args.init_from, asdict(cfg), "classifier", ("epochs", "metrics"))
     model.load_state_dict(weights)
+    run.commands = command_history(args, init)  # the checkpoint's commands head this run's
     return model, init
 
 
@@ -382,46 +375,47 @@ def validation_split(n_train: int, n_validation: int) -> tuple[torch.Tensor, tor
 
 def train_fashion(args):
     from core.data.fashion_mnist import load_fashion_mnist, to_float
+    from core.engine import TrainingRun
 
     out = Path(args.out) if args.out else shipped_path(TECHNIQUE, FASHION_NAME)
-    torch.manual_seed(args.seed)  # weight initialisation only; data order uses its own generators
+    run = TrainingRun(args, out, global_batch=args.batch_size)  # seeds the weight initialisation
     all_u8, all_y = load_fashion_mnist("train", args.data_dir)
     test_u8, test_y = load_fashion_mnist("test", args.data_dir)
     keep, held_out = validation_split(len(all_u8), args.validation)
     # Keep the padded images as uint8 (a quarter of the memory); _fit divides by 255 per batch.
     all_x, test_x = (to_float(x).mul(255).round().to(torch.uint8) for x in (all_u8, test_u8))
     train_x, train_y, val_x, val_y = all_x[keep], all_y[keep], all_x[held_out], all_y[held_out]
-    model, init = _start_from(args, FashionClassifier, FashionClassifierConfig())
+    model, init = _start_from(run, args, FashionClassifier, FashionClassifierConfig())
     cfg = model.cfg
-    loop = _fit(model, args, train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y,
-                loss_fn=lambda logits, y: F.cross_entropy(logits, y, label_smoothing=args.label_smoothing),
-                augment=lambda x, generator: _augment_clothes(x, generator, args.shift), out=out, init=init)
-    history, epochs, seconds, commands = _drive(loop, args.epochs * max(1, len(train_x) // args.batch_size),
-                                      "fashion classifier")
-    device = pick_device(args.device)
+    history = _fit(run, model, args, train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y,
+                   loss_fn=lambda logits, y: F.cross_entropy(logits, y, label_smoothing=args.label_smoothing),
+                   augment=lambda x, generator: _augment_clothes(x, generator, args.shift), init=init)
     _as_shipped(model)
-    validation = float(_accuracy(model, val_x.float() / 255, val_y, device))
+    # Every process measures (the same numbers); rank 0 writes.
+    validation = float(_accuracy(model, val_x.float() / 255, val_y, run.device))
     # The test set is measured here once, after training: nothing was chosen by looking at it.
-    accuracy = float(_accuracy(model, test_x.float() / 255, test_y, device))
-    card = make_card(commands=commands,
-                     data=f"Fashion-MNIST train: {len(train_x)} images trained on, {len(val_x)} held out for "
-                          f"validation (fixed seed {VALIDATION_SEED}); test ({len(test_x)}) measured once at the end",
-                     wall_time_s=seconds, device=args.device,
-                     metrics={"validation_accuracy": round(validation, 4), "test_accuracy": round(accuracy, 4)},
-                     epochs=epochs, batch_size=args.batch_size, lr=args.lr,
-                     train_images=len(train_x), validation_images=len(val_x), test_images=len(test_x),
-                     features=f"{cfg.feature_dim}-d penultimate layer (after ReLU), used for FID/KID",
-                     shift=args.shift, label_smoothing=args.label_smoothing,
-                     input="[N, 1, 32, 32] in [0, 1]; 28x28 images are zero-padded to 32",
-                     curves=history, init=init)
-    return save_checkpoint(out, model.cpu(), cfg, card, half=True)
+    accuracy = float(_accuracy(model, test_x.float() / 255, test_y, run.device))
+    card = run.card(model=model,
+                    data=f"Fashion-MNIST train: {len(train_x)} images trained on, {len(val_x)} held out for "
+                         f"validation (fixed seed {VALIDATION_SEED}); test ({len(test_x)}) measured once at the end",
+                    metrics={"validation_accuracy": round(validation, 4), "test_accuracy": round(accuracy, 4)},
+                    epochs=len(history), batch_size=args.batch_size, lr=args.lr, bf16_autocast=run.bf16,
+                    train_images=len(train_x), validation_images=len(val_x), test_images=len(test_x),
+                    features=f"{cfg.feature_dim}-d penultimate layer (after ReLU), used for FID/KID",
+                    shift=args.shift, label_smoothing=args.label_smoothing,
+                    input="[N, 1, 32, 32] in [0, 1]; 28x28 images are zero-padded to 32",
+                    curves=history, init=init)
+    path = run.save_model(model, cfg, card, half=True)
+    run.finish()
+    return path
 
 
 def train_faces(args):
     from core.data.faces import FACE_ATTRIBUTES, face_split
+    from core.engine import TrainingRun
 
     out = Path(args.out) if args.out else shipped_path(TECHNIQUE, FACES_NAME)
-    torch.manual_seed(args.seed)
+    run = TrainingRun(args, out, global_batch=args.batch_size)  # seeds the weight initialisation
     attributes = list(FACE_ATTRIBUTES)
 
     def as_arrays(batch):
@@ -433,21 +427,21 @@ def train_faces(args):
     # and leave "test" untouched for the FID/KID references (core.metrics.quality).
     train_x, train_y = as_arrays(face_split("train", args.train_faces))
     test_x, test_y = as_arrays(face_split("validation", args.test_faces))
-    model, init = _start_from(args, FaceAttributeClassifier, FaceClassifierConfig(attributes=attributes))
+    model, init = _start_from(run, args, FaceAttributeClassifier, FaceClassifierConfig(attributes=attributes))
     cfg = model.cfg
-    loop = _fit(model, args, train_x=train_x, train_y=train_y, val_x=test_x, val_y=test_y,
-                loss_fn=F.binary_cross_entropy_with_logits, augment=lambda x, generator: x, out=out, init=init)
-    history, epochs, seconds, commands = _drive(loop, args.epochs * max(1, len(train_x) // args.batch_size),
-                                      "face attribute classifier")
-    per_attribute = _accuracy(_as_shipped(model), test_x.float() / 255, test_y, pick_device(args.device))
+    history = _fit(run, model, args, train_x=train_x, train_y=train_y, val_x=test_x, val_y=test_y,
+                   loss_fn=F.binary_cross_entropy_with_logits, augment=lambda x, generator: x, init=init)
+    per_attribute = _accuracy(_as_shipped(model), test_x.float() / 255, test_y, run.device)
     accuracy = {name: round(float(a), 4) for name, a in zip(attributes, per_attribute)}
-    card = make_card(commands=commands, data=f"synthetic faces (core.data.faces): {len(train_x)} of the train split, "
-                          f"measured on {len(test_x)} of the validation split",
-                     wall_time_s=seconds, device=args.device,
-                     metrics={"test_accuracy": accuracy, "mean_test_accuracy": round(float(per_attribute.mean()), 4),
-                              "positive_rate": {name: round(float(r), 3) for name, r in zip(attributes, test_y.mean(0))}},
-                     epochs=epochs, batch_size=args.batch_size, lr=args.lr,
-                     features=f"{cfg.feature_dim}-d penultimate layer (after ReLU), used for FID/KID on faces",
-                     input="[N, 3, 64, 64] in [0, 1]; other square sizes are resized",
-                     curves=history, init=init)
-    return save_checkpoint(out, model.cpu(), cfg, card, half=True)
+    card = run.card(model=model,
+                    data=f"synthetic faces (core.data.faces): {len(train_x)} of the train split, "
+                         f"measured on {len(test_x)} of the validation split",
+                    metrics={"test_accuracy": accuracy, "mean_test_accuracy": round(float(per_attribute.mean()), 4),
+                             "positive_rate": {name: round(float(r), 3) for name, r in zip(attributes, test_y.mean(0))}},
+                    epochs=len(history), batch_size=args.batch_size, lr=args.lr, bf16_autocast=run.bf16,
+                    features=f"{cfg.feature_dim}-d penultimate layer (after ReLU), used for FID/KID on faces",
+                    input="[N, 3, 64, 64] in [0, 1]; other square sizes are resized",
+                    curves=history, init=init)
+    path = run.save_model(model, cfg, card, half=True)
+    run.finish()
+    return path

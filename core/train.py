@@ -30,11 +30,12 @@ from tqdm import tqdm
 # so `--help` is instant and a technique that has not landed yet breaks nothing else.
 TRAINERS = {
     "text": ("core.text", "character language models (GPT, LSTM) on any UTF-8 text"),
-    "vae": ("core.vae", "variational autoencoders (Fashion-MNIST 2-D, synthetic faces, CelebA)"),
+    "vae": ("core.vae", "variational autoencoders (Fashion-MNIST 2-D, 16x16 4-level Fashion-MNIST, synthetic faces, CelebA)"),
     "gan": ("core.gan", "DCGAN, WGAN-GP and conditional GAN"),
     "diffusion": ("core.diffusion", "DDPM/DDIM denoising diffusion models"),
     "musegan": ("core.musegan", "MuseGAN on Bach chorales"),
     "classifier": ("core.metrics.classifiers", "feature networks for FID/KID (Fashion-MNIST, face attributes)"),
+    "pixelcnn": ("core.pixelcnn", "PixelCNN, plain and gated, on Fashion-MNIST with K intensity levels"),
 }
 
 

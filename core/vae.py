@@ -25,7 +25,12 @@ Foster's smile vector), interpolation (core.latent), and per-dimension KL, which
     python -m core.train vae --dataset fashion            # 2-D latent map (assets/checkpoints/vae/fashion_2d.pt)
     python -m core.train vae --dataset faces              # 200-D synthetic faces (assets/checkpoints/vae/faces_200d.pt)
     python -m core.train vae --dataset celeba --data-dir ~/data/celeba --out runs/celeba.pt
+    python -m core.train vae --dataset fashion16k4 --minutes 8 --threads 1   # assets/checkpoints/vae/fashion16_k4.pt
     torchrun --nproc_per_node=2 -m core.train vae --dataset celeba --data-dir ~/data/celeba --batch-size 256
+
+Likelihood against the PixelCNN: with `levels = K` the decoder ends in K logits per pixel, a categorical
+p(x|z) over the same K intensity levels a PixelCNN predicts, so the ELBO and the importance-weighted
+bound (bits_per_dim_bounds) are bounds on the same discrete p(x) whose exact value a PixelCNN reports.
 
 Models live on any device; the functions here take and return CPU tensors (codes, images) and move
 them to the model's device and back, so the tab never thinks about devices.
@@ -57,9 +62,12 @@ class VAEConfig:
     channels: int = 1
     latent_dim: int = 2
     widths: list[int] = field(default_factory=lambda: [32, 64, 128])  # channels of each stride-2 stage
+    levels: int = 0  # 0: Bernoulli decoder on [0, 1] pixels; K >= 2: a softmax over K levels per pixel
 
     def __post_init__(self):
         self.widths = list(self.widths)
+        if self.levels == 1 or not 0 <= self.levels <= 256:
+            raise ValueError(f"levels must be 0 (pixels in [0, 1]) or between 2 and 256, not {self.levels}.")
         if self.image_size % 2 ** len(self.widths):
             raise ValueError(f"Image size {self.image_size} must be divisible by 2^{len(self.widths)} "
                              f"(one halving per encoder stage).")
@@ -86,7 +94,8 @@ class VAE(nn.Module):
         self.to_logvar = nn.Linear(flat, config.latent_dim)
         self.from_z = nn.Sequential(nn.Linear(config.latent_dim, flat), nn.LeakyReLU(0.2))
         ups = [_stage(cin, cout, transpose=True) for cin, cout in zip(w[::-1][:-1], w[::-1][1:])]
-        self.decoder = nn.Sequential(*ups, nn.ConvTranspose2d(w[0], config.channels, 4, stride=2, padding=1))
+        out = config.channels * (config.levels or 1)  # K logits per pixel and channel for a categorical decoder
+        self.decoder = nn.Sequential(*ups, nn.ConvTranspose2d(w[0], out, 4, stride=2, padding=1))
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.encoder(x)
@@ -98,11 +107,39 @@ class VAE(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Codes [N, latent_dim] -> images [N, C, H, W] in [0, 1]."""
-        return torch.sigmoid(self.decode_logits(z))
+        return mean_image(self.config, self.decode_logits(z))
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
         mu, logvar = self.encode(x)
         return self.decode_logits(reparameterize(mu, logvar, generator)), mu, logvar
+
+
+def level_logits(config: VAEConfig, logits: torch.Tensor) -> torch.Tensor:
+    """A categorical decoder's output [N, C*K, H, W] -> [N, K, C, H, W] (the class axis where cross_entropy wants it)."""
+    n, _, h, w = logits.shape
+    return logits.view(n, config.channels, config.levels, h, w).transpose(1, 2)
+
+
+def mean_image(config: VAEConfig, logits: torch.Tensor) -> torch.Tensor:
+    """The decoder's mean picture in [0, 1]: sigmoid(logits), or sum_k p_k * k / (K-1) over the K levels."""
+    if not config.levels:
+        return torch.sigmoid(logits)
+    probs = level_logits(config, logits).softmax(1)
+    grey = torch.arange(config.levels, device=logits.device, dtype=probs.dtype) / (config.levels - 1)
+    return (probs * grey.view(1, -1, 1, 1, 1)).sum(1)
+
+
+def as_levels(config: VAEConfig, x: torch.Tensor) -> torch.Tensor:
+    """Inputs in [0, 1] (level / (K-1)) back to the integer levels 0..K-1."""
+    return (x * (config.levels - 1)).round().long().clamp(0, config.levels - 1)
+
+
+def reconstruction_nats(config: VAEConfig, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """-log p(x|z) per image [N], in nats, summed over pixels: binary cross-entropy for the Bernoulli
+    decoder, the K-way cross-entropy of each pixel's level for the categorical one."""
+    if not config.levels:
+        return F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+    return F.cross_entropy(level_logits(config, logits), as_levels(config, x), reduction="none").flatten(1).sum(1)
 
 
 def reparameterize(mu, logvar, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -120,11 +157,12 @@ def vae_loss(model: VAE, x, beta: float, generator=None, feature_weight: float =
     """Per-image means of: loss = reconstruction + beta * kl [+ feature_weight * features] (terms logged
     separately). The feature term is only for training; the ELBO never includes it."""
     logits, mu, logvar = model(x, generator)
-    recon = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1).mean()
+    config = getattr(model, "module", model).config  # through a DistributedDataParallel wrapper too
+    recon = reconstruction_nats(config, logits, x).mean()
     kl = kl_per_dimension(mu, logvar).sum(1).mean()
     terms = {"loss": recon + beta * kl, "recon": recon, "kl": kl}
     if feature_weight:
-        terms["features"] = feature_loss(torch.sigmoid(logits), x)
+        terms["features"] = feature_loss(mean_image(config, logits), x)
         terms["loss"] = terms["loss"] + feature_weight * terms["features"]
     return terms
 
@@ -171,6 +209,52 @@ def evaluate(model: VAE, images, batch_size: int = 500, seed: int = 0) -> dict[s
             total[k] += terms[k].item() * len(x)
     recon, kl = total["recon"] / len(images), total["kl"] / len(images)
     return {"elbo": -(recon + kl), "recon": recon, "kl": kl}
+
+
+@torch.no_grad()
+def log_likelihood_bounds(model: VAE, x: torch.Tensor, k: int, generator: torch.Generator
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two lower bounds on log p(x) for each image of x (float [N, C, H, W] in [0, 1]), in nats, [N] each,
+    from the same k posterior draws z_j = mu + sigma * eps_j (eps drawn on the CPU from `generator`)."""
+    if k < 1:
+        raise ValueError(f"k must be at least 1 posterior sample, not {k}.")
+    model.eval()
+    device = device_of(model)
+    x = x.to(device)
+    mu, logvar = model.encode(x)
+    eps = torch.randn((k, *mu.shape), generator=generator).to(device)             # [k, N, D]
+    z = mu + torch.exp(0.5 * logvar) * eps
+    logits = model.decode_logits(z.flatten(0, 1))
+    log_px_z = -reconstruction_nats(model.config, logits, x.repeat(k, 1, 1, 1)).view(k, -1)  # log p(x|z_j)
+    # log p(z_j) - log q(z_j|x) for N(0, I) and N(mu, sigma^2), the 0.5 log 2pi terms cancelling:
+    log_prior_over_q = (-0.5 * z ** 2 + 0.5 * eps ** 2 + 0.5 * logvar).sum(-1)
+    kl = kl_per_dimension(mu, logvar).sum(-1)
+    elbo = log_px_z.mean(0) - kl                      # log p(x) >= E_q[log p(x|z)] - KL(q(z|x) || p(z))
+    log_w = log_px_z + log_prior_over_q               # log p(x, z_j) / q(z_j|x)
+    iwae = torch.logsumexp(log_w, 0) - math.log(k)    # log p(x) >= E[log (1/k) sum_j p(x,z_j)/q(z_j|x)]
+    return elbo.cpu(), iwae.cpu()
+
+
+def bits_per_dim_bounds(model: VAE, levels: torch.Tensor, k: int = 100, seed: int = 0,
+                        batch_size: int | None = None) -> tuple[float, float]:
+    """(ELBO, IWAE with k samples) as bits per dimension, -bound / (C*H*W) / ln 2, averaged over the
+    images of `levels` (integers 0..K-1 [N, C, H, W], as core.pixelcnn.load_levels gives): upper bounds
+    on the exact -log2 p(x) / dims a PixelCNN reports, the IWAE one tighter (it grows towards log p(x)
+    as k grows; k = 1 is the ELBO with a sampled KL)."""
+    K = model.config.levels
+    if not K:
+        raise ValueError("Bits per dimension need a VAE with a categorical decoder (levels > 0); "
+                         "this one models pixels in [0, 1].")
+    if levels.min() < 0 or levels.max() >= K:
+        raise ValueError(f"The images must hold levels 0..{K - 1}.")
+    generator = make_generator(seed)
+    batch_size = batch_size or max(1, 10000 // k)  # about 10,000 decodes per batch
+    elbo = iwae = 0.0
+    for i in range(0, len(levels), batch_size):
+        e, w = log_likelihood_bounds(model, levels[i:i + batch_size].float() / (K - 1), k, generator)
+        elbo, iwae = elbo + e.sum().item(), iwae + w.sum().item()
+    dims = levels[0].numel() * len(levels)
+    return -elbo / dims / math.log(2), -iwae / dims / math.log(2)
 
 
 def as_float(images: torch.Tensor) -> torch.Tensor:
@@ -260,6 +344,7 @@ def morph(model: VAE, z0, z1, steps: int, mode: str = "slerp") -> torch.Tensor:
 # --- shipped models ---------------------------------------------------------------------------
 
 SHIPPED = {"fashion": "fashion_2d", "faces": "faces_200d"}
+LIKELIHOOD_MODEL = "fashion16_k4"  # the categorical VAE compared with the PixelCNNs (bench.likelihood)
 
 
 @functools.lru_cache(maxsize=None)
@@ -285,6 +370,13 @@ def load_dataset(args) -> dict:
         return {"train": to_uint8(train_x), "valid": to_uint8(test_x), "valid_labels": test_y,
                 "class_names": CLASS_NAMES, "description": "Fashion-MNIST train (60k), validated on the test set (10k), "
                 "zero-padded to 32x32"}
+    if args.dataset == "fashion16k4":  # the PixelCNNs' data: 16x16, K = 4 levels, scaled to [0, 1]
+        from core.pixelcnn import load_levels
+
+        k = DATASET_DEFAULTS["fashion16k4"]["levels"]
+        train_x, test_x = (load_levels(split, 16, k, args.data_dir).float() / (k - 1) for split in ("train", "test"))
+        return {"train": train_x, "valid": test_x, "description": "Fashion-MNIST train (60k), validated on the test "
+                "set (10k), resized to 16x16 and quantised to 4 levels (core.pixelcnn.load_levels), input = level divided by 3"}
     if args.dataset == "faces":
         from core.data.faces import face_split
 
@@ -321,7 +413,20 @@ DATASET_DEFAULTS = {
               "feature_weight": 2.0},
     "celeba": {"latent": 200, "widths": "24,48,96,192", "beta": 0.25, "image_size": 64, "epochs": 10,
                "feature_weight": 2.0},
+    # beta = 1: the true ELBO, the bound bits_per_dim_bounds reports
+    "fashion16k4": {"latent": 16, "widths": "32,64", "beta": 1.0, "image_size": 16, "epochs": 100,
+                    "feature_weight": 0.0, "levels": 4},
 }
+OUT_NAMES = {"fashion": "fashion_2d", "fashion16k4": LIKELIHOOD_MODEL}  # every other data set: faces_200d
+
+
+def config_dict(config: VAEConfig) -> dict:
+    """The config as checkpoints store it: without `levels` when it is 0, so the Bernoulli models'
+    configs stay exactly what the shipped checkpoints hold (and --init-from them still matches)."""
+    values = asdict(config)
+    if not values["levels"]:
+        del values["levels"]
+    return values
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -386,19 +491,19 @@ def train_main(args) -> Path:
     for key in ("latent", "widths", "beta", "image_size", "epochs", "feature_weight"):
         if getattr(args, key) is None:
             setattr(args, key, defaults[key])
-    out = Path(args.out) if args.out else shipped_path("vae", "fashion_2d" if args.dataset == "fashion" else "faces_200d")
+    out = Path(args.out) if args.out else shipped_path("vae", OUT_NAMES.get(args.dataset, "faces_200d"))
     run = TrainingRun(args, out, global_batch=args.batch_size)  # seeds the weight initialisation
     run.refuse_download_in_many(args.download)
     data = load_dataset(args)
     config = VAEConfig(image_size=args.image_size, channels=data["train"].shape[1], latent_dim=args.latent,
-                       widths=[int(w) for w in str(args.widths).split(",")])
+                       widths=[int(w) for w in str(args.widths).split(",")], levels=defaults.get("levels", 0))
     model = VAE(config)
     state, init = run.resumed, None  # init: what the --init-from checkpoint's card says about how it was made
     if state:
         model.load_state_dict(state["model"])
         init = state.get("init")
     elif args.init_from:
-        weights, init = start_from(args.init_from, asdict(config), "VAE", ("epochs", "metrics"))
+        weights, init = start_from(args.init_from, config_dict(config), "VAE", ("epochs", "metrics"))
         model.load_state_dict(weights)
         run.commands = command_history(args, init)  # the checkpoint's commands head this run's
     network = run.wrap(model)
@@ -454,6 +559,8 @@ def _save(run, model: VAE, config: VAEConfig, args, data, curves, init=None) -> 
     metrics = {"valid_elbo": round(valid["elbo"], 2), "valid_recon": round(valid["recon"], 2),
                "valid_kl": round(valid["kl"], 2), "beta": args.beta, "feature_weight": args.feature_weight,
                "active_dims_kl_over_0.1": int((kl_dims > 0.1).sum())}
+    if config.levels:  # a bound on the discrete likelihood: -ELBO / (C*H*W) / ln 2, comparable with a PixelCNN's
+        metrics["valid_elbo_bits_per_dim"] = round(-valid["elbo"] / data["valid"][0].numel() / math.log(2), 4)
     if "class_names" in data:  # the 2-D map: every test image's code and class
         extras.update(map_codes=mu.half(), map_labels=data["valid_labels"].to(torch.uint8),
                       class_names=list(data["class_names"]))
@@ -470,4 +577,4 @@ def _save(run, model: VAE, config: VAEConfig, args, data, curves, init=None) -> 
     card = run.card(data=data["description"], model=model, metrics=metrics, init=init,
                     epochs=curves[-1]["epoch"] if curves else 0, batch_size=args.batch_size, learning_rate=args.lr,
                     bf16_autocast=run.bf16, latent=details, curves=curves)
-    return run.save_model(model, config, card, extras, half=True)
+    return run.save_model(model, config_dict(config), card, extras, half=True)

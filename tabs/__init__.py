@@ -6,6 +6,7 @@ TABS = [
     ("Style transfer", "style"),
     ("VAE", "vae"),
     ("GAN", "gan"),
+    ("PixelCNN", "pixelcnn"),
     ("Diffusion", "diffusion"),
     ("MuseGAN", "musegan"),
 ]

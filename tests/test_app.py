@@ -8,10 +8,10 @@ import gradio as gr
 from tabs import TABS
 
 ROOT = Path(__file__).resolve().parent.parent
-EXPECTED = ["Text", "DeepDream", "Style transfer", "VAE", "GAN", "Diffusion", "MuseGAN"]
+EXPECTED = ["Text", "DeepDream", "Style transfer", "VAE", "GAN", "PixelCNN", "Diffusion", "MuseGAN"]
 
 
-def test_build_app_has_the_seven_tabs_in_order():
+def test_build_app_has_every_tab_in_the_books_order():
     import app
 
     demo = app.build_app()
@@ -37,7 +37,7 @@ def test_building_the_app_loads_no_model_code():
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
-API_NAME = re.compile(r"(text|dream|style|vae|gan|diffusion|musegan)_[a-z][a-z0-9_]*[a-z]")
+API_NAME = re.compile(r"(text|dream|style|vae|gan|pixelcnn|diffusion|musegan)_[a-z][a-z0-9_]*[a-z]")
 
 
 def test_every_event_is_named_and_the_readme_lists_the_public_ones():

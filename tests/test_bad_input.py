@@ -20,7 +20,7 @@ from PIL import Image
 
 from core.backbone_layers import OFFLINE_DEFAULT
 from core.data.chorales import DEFAULT_INSTRUMENTS
-from tabs import diffusion, dream, gan, musegan, style, text, vae
+from tabs import diffusion, dream, gan, musegan, pixelcnn, style, text, vae
 from tabs.common import user_errors
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -194,6 +194,19 @@ def diffusion_viewer(index=0):
     return ui(diffusion.show_frame)(frames, index)
 
 
+def pixelcnn_generate(name="plain_fashion16_k4", n=2, temperature=1.0, seed=0):
+    return ui(pixelcnn.generate)(name, n, temperature, seed)
+
+
+def pixelcnn_complete(name="plain_fashion16_k4", index=0, upload=None, row_from=12, row_to=16, col_from=0,
+                      col_to=16, n=2, temperature=1.0, seed=0):
+    return ui(pixelcnn.complete_image)(name, index, upload, row_from, row_to, col_from, col_to, n, temperature, seed)
+
+
+def pixelcnn_inspect(name="plain_fashion16_k4", index=0, upload=None, row=8, col=8):
+    return ui(pixelcnn.inspect_pixel)(name, index, upload, row, col)
+
+
 def musegan_new(seed=0, n_bars=2, tempo=90, instruments=DEFAULT_INSTRUMENTS):
     return ui(musegan.new_piece)(seed, n_bars, tempo, *instruments)
 
@@ -269,6 +282,12 @@ def _cases():
         add(ui(diffusion.steps_versus_quality), name="fashion32", seed=0, n_rows=value)
         add(ui(diffusion.interpolation), name="fashion32", seed_a=1, seed_b=2, frames=value, steps=3)
         add(ui(diffusion.interpolation), name="fashion32", seed_a=1, seed_b=2, frames=2, steps=value)
+        for field in ("n", "temperature"):
+            add(pixelcnn_generate, **{field: value})
+        for field in ("index", "row_from", "row_to", "col_from", "col_to", "n", "temperature"):
+            add(pixelcnn_complete, **{field: value})
+        for field in ("index", "row", "col"):
+            add(pixelcnn_inspect, **{field: value})
         for field in ("n_bars", "tempo"):
             add(musegan_new, **{field: value})
         add(musegan_interpolate, segments=value)
@@ -285,6 +304,8 @@ def _cases():
         add(diffusion_forward, seed=seed, works=True)
         add(ui(diffusion.interpolation), name="fashion32", seed_a=seed, seed_b=5, frames=2, steps=3, works=True)
         add(musegan_new, seed=seed, works=True)
+        add(pixelcnn_generate, seed=seed, works=True)
+        add(pixelcnn_complete, seed=seed, works=True)
     # Text: empty, huge, strange prompts; uploads that are not training text.
     for prompt in ("", None, "x" * 200_000, "🙂🙂 \x00\u202e", "\n" * 5000):
         add(text_generate, prompt=prompt, works=True)
@@ -340,6 +361,14 @@ def _cases():
     for upload in ("text_file", "mode_L", "empty", "missing", "binary"):
         add(musegan_upload, path=f"file:{upload}")
     add(musegan_upload, path=None)
+    for upload in IMAGE_FILES:  # PixelCNN completion of any upload: every mode and a huge photo work
+        readable = upload.startswith("mode_") or upload == "huge"
+        add(pixelcnn_complete, upload=f"file:{upload}", works=readable)
+        add(pixelcnn_inspect, upload=f"file:{upload}", works=readable)
+    add(pixelcnn_generate, name="no_such_model")
+    add(pixelcnn_complete, row_from=0, row_to=0)  # nothing hidden: nothing to complete
+    add(pixelcnn_complete, row_from=0, row_to=16, works=True)  # everything hidden: plain sampling
+    add(pixelcnn_generate, temperature=0, works=True)
     return cases
 
 

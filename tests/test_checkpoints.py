@@ -174,12 +174,13 @@ def test_resumable_state_of_shipped_checkpoints_stays_out_of_assets(tmp_path):
 
 # --- the shipped cards tell the truth about themselves -------------------------------------
 
-SHIPPED = [(technique, name) for technique in ("classifier", "diffusion", "gan", "musegan", "text", "vae")
+SHIPPED = [(technique, name) for technique in ("classifier", "diffusion", "gan", "musegan", "pixelcnn", "text", "vae")
            for name in list_shipped(technique)]
 # Training-set sizes, from each card's command and data line: epochs x steps per epoch must give its steps.
 TRAINING_IMAGES = {("vae", "fashion_2d"): 60000, ("vae", "faces_200d"): 30000,  # --train-size 30000
                    ("gan", "dcgan_fashion"): 60000, ("gan", "cgan_fashion"): 60000,
-                   ("gan", "wgangp_faces"): 6000}  # --faces 6000
+                   ("gan", "wgangp_faces"): 6000,  # --faces 6000
+                   ("vae", "fashion16_k4"): 60000}
 
 
 def _strings(value):

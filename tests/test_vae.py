@@ -322,3 +322,94 @@ def test_the_tab_states_the_measured_attribute_figures(tmp_path):
     (tmp_path / "vae_quality.quick.json").write_text(json.dumps(record))
     assert "makes 25.0% of 40 non-smiling faces smile" in tab.measured_edits(tmp_path)
     assert "not measured yet" in tab.measured_edits(tmp_path / "missing")
+
+
+# --- the categorical decoder and the likelihood bounds (bench.likelihood compares them with the PixelCNNs) ---
+
+CATEGORICAL = VAEConfig(image_size=8, channels=1, latent_dim=3, widths=[4, 8], levels=4)
+
+
+def _trained_categorical(steps=60):
+    """A tiny categorical VAE fitted a little to a fixed batch of 4-level images, so q(z|x) means something."""
+    torch.manual_seed(0)
+    model = VAE(CATEGORICAL)
+    levels = torch.randint(0, 4, (16, 1, 8, 8), generator=make_generator(3))
+    x = levels.float() / 3
+    opt, gen = torch.optim.Adam(model.parameters(), lr=1e-2), make_generator(0)
+    for _ in range(steps):
+        loss = vae_loss(model, x, 1.0, gen)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval(), levels
+
+
+def test_categorical_decoder_is_a_softmax_over_the_levels():
+    from core.vae import reconstruction_nats
+
+    model = VAE(CATEGORICAL).eval()
+    logits = model.decode_logits(torch.zeros(2, 3))
+    assert logits.shape == (2, 4, 8, 8)  # K logits per pixel
+    images = model.decode(torch.zeros(2, 3))
+    assert images.shape == (2, 1, 8, 8) and 0 <= images.min() and images.max() <= 1
+    # Uniform logits: p(x|z) = 4^-64 for every image, whatever its levels.
+    nats = reconstruction_nats(CATEGORICAL, torch.zeros(3, 4, 8, 8), torch.rand(3, 1, 8, 8))
+    assert torch.allclose(nats, torch.full((3,), 64 * math.log(4)))
+    # Each pixel's own level: the cross-entropy of a logit that points at it is near 0.
+    levels = torch.randint(0, 4, (1, 1, 8, 8))
+    sure = torch.nn.functional.one_hot(levels[:, 0], 4).permute(0, 3, 1, 2).float() * 50
+    assert reconstruction_nats(CATEGORICAL, sure, levels.float() / 3).item() < 1e-6
+    with pytest.raises(ValueError, match="levels"):
+        VAEConfig(levels=1)
+
+
+def test_the_shipped_bernoulli_configs_are_stored_without_levels():
+    from core.registry import shipped_path
+    from core.vae import config_dict
+
+    assert "levels" not in config_dict(VAEConfig(latent_dim=2))
+    assert config_dict(CATEGORICAL)["levels"] == 4
+    ckpt = load_checkpoint(shipped_path("vae", "fashion_2d"))
+    assert VAEConfig(**ckpt.config).levels == 0  # today's checkpoints build the Bernoulli decoder
+
+
+def test_iwae_bound_is_above_the_elbo_and_tightens_with_k():
+    from core.vae import bits_per_dim_bounds, log_likelihood_bounds
+
+    model, levels = _trained_categorical()
+    x = levels.float() / 3
+    elbo, iwae = log_likelihood_bounds(model, x, 50, make_generator(1))
+    assert elbo.shape == iwae.shape == (16,)
+    assert iwae.mean() >= elbo.mean()  # both bound log p(x) from below; the importance-weighted one is tighter
+    assert (elbo < 0).all() and (iwae < 0).all()  # a discrete likelihood: log p(x) < 0
+    # Averaged over repeated draws, the k-sample bound grows with k (Burda et al., 2016, Theorem 1).
+    means = [torch.stack([log_likelihood_bounds(model, x, k, make_generator(s))[1] for s in range(8)]).mean()
+             for k in (1, 10, 100)]
+    assert means[0] < means[1] < means[2], means
+    elbo_bpd, iwae_bpd = bits_per_dim_bounds(model, levels, k=20, batch_size=5)
+    assert math.isfinite(elbo_bpd) and math.isfinite(iwae_bpd) and 0 < iwae_bpd <= elbo_bpd
+    assert iwae_bpd < 2.0 + 0.5  # 2 bits is a uniform guess over 4 levels; a fitted model is near it or below
+    assert bits_per_dim_bounds(model, levels, k=20, seed=4) == bits_per_dim_bounds(model, levels, k=20, seed=4)
+    with pytest.raises(ValueError, match="categorical"):
+        bits_per_dim_bounds(VAE(TINY), levels)
+    with pytest.raises(ValueError, match="levels 0..3"):
+        bits_per_dim_bounds(model, levels + 1)
+
+
+def test_training_on_fashion16k4_writes_a_categorical_vae(tmp_path, monkeypatch):
+    from core import pixelcnn
+    from core.train import main
+
+    fake = torch.randint(0, 4, (40, 1, 16, 16), generator=make_generator(0))
+    monkeypatch.setattr(pixelcnn, "load_levels", lambda split, size, k, data_dir=None: fake[:32] if split == "train"
+                        else fake[32:])
+    out = tmp_path / "cat.pt"
+    main(["vae", "--dataset", "fashion16k4", "--latent", "3", "--widths", "4,8", "--epochs", "1", "--batch-size", "8",
+          "--threads", "1", "--out", str(out)])
+    ckpt = load_checkpoint(out)
+    assert ckpt.config["levels"] == 4 and ckpt.config["image_size"] == 16
+    assert ckpt.card["metrics"]["valid_elbo_bits_per_dim"] > 0
+    from core.checkpoints import build_model
+
+    model = build_model(ckpt, VAE, VAEConfig)
+    assert model.decode_logits(torch.zeros(1, 3)).shape == (1, 4, 16, 16)

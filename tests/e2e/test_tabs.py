@@ -134,6 +134,25 @@ def test_gan_generates_a_grid(page, screenshot_dir):
     save_screenshot(page, screenshot_dir, "gan")
 
 
+def test_pixelcnn_generates_a_grid_pixel_by_pixel(page, screenshot_dir):
+    open_tab(page, "PixelCNN")
+    page.locator("#pixelcnn-generate").click()
+    page.locator("#pixelcnn-status").get_by_text("Done:").wait_for(timeout=JOB_TIMEOUT_MS)
+    assert_picture(page, "#pixelcnn-samples", min_side=200)  # 16 samples at 96 px each
+    dark = page.locator("#pixelcnn-samples img").first.evaluate("""img => {
+        const canvas = document.createElement("canvas");
+        canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+        canvas.getContext("2d").drawImage(img, 0, 0);
+        const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+        let n = 0;
+        for (let i = 0; i < data.length; i += 4) n += data[i] + data[i + 1] + data[i + 2] < 120;
+        return n / (data.length / 4);
+    }""")
+    assert dark > 0.1, f"hardly any drawn black background: {dark:.1%}"  # pale blue = not drawn yet
+    assert_no_error(page)
+    save_screenshot(page, screenshot_dir, "pixelcnn")
+
+
 def test_diffusion_samples_to_the_end(page, screenshot_dir):
     open_tab(page, "Diffusion")
     page.locator("#diffusion-sample").click()

@@ -180,11 +180,17 @@ class TrainingRun:
             raise self._lost_peers(f"another process of this run stopped or stopped answering "
                                    f"({type(exc).__name__})") from None
 
+    @property
+    def _wire(self) -> torch.device:
+        """Where small collective tensors live: NCCL needs them on the GPU, gloo on the CPU (an MPS
+        tensor would be neither)."""
+        return self.device if self.device.type == "cuda" else torch.device("cpu")
+
     def mean(self, value: float) -> float:
         """The mean of `value` over all ranks (for the curves on the card: every rank's loss counts)."""
         if self.world_size == 1:
             return value
-        total = torch.tensor([float(value)], device=self.device if self.device.type == "cuda" else "cpu")
+        total = torch.tensor([float(value)], device=self._wire)
         self._collective(lambda: dist.all_reduce(total))
         return total.item() / self.world_size
 
@@ -192,7 +198,7 @@ class TrainingRun:
         """Rank 0's decision, the same on every rank."""
         if self.world_size == 1:
             return list(flags)
-        decision = torch.tensor([float(f) for f in flags], device=self.device if self.device.type == "cuda" else "cpu")
+        decision = torch.tensor([float(f) for f in flags], device=self._wire)
         self._collective(lambda: dist.broadcast(decision, 0))
         return [bool(f) for f in decision.tolist()]
 

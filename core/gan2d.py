@@ -17,37 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.data.toy2d import EXTENT, check, sample
 from core.runtime import make_generator
-
-DISTRIBUTIONS = ("ring", "grid", "spiral", "moons")
-EXTENT = 3.0  # the plotted square is [-EXTENT, EXTENT]^2; every distribution fits inside
-
-
-def sample_real(name: str, n: int, generator: torch.Generator) -> torch.Tensor:
-    """n points [n, 2] from one of the toy distributions."""
-    if name == "ring":  # a thin circle of radius 2
-        angle = torch.rand(n, generator=generator) * 2 * math.pi
-        radius = 2 + 0.05 * torch.randn(n, generator=generator)
-        return torch.stack([radius * angle.cos(), radius * angle.sin()], dim=1)
-    if name == "grid":  # a 5x5 grid of small Gaussians: the classic test of mode collapse
-        centres = torch.stack(torch.meshgrid(torch.arange(-2.0, 2.1), torch.arange(-2.0, 2.1), indexing="ij"), -1)
-        centres = centres.reshape(-1, 2)
-        pick = torch.randint(len(centres), (n,), generator=generator)
-        return centres[pick] + 0.05 * torch.randn(n, 2, generator=generator)
-    if name == "spiral":  # one arm winding out from the centre
-        t = torch.rand(n, generator=generator).sqrt() * 3 * math.pi
-        r = 0.25 + 2.5 * t / (3 * math.pi)
-        points = torch.stack([r * t.cos(), r * t.sin()], dim=1)
-        return points + 0.05 * torch.randn(n, 2, generator=generator)
-    if name == "moons":  # two interleaved half circles
-        t = torch.rand(n, generator=generator) * math.pi
-        upper = torch.rand(n, generator=generator) < 0.5
-        x = torch.where(upper, t.cos(), 1 - t.cos())
-        y = torch.where(upper, t.sin(), 0.5 - t.sin())
-        points = torch.stack([x - 0.5, y - 0.25], dim=1) * 1.6
-        return points + 0.05 * torch.randn(n, 2, generator=generator)
-    raise ValueError(f"Unknown distribution {name!r}: choose one of {', '.join(DISTRIBUTIONS)}.")
-
 
 def mlp(n_in: int, n_out: int, hidden: int = 64) -> nn.Sequential:
     return nn.Sequential(nn.Linear(n_in, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, hidden), nn.LeakyReLU(0.2),
@@ -59,9 +30,7 @@ class Gan2D:
 
     def __init__(self, distribution: str = "ring", seed: int = 0, lr_g: float = 1e-3, lr_d: float = 1e-3,
                  batch_size: int = 256, shown: int = 500):
-        if distribution not in DISTRIBUTIONS:
-            raise ValueError(f"Unknown distribution {distribution!r}: choose one of {', '.join(DISTRIBUTIONS)}.")
-        self.distribution, self.batch_size = distribution, batch_size
+        self.distribution, self.batch_size = check(distribution), batch_size
         self.rng = make_generator(seed)
         self.G, self.D = mlp(2, 2), mlp(2, 1)
         self._init_weights(seed)
@@ -70,7 +39,7 @@ class Gan2D:
         self.set_learning_rates(lr_g, lr_d)
         # The same noise and real points are plotted every frame, so motion on screen is learning.
         self.shown_z = torch.randn(shown, 2, generator=self.rng)
-        self.shown_real = sample_real(distribution, shown, self.rng)
+        self.shown_real = sample(distribution, shown, self.rng)
         self.step = 0
         self.history: list[tuple[int, float, float]] = []  # (step, D loss, G loss)
         self.diverged: str | None = None
@@ -100,7 +69,7 @@ class Gan2D:
         for _ in range(max(0, int(steps))):
             if self.diverged:
                 return
-            real = sample_real(self.distribution, self.batch_size, self.rng)
+            real = sample(self.distribution, self.batch_size, self.rng)
             fake = self.G(torch.randn(self.batch_size, 2, generator=self.rng))
             real_logit, fake_logit = self.D(real), self.D(fake.detach())
             loss_d = (F.binary_cross_entropy_with_logits(real_logit, torch.ones_like(real_logit))

@@ -191,3 +191,23 @@ def queue(tab: str, limit: int = 1) -> dict:
 def not_built_yet(title: str, what: str, issue: int) -> None:
     gr.Markdown(f"### {title}\n{what}\n\n**Not built yet** (issue #{issue}). This tab will appear here "
                 "with trained models once that work lands; nothing is faked in the meantime.")
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend, imported on first use (start-up must not import it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def figure_to_image(fig):
+    """A matplotlib figure -> an RGB PIL image; the figure is closed (figures are not shared between calls)."""
+    from PIL import Image
+
+    fig.canvas.draw()
+    image = Image.frombuffer("RGBA", fig.canvas.get_width_height(), fig.canvas.buffer_rgba()).convert("RGB")
+    pyplot().close(fig)
+    return image

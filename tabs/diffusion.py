@@ -15,7 +15,7 @@ from pathlib import Path
 import gradio as gr
 
 from core.registry import ROOT, read_card
-from tabs.common import bench_records, image_upload, number, on_gpu, queue, shipped_choices, user_errors
+from tabs.common import bench_records, image_upload, number, on_gpu, pyplot, queue, shipped_choices, user_errors
 
 TAB = "diffusion"
 VIEW = "diffusion-view"  # scrubbing, playing and noising are cheap: their own, wider slot
@@ -244,14 +244,11 @@ def _example_image(example, upload):
 
 def schedule_plot(schedule, t):
     """Signal and noise rates of a schedule against t, with the chosen t marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import torch
 
     from core.diffusion import schedule_rates
 
+    plt = pyplot()
     grid = torch.linspace(0, 1, 201)
     fig, ax = plt.subplots(figsize=(4.6, 2.8), dpi=100)
     for name in SCHEDULES:

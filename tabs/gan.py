@@ -14,7 +14,9 @@ import gradio as gr
 
 from core.registry import read_card, shipped_path
 from core.runtime import MAX_SEED
-from tabs.common import number, on_gpu, queue, shipped_choices, user_errors
+from tabs import live2d
+from tabs.common import figure_to_image, number, on_gpu, pyplot, queue, shipped_choices, user_errors
+from tabs.live2d import learning_rate, play, require, steps_per_frame
 
 TAB = "gan"
 LIVE = "gan-live"  # the 2-D GAN gets its own slot: one user's live game never waits for another's grid
@@ -26,7 +28,7 @@ GRID_PADDING = 2   # pixels between the images of a grid, before enlarging
 ROW_LABEL_PX = 14  # font size of the class names beside a conditional grid's rows
 MAX_WALK = 24      # frames in a latent walk
 SHOW_PX = 96       # each image is enlarged to this many pixels for display
-LIVE_FRAMES = 400  # a play press runs at most this many frames, then pauses by itself
+GAME_DATA = ("ring", "grid", "eight_gaussians", "spiral", "moons")  # the live game's data sets
 GPU_SECONDS = 20   # ZeroGPU: a grid or a walk takes well under a second on a GPU
 
 INTRO = """### GANs: the forger and the art dealer
@@ -215,10 +217,7 @@ def story_model(name):
 
 def loss_curves(name):
     """The losses logged during training, as a picture."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     card = read_card("gan", name)
     curves = card.get("curves") or []
@@ -235,7 +234,7 @@ def loss_curves(name):
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _figure_to_image(fig)
+    return figure_to_image(fig)
 
 
 def card_markdown(name) -> str:
@@ -248,28 +247,15 @@ def card_markdown(name) -> str:
             f"Data: {card['data']}.  \nCommand: `{card['command']}`" + (f"  \n{notes}" if notes else ""))
 
 
-def _figure_to_image(fig):
-    import matplotlib.pyplot as plt
-    from PIL import Image
-
-    fig.canvas.draw()
-    image = Image.frombuffer("RGBA", fig.canvas.get_width_height(), fig.canvas.buffer_rgba()).convert("RGB")
-    plt.close(fig)
-    return image
-
-
 # --- the live 2-D GAN ------------------------------------------------------------------------
-
-def _lr(log10_value) -> float:
-    return 10.0 ** number(log10_value, -3.0, -5.0, 1.0)  # the sliders' range
-
 
 def live_reset(distribution, seed, lr_g_log, lr_d_log):
     """A fresh game for this user -> (state, picture, status)."""
     from core.gan2d import Gan2D
     from core.runtime import clamp_seed
 
-    live = Gan2D(distribution, seed=clamp_seed(seed), lr_g=_lr(lr_g_log), lr_d=_lr(lr_d_log))
+    live = Gan2D(distribution, seed=clamp_seed(seed), lr_g=learning_rate(lr_g_log),
+                 lr_d=learning_rate(lr_d_log))
     return live, live_picture(live), live_status(live)
 
 
@@ -282,26 +268,19 @@ def live_start(live, distribution, seed, lr_g_log, lr_d_log):
 
 def live_step(live, steps, lr_g_log, lr_d_log):
     """Train `steps` rounds once -> (state, picture, status)."""
-    if live is None:
-        raise ValueError("Press Reset first to create a GAN.")
-    live.set_learning_rates(_lr(lr_g_log), _lr(lr_d_log))
-    live.train(number(steps, 1, 1, 500, whole=True))
+    require(live).set_learning_rates(learning_rate(lr_g_log), learning_rate(lr_d_log))
+    live.train(steps_per_frame(steps))
     return live, live_picture(live), live_status(live)
 
 
 def live_play(live, steps, lr_g_log, lr_d_log):
-    """Keep training, showing a frame every `steps` rounds, until paused, diverged or LIVE_FRAMES frames."""
-    if live is None:
-        raise ValueError("Press Reset first to create a GAN.")
-    for _ in range(LIVE_FRAMES):
-        yield live_step(live, steps, lr_g_log, lr_d_log)
-        if live.diverged:
-            return
+    """Keep training, a frame every `steps` rounds, until paused or diverged."""
+    yield from play(live_step, live, steps, lr_g_log, lr_d_log)
 
 
 def live_set_learning_rates(live, lr_g_log, lr_d_log):
     if live is not None:
-        live.set_learning_rates(_lr(lr_g_log), _lr(lr_d_log))
+        live.set_learning_rates(learning_rate(lr_g_log), learning_rate(lr_d_log))
     return live
 
 
@@ -319,12 +298,9 @@ def live_status(live) -> str:
 
 def live_picture(live):
     """Decision map with real (green) and generated (purple) points, and both losses."""
-    import matplotlib
+    from core.data.toy2d import EXTENT
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from core.gan2d import EXTENT
+    plt = pyplot()
 
     fig, (ax_map, ax_loss) = plt.subplots(1, 2, figsize=(9, 4.2), dpi=80, gridspec_kw={"width_ratios": [1, 1.15]})
     ax_map.imshow(live.decision_map(60).numpy(), extent=(-EXTENT, EXTENT, -EXTENT, EXTENT), cmap="PiYG",
@@ -345,7 +321,7 @@ def live_picture(live):
     ax_loss.set_title("losses", fontsize=9)
     ax_loss.grid(alpha=0.3)
     fig.tight_layout()
-    return _figure_to_image(fig)
+    return figure_to_image(fig)
 
 
 # --- layout ----------------------------------------------------------------------------------
@@ -433,33 +409,14 @@ def _build_live() -> None:
                     "The background is the discriminator's verdict; watch the purple forgeries slide towards the "
                     "green data and the map fade to one colour as it can no longer tell. Push a learning rate to 1 "
                     "or more to see the game fall apart.")
-        state = gr.State(None)
         with gr.Row():
-            distribution = gr.Dropdown(["ring", "grid", "spiral", "moons"], value="ring", label="real data")
-            live_seed = gr.Number(0, label="seed", precision=0, minimum=0, maximum=MAX_SEED)
+            controls = live2d.settings_row("ring", names=GAME_DATA)
             lr_g = gr.Slider(-5, 1, -3, step=0.25, label="generator learning rate (log10; -3 = 0.001)")
             lr_d = gr.Slider(-5, 1, -3, step=0.25, label="discriminator learning rate (log10)")
-            per_frame = gr.Slider(1, 100, 10, step=1, label="steps per frame")
-        with gr.Row():
-            reset = gr.Button("Reset")
-            play = gr.Button("▶ Play", variant="primary")
-            pause = gr.Button("⏸ Pause")
-            step = gr.Button("Step")
-        status = gr.Markdown()
+        live2d.buttons_row(controls)
         picture = gr.Image(label="real vs generated points, and the losses", type="pil", format="png")
-        game = [distribution, live_seed, lr_g, lr_d]
-        reset.click(user_errors(live_reset), game, [state, picture, status], api_name="gan_live_reset",
-                    **queue(LIVE, 4))
-        distribution.change(user_errors(live_reset), game, [state, picture, status],
-                            api_name="gan_live_reset_from_distribution", api_visibility="undocumented",
-                            **queue(LIVE, 4))
-        live_box.expand(user_errors(live_start), [state, *game], [state, picture, status], api_name="gan_live_start",
-                        api_visibility="undocumented", **queue(LIVE, 4))
-        playing = play.click(user_errors(live_play), [state, per_frame, lr_g, lr_d], [state, picture, status],
-                             api_name="gan_live_play", **queue(LIVE, 4))
-        pause.click(None, None, None, cancels=[playing], api_name="gan_live_pause", api_visibility="private")
-        step.click(user_errors(live_step), [state, per_frame, lr_g, lr_d], [state, picture, status],
-                   api_name="gan_live_step", **queue(LIVE, 4))
+        live2d.wire("gan", live_box, controls, [lr_g, lr_d], [picture], live_reset, live_start, live_step,
+                    live_play, LIVE)
         for slider, which in ((lr_g, "generator"), (lr_d, "discriminator")):  # page only: Step and Play read them too
-            slider.change(user_errors(live_set_learning_rates), [state, lr_g, lr_d], state,
+            slider.change(user_errors(live_set_learning_rates), [controls.state, lr_g, lr_d], controls.state,
                           api_name=f"gan_live_learning_rate_{which}", api_visibility="private", **queue(LIVE, 4))

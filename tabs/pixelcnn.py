@@ -14,7 +14,7 @@ import gradio as gr
 
 from core.registry import read_card
 from core.runtime import MAX_SEED
-from tabs.common import image_upload, number, on_gpu, queue, shipped_choices, user_errors
+from tabs.common import figure_to_image, image_upload, number, on_gpu, pyplot, queue, shipped_choices, user_errors
 
 TAB = "pixelcnn"
 VIEW = "pixelcnn-view"  # clicks and previews are cheap: their own, wider slot
@@ -157,25 +157,6 @@ def _tile(rgb, scale: int = TILE_SCALE):
     from core.data.images import tensor_to_pil
 
     return _enlarge(tensor_to_pil(rgb), scale)
-
-
-def _figure_to_image(fig):
-    import matplotlib.pyplot as plt
-    from PIL import Image
-
-    fig.canvas.draw()
-    image = Image.frombuffer("RGBA", fig.canvas.get_width_height(), fig.canvas.buffer_rgba()).convert("RGB")
-    plt.close(fig)
-    return image
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 # --- generate -----------------------------------------------------------------------------------
@@ -407,7 +388,7 @@ def fields_picture(fields: dict, row: int, col: int):
     import torch
     from matplotlib.patches import Patch
 
-    plt = _pyplot()
+    plt = pyplot()
     palette = torch.tensor([AFTER, SEES, BLIND, ITSELF, BEYOND])
     fig, axes = plt.subplots(1, len(fields), figsize=(3.4 * len(fields), 4.3), dpi=90, squeeze=False,
                              layout="constrained")
@@ -426,12 +407,12 @@ def fields_picture(fields: dict, row: int, col: int):
                         Patch(color=BEYOND, label="before it, out of reach"), Patch(color=ITSELF, label="the pixel"),
                         Patch(color=AFTER, label="after it (masked)")], loc="outside lower center", ncol=3,
                fontsize=8, frameon=False)
-    return _figure_to_image(fig)
+    return figure_to_image(fig)
 
 
 def distribution_picture(probs, actual: int, row: int, col: int, label: str):
     """A bar per level, each bar in its own grey; the level the image really has is outlined."""
-    plt = _pyplot()
+    plt = pyplot()
     k = len(probs)
     fig, ax = plt.subplots(figsize=(4.2, 3.2), dpi=90)
     greys = [(i / (k - 1),) * 3 for i in range(k)]
@@ -445,7 +426,7 @@ def distribution_picture(probs, actual: int, row: int, col: int, label: str):
     ax.set_title(f"p(pixel ({row}, {col}) | pixels before it), {label}\nred outline: the image's level",
                  fontsize=9)
     fig.tight_layout()
-    return _figure_to_image(fig)
+    return figure_to_image(fig)
 
 
 def _marked(canvas, k: int, row: int, col: int):
@@ -509,7 +490,7 @@ def masks_picture():
 
     from core.pixelcnn import horizontal_mask, raster_mask, vertical_mask
 
-    plt = _pyplot()
+    plt = pyplot()
     masks = [("mask A, 7×7\n(plain: first layer)", raster_mask(7, "A")),
              ("mask B, 3×3\n(plain: residual blocks)", raster_mask(3, "B")),
              ("vertical, 3×3\n(gated: rows above)", vertical_mask(3)),
@@ -526,7 +507,7 @@ def masks_picture():
         ax.tick_params(which="both", length=0, labelbottom=False, labelleft=False)
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    return _figure_to_image(fig)
+    return figure_to_image(fig)
 
 
 def why_text() -> str:

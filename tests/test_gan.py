@@ -10,7 +10,8 @@ import torch
 from core import gan
 from core.engine import TrainingRun
 from core.gan import Critic, GANConfig, Generator, ImageData, TrainConfig
-from core.gan2d import Gan2D, distance_to_data, sample_real
+from core.data.toy2d import sample as sample_real
+from core.gan2d import Gan2D, distance_to_data
 from core.runtime import make_generator
 from tests import distributed
 
@@ -399,11 +400,12 @@ def test_tab_training_story_scrubs_through_the_timeline():
 
 def test_tab_live_gan_handlers_report_divergence():
     from tabs import gan as tab
+    from tabs import live2d
 
     live, picture, status = tab.live_reset("grid", 0, -3, -3)
     live, picture, status = tab.live_step(live, 5, -3, -3)
     assert live.step == 5 and "Step 5" in status
     frames = list(tab.live_play(live, 20, 1, 1))  # learning rate 10: the game falls apart
-    assert "diverged" in frames[-1][2] and len(frames) < tab.LIVE_FRAMES
+    assert "diverged" in frames[-1][2] and len(frames) < live2d.FRAMES
     with pytest.raises(ValueError, match="Reset"):
         tab.live_step(None, 5, -3, -3)

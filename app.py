@@ -25,7 +25,7 @@ from tabs import TABS  # noqa: E402
 from tabs.common import MAX_UPLOAD_BYTES, harden_inputs  # noqa: E402
 
 HEADER = """# GenLab: generative deep learning you can touch
-Eight techniques from *Deep Learning with Python* (Chollet) and *Generative Deep Learning* (Foster),
+Nine techniques from *Deep Learning with Python* (Chollet) and *Generative Deep Learning* (Foster),
 each with trained models and views that show **why** it works, not only what it makes.
 Every model here was trained by this project's own `python -m core.train` commands; each has a model card."""
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.data.toy2d import EXTENT, check, sample
-from core.runtime import make_generator
+from core.runtime import make_generator, seeded_init
 
 def mlp(n_in: int, n_out: int, hidden: int = 64) -> nn.Sequential:
     return nn.Sequential(nn.Linear(n_in, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, hidden), nn.LeakyReLU(0.2),
@@ -33,7 +33,9 @@ class Gan2D:
         self.distribution, self.batch_size = check(distribution), batch_size
         self.rng = make_generator(seed)
         self.G, self.D = mlp(2, 2), mlp(2, 1)
-        self._init_weights(seed)
+        gen = make_generator(seed + 1)  # per-user weights, without touching the global stream
+        seeded_init(self.G, gen)
+        seeded_init(self.D, gen)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr_g, betas=(0.5, 0.999))
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr_d, betas=(0.5, 0.999))
         self.set_learning_rates(lr_g, lr_d)
@@ -43,17 +45,6 @@ class Gan2D:
         self.step = 0
         self.history: list[tuple[int, float, float]] = []  # (step, D loss, G loss)
         self.diverged: str | None = None
-
-    def _init_weights(self, seed: int) -> None:
-        # Per-user seeding without touching the global RNG other users share.
-        gen = make_generator(seed + 1)
-        for net in (self.G, self.D):
-            for layer in net:
-                if isinstance(layer, nn.Linear):
-                    bound = 1 / math.sqrt(layer.in_features)
-                    with torch.no_grad():
-                        layer.weight.copy_((torch.rand(layer.weight.shape, generator=gen) * 2 - 1) * bound)
-                        layer.bias.copy_((torch.rand(layer.bias.shape, generator=gen) * 2 - 1) * bound)
 
     def set_learning_rates(self, lr_g: float, lr_d: float) -> None:
         for name, lr in (("generator", lr_g), ("discriminator", lr_d)):

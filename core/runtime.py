@@ -99,6 +99,22 @@ def make_generator(seed, device: torch.device | str = "cpu") -> torch.Generator:
     return gen
 
 
+def seeded_init(module: torch.nn.Module, generator: torch.Generator) -> None:
+    """Redraw the weights of every linear and convolution layer (PyTorch's default U(±1/√fan_in)) from
+    `generator`, not from the global stream other users share. Layers zeroed on purpose stay zero."""
+    import math
+
+    import torch
+    from torch import nn
+
+    with torch.no_grad():
+        for layer in module.modules():
+            if isinstance(layer, (nn.Linear, nn.Conv2d)) and layer.weight.any():
+                bound = 1 / math.sqrt(layer.weight[0].numel())
+                layer.weight.copy_((torch.rand(layer.weight.shape, generator=generator) * 2 - 1) * bound)
+                layer.bias.copy_((torch.rand(layer.bias.shape, generator=generator) * 2 - 1) * bound)
+
+
 def hardware_description(device: torch.device | str | None = None) -> str:
     """One line for model cards and benchmark results."""
     import torch

@@ -36,6 +36,7 @@ TRAINERS = {
     "musegan": ("core.musegan", "MuseGAN on Bach chorales"),
     "classifier": ("core.metrics.classifiers", "feature networks for FID/KID (Fashion-MNIST, face attributes)"),
     "pixelcnn": ("core.pixelcnn", "PixelCNN, plain and gated, on Fashion-MNIST with K intensity levels"),
+    "flow": ("core.flow", "RealNVP/GLOW-lite normalizing flow on Fashion-MNIST with K intensity levels"),
 }
 
 

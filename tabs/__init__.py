@@ -7,6 +7,7 @@ TABS = [
     ("VAE", "vae"),
     ("GAN", "gan"),
     ("PixelCNN", "pixelcnn"),
+    ("Normalizing flow", "flow"),
     ("Diffusion", "diffusion"),
     ("MuseGAN", "musegan"),
 ]

@@ -78,7 +78,7 @@ def buttons_row(controls: Controls) -> Controls:
     with gr.Row():
         controls.reset = gr.Button("Reset")
         controls.play = gr.Button("▶ Play", variant="primary")
-        controls.pause = gr.Button("⏸ Pause")
+        controls.pause = gr.Button("Pause")
         controls.step = gr.Button("Step")
     controls.status = gr.Markdown()
     return controls

@@ -20,7 +20,7 @@ from PIL import Image
 
 from core.backbone_layers import OFFLINE_DEFAULT
 from core.data.chorales import DEFAULT_INSTRUMENTS
-from tabs import diffusion, dream, gan, musegan, pixelcnn, style, text, vae
+from tabs import diffusion, dream, flow, gan, musegan, pixelcnn, style, text, vae
 from tabs.common import user_errors
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +33,7 @@ NUMBERS = {"nan": NAN, "inf": INF, "negative": -5, "huge": 1e12, "none": None}
 # Fields whose top value is a legitimately slow job (a 1024-px painting): their "huge" and "inf" are
 # clamped the same way as every other field's, so they are left out to keep this file fast.
 SLOW_AT_THE_TOP = {("style_run", "size"), ("style_run", "iterations"), ("steps_versus_quality", "n_rows"),
-                   ("text_compare", "length"), ("gan_live", "steps")}
+                   ("text_compare", "length"), ("gan_live", "steps"), ("flow_live", "steps")}
 SEEDS = {"negative": -1, "huge": 2**80, "nan": NAN, "inf": INF, "float": 3.7, "none": None}
 # What Python (not a person) says: such text must never be the message a user sees.
 PYTHON_TALK = re.compile(r"Traceback|invalid literal|could not convert|cannot convert|NoneType|has no attribute|"
@@ -207,6 +207,58 @@ def pixelcnn_inspect(name="plain_fashion16_k4", index=0, upload=None, row=8, col
     return ui(pixelcnn.inspect_pixel)(name, index, upload, row, col)
 
 
+def flow_live(distribution="moons", seed=0, lr=-2.5, couplings=2, layer=2, steps=5):
+    live = ui(flow.live_reset)(distribution, seed, lr, couplings, layer)[0]
+    return ui(flow.live_step)(live, steps, lr, couplings, layer)
+
+
+def flow_play(lr=0, steps=20):  # log10 0: a learning rate of 1, which makes the likelihood blow up
+    live = ui(flow.live_reset)("moons", 0, lr, 2, 2)[0]
+    return ui(flow.live_play)(live, steps, lr, 2, 2)
+
+
+def flow_layer(layer=1):
+    live = flow.live_reset("moons", 0, -2.5, 2, 2)[0]
+    return ui(flow.live_layer)(live, layer)
+
+
+def flow_point(to="latent", x=0.5, y=0.5, diverged=False):
+    live = flow.live_reset("moons", 0, 0 if diverged else -2.5, 2, 2)[0]
+    if diverged:
+        live.train(50)
+    return ui(flow.to_latent if to == "latent" else flow.to_data)(live, x, y)
+
+
+def flow_click(plane="data", x=100, y=100, event="select"):
+    live = flow.live_reset("moons", 0, -2.5, 2, 2)[0]
+    evt = {"select": gr.SelectData(None, {"index": [x, y], "value": None}),
+           "no index": gr.SelectData(None, {"index": None, "value": None}), "none": None}[event]
+    return ui(flow.click_data if plane == "data" else flow.click_latent)(live, evt)
+
+
+def flow_unstarted(action="step"):  # no flow in this session yet: the state is None
+    click = gr.SelectData(None, {"index": [10, 10], "value": None})
+    calls = {"step": lambda: ui(flow.live_step)(None, 1, -2.5, 8, 8),
+             "play": lambda: ui(flow.live_play)(None, 1, -2.5, 8, 8),
+             "layer": lambda: ui(flow.live_layer)(None, 3),
+             "to_latent": lambda: ui(flow.to_latent)(None, 0, 0),
+             "to_data": lambda: ui(flow.to_data)(None, 0, 0),
+             "click": lambda: ui(flow.click_latent)(None, click)}
+    return calls[action]()
+
+
+def flow_samples(seed=0, side=2, temperature=0.7):
+    return ui(flow.samples)(seed, side, temperature)
+
+
+def flow_temperatures(seed=0, rows=1):
+    return ui(flow.temperature_grid)(seed, rows)
+
+
+def flow_interpolate(index_a=0, index_b=1, steps=3):
+    return ui(flow.interpolation)(index_a, index_b, steps)
+
+
 def musegan_new(seed=0, n_bars=2, tempo=90, instruments=DEFAULT_INSTRUMENTS):
     return ui(musegan.new_piece)(seed, n_bars, tempo, *instruments)
 
@@ -288,6 +340,16 @@ def _cases():
             add(pixelcnn_complete, **{field: value})
         for field in ("index", "row", "col"):
             add(pixelcnn_inspect, **{field: value})
+        for field in ("lr", "couplings", "layer", "steps"):  # 0 couplings and huge learning rates among them
+            add(flow_live, **{field: value})
+        add(flow_layer, layer=value)
+        for to in ("latent", "data"):
+            add(flow_point, to=to, x=value)
+        for field in ("side", "temperature"):
+            add(flow_samples, **{field: value})
+        add(flow_temperatures, rows=value)
+        for field in ("index_a", "index_b", "steps"):  # test indices out of range
+            add(flow_interpolate, **{field: value})
         for field in ("n_bars", "tempo"):
             add(musegan_new, **{field: value})
         add(musegan_interpolate, segments=value)
@@ -303,6 +365,9 @@ def _cases():
         add(diffusion_sample, seed=seed, works=True)
         add(diffusion_forward, seed=seed, works=True)
         add(ui(diffusion.interpolation), name="fashion32", seed_a=seed, seed_b=5, frames=2, steps=3, works=True)
+        add(flow_live, seed=seed, works=True)
+        add(flow_samples, seed=seed, works=True)
+        add(flow_temperatures, seed=seed, works=True)
         add(musegan_new, seed=seed, works=True)
         add(pixelcnn_generate, seed=seed, works=True)
         add(pixelcnn_complete, seed=seed, works=True)
@@ -369,6 +434,25 @@ def _cases():
     add(pixelcnn_complete, row_from=0, row_to=0)  # nothing hidden: nothing to complete
     add(pixelcnn_complete, row_from=0, row_to=16, works=True)  # everything hidden: plain sampling
     add(pixelcnn_generate, temperature=0, works=True)
+    add(flow_live, couplings=0, works=True)  # clamped to one coupling, and the status says so
+    add(flow_live, lr=0, steps=50, works=True)  # diverges: a status sentence, not a crash
+    add(flow_play, lr=0, works=True)
+    add(flow_play, lr=1e12, works=True)
+    add(flow_live, distribution="cube")
+    for action in ("step", "play", "layer", "to_latent", "to_data", "click"):
+        add(flow_unstarted, action=action)
+    for to in ("latent", "data"):
+        add(flow_point, to=to, diverged=True)  # a NaN flow: a picture or a sentence
+    for plane in ("data", "latent"):
+        for x, y in ((-50, 100), (10_000, 100), (100, -50), (100, 10_000)):  # clicks outside the plane
+            add(flow_click, plane=plane, x=x, y=y, works=True)
+        for event in ("no index", "none"):
+            add(flow_click, plane=plane, event=event)
+    for temperature in (0, 1e12):
+        add(flow_samples, temperature=temperature, works=True)
+        add(flow_samples, temperature=temperature, side=1, works=True)
+    add(flow_interpolate, index_a=5, index_b=5)  # the same image at both ends
+    add(flow_interpolate, index_a=10**9, index_b=-3, works=True)
     return cases
 
 

@@ -40,6 +40,16 @@ def test_reads_gzipped_and_raw_idx(tmp_path, compress):
     assert np.array_equal(x.numpy(), images) and np.array_equal(y.numpy(), labels)
 
 
+def test_the_cards_checksum_names_the_content_not_the_file(tmp_path):
+    _write_split(tmp_path / "gz", "train", 6, True, seed=3)
+    _write_split(tmp_path / "raw", "train", 6, False, seed=3)
+    _write_split(tmp_path / "other", "train", 6, False, seed=4)
+    gz, raw, other = (fashion_mnist.provenance("train", tmp_path / d) for d in ("gz", "raw", "other"))
+    assert gz == raw and gz["sha256_of_images_and_labels"] != other["sha256_of_images_and_labels"]
+    assert gz["name"] == "Fashion-MNIST train (6 images and labels)" and gz["source"].startswith("https://")
+    assert str(tmp_path) not in str(gz)
+
+
 def test_search_order_explicit_then_env(tmp_path, monkeypatch):
     explicit, env = tmp_path / "explicit", tmp_path / "env"
     _write_split(explicit, "train", 3, True, seed=1)

@@ -3,6 +3,7 @@
     classifiers  the Fashion-MNIST and face-attribute classifiers whose penultimate features
                  feed FID/KID (and their training: python -m core.train classifier --dataset ...)
     fid          FID and unbiased KID between two feature sets
+    precision_recall  improved precision (fidelity) and recall (variety) on k-NN manifolds
     quality      generated samples vs real data, always with the real-vs-real baseline at the same n
     music        MuseGAN's musical metrics
 

@@ -42,7 +42,7 @@ def _as_features(feats, name: str) -> torch.Tensor:
     return feats
 
 
-def _check_pair(a, b) -> tuple[torch.Tensor, torch.Tensor]:
+def check_pair(a, b) -> tuple[torch.Tensor, torch.Tensor]:
     a, b = _as_features(a, "feats_a"), _as_features(b, "feats_b")
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"feature sizes differ: {a.shape[1]} vs {b.shape[1]} (same feature network for both?).")
@@ -73,7 +73,7 @@ def frechet_distance(mu_a, cov_a, mu_b, cov_b) -> float:
 
 def fid(feats_a, feats_b) -> float:
     """FID between two feature sets ([n, dim] each). Compare only with FIDs at the same n."""
-    a, b = _check_pair(feats_a, feats_b)
+    a, b = check_pair(feats_a, feats_b)
     return frechet_distance(*gaussian_stats(a), *gaussian_stats(b))
 
 
@@ -103,7 +103,7 @@ def kid(feats_a, feats_b, subsets: int = 100, subset_size: int = 1000,
     subset_size is lowered to half the smaller set's size when needed. Pass a seeded `generator`
     for a reproducible figure (core.runtime.make_generator).
     """
-    a, b = _check_pair(feats_a, feats_b)
+    a, b = check_pair(feats_a, feats_b)
     if subsets < 1:
         raise ValueError(f"subsets must be at least 1, got {subsets}.")
     # At most half of the smaller set: subsets that each hold a whole set are all the same

@@ -7,6 +7,7 @@ a real result reached the page (a picture that is not blank, sound that is not s
 from __future__ import annotations
 
 import io
+import re
 import time
 import wave
 from pathlib import Path
@@ -151,6 +152,25 @@ def test_pixelcnn_generates_a_grid_pixel_by_pixel(page, screenshot_dir):
     assert dark > 0.1, f"hardly any drawn black background: {dark:.1%}"  # pale blue = not drawn yet
     assert_no_error(page)
     save_screenshot(page, screenshot_dir, "pixelcnn")
+
+
+def test_flow_learns_live_and_follows_a_clicked_point(page, screenshot_dir):
+    open_tab(page, "Normalizing flow")
+    assert_picture(page, "#flow-live-picture", min_side=400)  # a flow is started when the tab opens
+    assert_picture(page, "#flow-latent-plane", min_side=300)
+    live = page.locator("#flow-live-box")
+    live.get_by_role("button", name="Step", exact=True).click()
+    live.get_by_text("Step 10: NLL").wait_for(timeout=JOB_TIMEOUT_MS)
+    live.get_by_role("button", name="▶ Play").click()
+    live.get_by_text(re.compile(r"Step [3-9]\d\d: NLL")).wait_for(timeout=JOB_TIMEOUT_MS)  # a flow that has learned
+    live.get_by_role("button", name="Pause").click()
+    page.locator("#flow-latent-plane img").first.click(position={"x": 200, "y": 120})
+    page.locator("#flow-path-note").get_by_text("x = f⁻¹(z)").wait_for(timeout=JOB_TIMEOUT_MS)
+    assert "z = (+0.7" in page.locator("#flow-path-note").inner_text()  # pixel (200, 120) is (0.76, 0.74)
+    page.locator("#flow-generate").click()
+    assert_picture(page, "#flow-samples", min_side=200)
+    assert_no_error(page)
+    save_screenshot(page, screenshot_dir, "flow")
 
 
 def test_diffusion_samples_to_the_end(page, screenshot_dir):

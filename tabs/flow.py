@@ -90,6 +90,7 @@ class LiveFlow:
 
     def __init__(self, flow, layer: int, note: str = ""):
         self.flow, self.layer, self.note = flow, layer, note
+        self.picture = None  # its LivePicture, made at the first frame (building the page imports no matplotlib)
         self.held_out = [(0, flow.held_out_nll())]
         self.gaussian_nll = gaussian_nll(flow.held_out)
 
@@ -237,53 +238,105 @@ def _density(flow):
     return density, float(np.percentile(density, 99.5)) or 1.0
 
 
+class LivePicture:
+    """One user's four-panel picture, kept in their LiveFlow: drawn in full only when its frame changes
+    (the layer shown, the NLL panel's range), otherwise only the moving parts are redrawn over a saved
+    background (blitting). Titles, frames and ticks cost most of a full draw; a frame costs a few ms.
+    A Figure of its own, not pyplot's registry, so users' pictures share nothing."""
+
+    def __init__(self):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.collections import LineCollection
+        from matplotlib.figure import Figure
+
+        self.figure = Figure(figsize=(8.4, 7.6), dpi=FRAME_DPI)
+        self.canvas = FigureCanvasAgg(self.figure)
+        axes = self.figure.subplots(2, 2)
+        self.figure.subplots_adjust(left=0.02, right=0.98, bottom=0.07, top=0.93, wspace=0.12, hspace=0.2)
+        (self.ax_data, self.ax_latent), (self.ax_density, self.ax_nll) = axes
+        for ax in (self.ax_data, self.ax_latent, self.ax_density):
+            _square(ax, "", axes=ax is not self.ax_density)
+        _title(self.ax_data, "data space: the data x (blue) and Gaussian\n"
+                             "draws pulled back, f⁻¹(z) with z ~ N(0, I) (orange)")
+        _title(self.ax_density, "learned density exp(log p(x))")
+        _title(self.ax_nll, "NLL, nats per point: training batch (blue),\nheld out (orange), the best Gaussian (dashed)")
+        self.ax_nll.set_xlabel("step", fontsize=8)
+        self.ax_nll.tick_params(labelsize=7)
+        self.ax_nll.locator_params(nbins=4)
+        empty = [[0.0, 0.0]]
+        self.data = self.ax_data.scatter(*zip(*empty), s=3, c=DATA, animated=True)
+        self.pulled = self.ax_data.scatter(*zip(*empty), s=3, c=PULLED, animated=True)
+        self.grid = self.ax_latent.add_collection(LineCollection([], colors="#bfc6ce", linewidths=0.6, animated=True))
+        self.gauss = self.ax_latent.scatter(*zip(*empty), s=3, c=GAUSS, alpha=0.5, animated=True)
+        self.moved = self.ax_latent.scatter(*zip(*empty), s=3, c=DATA, animated=True)
+        self.density = self.ax_density.imshow([[0.0]], extent=(-EXTENT, EXTENT, -EXTENT, EXTENT), cmap="magma",
+                                              interpolation="bilinear", animated=True)
+        (self.train_curve,) = self.ax_nll.plot([], [], color=DATA, linewidth=0.7, alpha=0.7, animated=True)
+        (self.held_curve,) = self.ax_nll.plot([], [], color=PULLED, marker="o", markersize=2.5, linewidth=1,
+                                              animated=True)
+        self.gaussian_line = self.ax_nll.axhline(0, color=GAUSS, linestyle="--", linewidth=1, animated=True)
+        self.moving = [self.data, self.pulled, self.grid, self.gauss, self.moved, self.density, self.train_curve,
+                       self.held_curve, self.gaussian_line]
+        self.frame_key, self.background = None, None
+
+    def _frame(self, live) -> tuple:
+        """What the background depends on: the latent panel's title and the NLL panel's axes. The axes grow
+        in steps (x to the next power of two, y to whole tenths), so most frames reuse the background."""
+        import numpy as np
+
+        flow, k = live.flow, live.layer
+        n = flow.couplings
+        stage = "k = 0: the data itself" if k == 0 else f"k = {n}: z = f(x)" if k == n else f"after {k} of {n} couplings"
+        held = [v for _, v in live.held_out if np.isfinite(v)]
+        shown = [v for _, v in flow.history if np.isfinite(v)] + held + [live.gaussian_nll]
+        low = np.floor((min(shown) - 0.1) * 10) / 10
+        high = np.ceil((min(max(shown), live.gaussian_nll + 2.0) + 0.1) * 10) / 10  # cuts a diverged run's spike
+        steps = 2 ** int(np.ceil(np.log2(max(flow.step, 16))))
+        return stage, float(low), float(high), steps
+
+    def render(self, live):
+        import numpy as np
+        from PIL import Image
+
+        flow, k = live.flow, live.layer
+        key = self._frame(live)
+        if key != self.frame_key:  # a new frame: titles, limits and ticks drawn once, then saved
+            stage, low, high, steps = key
+            _title(self.ax_latent, f"{stage} (blue), a square grid bent\nthe same way; z ~ N(0, I) for reference (grey)")
+            self.ax_nll.set_ylim(low, high)
+            self.ax_nll.set_xlim(0, steps)
+            self.canvas.draw()
+            self.background = self.canvas.copy_from_bbox(self.figure.bbox)
+            self.frame_key = key
+        self.canvas.restore_region(self.background)
+        self.data.set_offsets(flow.shown_data.numpy())
+        self.pulled.set_offsets(_finite(flow.sample_points().numpy()))
+        lines = flow.grid_lines(k).numpy()
+        self.grid.set_segments(list(np.where(np.isfinite(lines), lines, np.nan)))
+        self.gauss.set_offsets(flow.shown_z.numpy())
+        self.moved.set_offsets(_finite(flow.latent_points(k).numpy()))
+        density, top = _density(flow)
+        self.density.set_data(density)
+        self.density.set_clim(0, top)
+        if flow.history:
+            self.train_curve.set_data(*zip(*flow.history))
+        held = [(s, v) for s, v in live.held_out if np.isfinite(v)]
+        if held:
+            self.held_curve.set_data(*zip(*held))
+        self.gaussian_line.set_ydata([live.gaussian_nll, live.gaussian_nll])
+        for artist in self.moving:
+            artist.axes.draw_artist(artist)
+        self.canvas.blit(self.figure.bbox)
+        width, height = self.canvas.get_width_height()
+        return Image.frombuffer("RGBA", (width, height), self.canvas.buffer_rgba()).convert("RGB")
+
+
 def live_picture(live):
     """Four panels: data and pulled-back samples; the data after k couplings with the bent grid; the
-    learned density; the NLL curves against the best Gaussian's. The colours are named in the titles:
-    legends cost a tenth of the frame."""
-    import numpy as np
-
-    plt = pyplot()
-    from matplotlib.collections import LineCollection
-
-    flow, k = live.flow, live.layer
-    fig, ((ax_data, ax_latent), (ax_density, ax_nll)) = plt.subplots(2, 2, figsize=(8.4, 7.6), dpi=FRAME_DPI)
-    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.07, top=0.93, wspace=0.12, hspace=0.2)
-    data, pulled = flow.shown_data.numpy(), _finite(flow.sample_points().numpy())
-    ax_data.scatter(data[:, 0], data[:, 1], s=3, c=DATA)
-    ax_data.scatter(pulled[:, 0], pulled[:, 1], s=3, c=PULLED)
-    _square(ax_data, "data space: the data x (blue) and Gaussian\n"
-                     "draws pulled back, f⁻¹(z) with z ~ N(0, I) (orange)")
-
-    lines = flow.grid_lines(k).numpy()
-    ax_latent.add_collection(LineCollection(np.where(np.isfinite(lines), lines, np.nan), colors="#bfc6ce",
-                                            linewidths=0.6))
-    gauss, moved = flow.shown_z.numpy(), _finite(flow.latent_points(k).numpy())
-    ax_latent.scatter(gauss[:, 0], gauss[:, 1], s=3, c=GAUSS, alpha=0.5)
-    ax_latent.scatter(moved[:, 0], moved[:, 1], s=3, c=DATA)
-    n = flow.couplings
-    stage = "k = 0: the data itself" if k == 0 else f"k = {n}: z = f(x)" if k == n else f"after {k} of {n} couplings"
-    _square(ax_latent, f"{stage} (blue), a square grid bent\nthe same way; z ~ N(0, I) for reference (grey)")
-
-    density, top = _density(flow)
-    ax_density.imshow(density, extent=(-EXTENT, EXTENT, -EXTENT, EXTENT), cmap="magma", vmin=0, vmax=top,
-                      interpolation="bilinear")
-    _square(ax_density, "learned density exp(log p(x))", axes=False)
-
-    if flow.history:
-        steps, losses = zip(*flow.history)
-        ax_nll.plot(steps, losses, color=DATA, linewidth=0.7, alpha=0.7)
-    held = [(s, v) for s, v in live.held_out if np.isfinite(v)]
-    if held:
-        ax_nll.plot(*zip(*held), color=PULLED, marker="o", markersize=2.5, linewidth=1)
-    ax_nll.axhline(live.gaussian_nll, color=GAUSS, linestyle="--", linewidth=1)
-    shown = [v for _, v in flow.history if np.isfinite(v)] + [v for _, v in held] + [live.gaussian_nll]
-    ax_nll.set_ylim(min(shown) - 0.1, min(max(shown), live.gaussian_nll + 2.0) + 0.1)  # cuts a diverged run's spike
-    ax_nll.set_xlabel("step", fontsize=8)
-    _title(ax_nll, "NLL, nats per point: training batch (blue),\nheld out (orange), the best Gaussian (dashed)")
-    ax_nll.locator_params(nbins=4)
-    ax_nll.tick_params(labelsize=7)
-    return figure_to_image(fig)
+    learned density; the NLL curves against the best Gaussian's (colours named in the titles)."""
+    if live.picture is None:
+        live.picture = LivePicture()
+    return live.picture.render(live)
 
 
 def coupling_source() -> str:

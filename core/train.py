@@ -37,6 +37,7 @@ TRAINERS = {
     "classifier": ("core.metrics.classifiers", "feature networks for FID/KID (Fashion-MNIST, face attributes)"),
     "pixelcnn": ("core.pixelcnn", "PixelCNN, plain and gated, on Fashion-MNIST with K intensity levels"),
     "flow": ("core.flow", "RealNVP/GLOW-lite normalizing flow on Fashion-MNIST with K intensity levels"),
+    "ebm": ("core.ebm", "energy-based model on Fashion-MNIST (contrastive divergence, Langevin sampling)"),
 }
 
 

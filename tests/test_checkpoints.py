@@ -174,7 +174,7 @@ def test_resumable_state_of_shipped_checkpoints_stays_out_of_assets(tmp_path):
 
 # --- the shipped cards tell the truth about themselves -------------------------------------
 
-SHIPPED = [(technique, name) for technique in ("classifier", "diffusion", "flow", "gan", "musegan", "pixelcnn", "text", "vae")
+SHIPPED = [(technique, name) for technique in ("classifier", "diffusion", "ebm", "flow", "gan", "musegan", "pixelcnn", "text", "vae")
            for name in list_shipped(technique)]
 # Training-set sizes, from each card's command and data line: epochs x steps per epoch must give its steps.
 TRAINING_IMAGES = {("vae", "fashion_2d"): 60000, ("vae", "faces_200d"): 30000,  # --train-size 30000

@@ -38,7 +38,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from core.data.toy2d import EXTENT, check, sample as sample_toy
+from core.data.toy2d import EXTENT, check, plane, sample as sample_toy
 from core.runtime import make_generator, seeded_init
 
 
@@ -261,9 +261,7 @@ class Ebm2D:
     @torch.no_grad()
     def energy_map(self, resolution: int = 80) -> torch.Tensor:
         """E on a resolution² grid over the plotted square (row 0 at the top, y = +EXTENT)."""
-        ticks = torch.linspace(-EXTENT, EXTENT, resolution)
-        ys, xs = torch.meshgrid(ticks.flip(0), ticks, indexing="ij")
-        return self._energy(torch.stack([xs, ys], -1).reshape(-1, 2)).reshape(resolution, resolution)
+        return self._energy(plane(resolution)).reshape(resolution, resolution)
 
 
 # --- training ------------------------------------------------------------------------------------

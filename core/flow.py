@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.data.toy2d import EXTENT, check, sample as sample_toy
+from core.data.toy2d import EXTENT, check, plane, sample as sample_toy
 from core.runtime import make_generator, seeded_init
 
 LOG_2PI = math.log(2 * math.pi)
@@ -313,9 +313,7 @@ class Flow2D:
     @torch.no_grad()
     def density_map(self, resolution: int = 80) -> torch.Tensor:
         """exp(log p(x)) on a resolution² grid over the plotted square (row 0 at the top, y = +EXTENT)."""
-        ticks = torch.linspace(-EXTENT, EXTENT, resolution)
-        ys, xs = torch.meshgrid(ticks.flip(0), ticks, indexing="ij")
-        return self.model.log_prob(torch.stack([xs, ys], -1).reshape(-1, 2)).exp().reshape(resolution, resolution)
+        return self.model.log_prob(plane(resolution)).exp().reshape(resolution, resolution)
 
     @torch.no_grad()
     def grid_lines(self, layers: int | None = None, lines: int = 13, points: int = 60) -> torch.Tensor:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.data.toy2d import EXTENT, check, sample
+from core.data.toy2d import check, plane, sample
 from core.runtime import make_generator, seeded_init
 
 def mlp(n_in: int, n_out: int, hidden: int = 64) -> nn.Sequential:
@@ -97,9 +97,7 @@ class Gan2D:
     def decision_map(self, resolution: int = 80) -> torch.Tensor:
         """D's probability of "real" on a resolution x resolution grid over the plotted square
         (row 0 is the top, y = +EXTENT)."""
-        ticks = torch.linspace(-EXTENT, EXTENT, resolution)
-        ys, xs = torch.meshgrid(ticks.flip(0), ticks, indexing="ij")
-        return torch.sigmoid(self.D(torch.stack([xs, ys], -1).reshape(-1, 2))).reshape(resolution, resolution)
+        return torch.sigmoid(self.D(plane(resolution))).reshape(resolution, resolution)
 
 
 def distance_to_data(points: torch.Tensor, real: torch.Tensor) -> float:

@@ -156,6 +156,13 @@ def test_the_density_map_integrates_to_about_one_over_the_plotted_square():
     assert 0.9 < density.sum().item() * cell <= 1.01
 
 
+def test_the_maps_plane_is_stored_as_an_image_is():
+    points = toy2d.plane(3).reshape(3, 3, 2)
+    assert points[0, 0].tolist() == [-toy2d.EXTENT, toy2d.EXTENT]   # top left
+    assert points[0, 2].tolist() == [toy2d.EXTENT, toy2d.EXTENT]    # top right
+    assert points[2, 0].tolist() == [-toy2d.EXTENT, -toy2d.EXTENT]  # bottom left
+
+
 def test_a_huge_learning_rate_is_reported_not_raised():
     flow = Flow2D("checkerboard", couplings=8, seed=0, lr=10.0)
     flow.train(300)

@@ -71,3 +71,14 @@ def sample(name: str, n: int, generator: torch.Generator) -> torch.Tensor:
     row = 2 * torch.randint(2, (n,), generator=generator) + (column % 2)  # black squares only
     corner = torch.stack([column, row], 1).float() - 2
     return corner + torch.rand(n, 2, generator=generator)
+
+
+def plane(resolution: int) -> torch.Tensor:
+    """A resolution × resolution grid of points over the plotted square, [resolution², 2], stored as an
+    image is: row by row from the top (y = +EXTENT), each row left to right. What the 2-D tabs colour
+    as a map: reshape a value per point to [resolution, resolution]."""
+    import torch
+
+    ticks = torch.linspace(-EXTENT, EXTENT, resolution)
+    ys, xs = torch.meshgrid(ticks.flip(0), ticks, indexing="ij")
+    return torch.stack([xs, ys], -1).reshape(-1, 2)

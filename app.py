@@ -24,8 +24,8 @@ import gradio as gr  # noqa: E402
 from tabs import TABS  # noqa: E402
 from tabs.common import MAX_UPLOAD_BYTES, harden_inputs  # noqa: E402
 
-HEADER = """# GenLab: generative deep learning you can touch
-Nine techniques from *Deep Learning with Python* (Chollet) and *Generative Deep Learning* (Foster),
+HEADER = f"""# GenLab: generative deep learning you can touch
+One tab for each of {len(TABS)} techniques from *Deep Learning with Python* (Chollet) and *Generative Deep Learning* (Foster),
 each with trained models and views that show **why** it works, not only what it makes.
 Every model here was trained by this project's own `python -m core.train` commands; each has a model card."""
 

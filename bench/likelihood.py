@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 import bench.common
 from bench.common import save_results, time_calls
+from core.metrics.quality import compare_sets
 
 SIZE, LEVELS = 16, 4
 PIXELCNNS = {"plain": "plain_fashion16_k4", "gated": "gated_fashion16_k4"}
@@ -163,20 +164,12 @@ def classifier_features(levels: torch.Tensor) -> torch.Tensor:
 
 
 def lite0_features(levels: torch.Tensor, batch: int = 250) -> torch.Tensor:
-    """ImageNet EfficientNet-Lite0's head activations [N, 1280], averaged over positions (the
-    analogue of Inception's pool3 features in the original FID), grey copied to the three colours."""
-    from core.backbones import load_backbone
+    """ImageNet EfficientNet-Lite0's pooled head features [N, 1280] of the levels as grey, enlarged
+    to LITE0_SIZE (core.metrics.quality.lite0_features)."""
+    from core.metrics.quality import lite0_features as features
+    from core.pixelcnn import to_unit
 
-    # Loaded outside no_grad/inference mode: the backbone is cached and shared with code that
-    # differentiates through it (core.vae.feature_loss).
-    backbone = load_backbone("efficientnet_lite0")
-    device = backbone.mean.device
-    out = []
-    with torch.no_grad():
-        for chunk in levels.split(batch):
-            x = as_grey(chunk, LITE0_SIZE).expand(-1, 3, -1, -1).to(device)
-            out.append(backbone(x, ["head"])["head"].float().mean(dim=(2, 3)).cpu())
-    return torch.cat(out)
+    return features(to_unit(levels, LEVELS), value_range=(0, 1), size=LITE0_SIZE, batch=batch)
 
 
 def last_canvas(steps) -> torch.Tensor:
@@ -202,24 +195,6 @@ def complete_lower_halves(model, levels: torch.Tensor, seed: int) -> torch.Tenso
     known = torch.zeros(SIZE, SIZE, dtype=torch.bool)
     known[:SIZE // 2] = True  # the upper half is given, the lower half is drawn pixel by pixel
     return last_canvas(complete(model, levels, known, make_generator(seed)))
-
-
-def compare_sets(feature_fn, sets: dict[str, torch.Tensor], real_test: torch.Tensor, real_train: torch.Tensor) -> dict:
-    """FID/KID and precision/recall of each set against the real test images, and "real": train vs test
-    at the same n."""
-    from core.metrics.precision_recall import precision_recall
-    from core.metrics.quality import compare
-
-    test_feats = feature_fn(real_test)
-
-    def scores(images: torch.Tensor) -> dict:
-        feats = feature_fn(images)
-        pr = precision_recall(test_feats, feats)
-        return {**compare(feats, test_feats), "precision": round(pr.precision, 4), "recall": round(pr.recall, 4)}
-
-    result = {key: scores(images) for key, images in sets.items()}
-    result["real"] = scores(real_train)
-    return result
 
 
 def real_sets(test_levels: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,10 +21,19 @@ Low energy means likely. Neither sampling nor training needs Z:
   mostly from a **replay buffer** of earlier samples (a few from fresh noise), so 60 steps per
   training step continue long chains instead of starting from scratch each time.
 
+Those persistent chains are where the model's variety lives: walked for thousands of steps over
+training, they spread over every kind of garment, while a few hundred steps from fresh noise mostly
+roll into the widest valley. The checkpoint therefore keeps the newest buffer samples (`load_chains`)
+for the tab to continue. Langevin from damaged images with the known pixels held (`corrupt`, `repair`)
+inpaints; the energy itself scores how unlike the training data an input is (`evaluate`, the card's
+out-of-distribution AUROCs).
+
 Two models: `EnergyNet` on Fashion-MNIST (32×32 in [−1, 1], the book's network with Swish), and
 `Ebm2D`, an MLP energy on the toy 2-D sets, small enough to train live.
 
     python -m core.train ebm --minutes 60 --threads 1
+    python -m core.train ebm --resume --minutes 30 --threads 1        # continue from runs/resume/
+    python -m core.train ebm --init-from assets/checkpoints/ebm/fashion.pt   # new optimizer and buffer
 """
 from __future__ import annotations
 
@@ -39,7 +48,7 @@ import torch
 from torch import nn
 
 from core.data.toy2d import EXTENT, check, plane, sample as sample_toy
-from core.runtime import make_generator, seeded_init
+from core.runtime import make_generator, seeded_init, set_learning_rate
 
 
 @dataclass
@@ -78,11 +87,14 @@ class EnergyNet(nn.Module):
 
 def langevin(energy: nn.Module, x: torch.Tensor, steps: int, step_size: float, noise: float,
              generator: torch.Generator, grad_clip: float | None = 0.03,
-             bounds: tuple[float, float] | None = (-1.0, 1.0)) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (x after step k, E(x) per sample) for k = 1 … steps:
+             bounds: tuple[float, float] | None = (-1.0, 1.0),
+             known: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (x after step k, E(x) per sample, before the step) for k = 1 … steps:
         x ← clip(x − step_size · clip(∇ₓE(x), ±grad_clip) + noise · ε)
     The gradient is taken with respect to the input only: the energy's weights are left untouched.
-    Noise is drawn on the CPU from `generator` (same seed, same samples on every device)."""
+    Where the boolean mask `known` is True, pixels keep their starting values (inpainting: only the
+    rest of the image walks). Noise is drawn on the CPU from `generator` (same seed, same samples on
+    every device)."""
     if not (math.isfinite(step_size) and step_size >= 0) or not (math.isfinite(noise) and noise >= 0):
         raise ValueError(f"Step size and noise must be finite and not negative, not {step_size} and {noise}.")
     if steps < 0:
@@ -91,17 +103,21 @@ def langevin(energy: nn.Module, x: torch.Tensor, steps: int, step_size: float, n
     energy.requires_grad_(False)
     try:
         x = x.detach()
+        if known is not None:
+            known, start = known.to(x.device), x
         for _ in range(int(steps)):
-            x.requires_grad_(True)
+            x_in = x.detach().requires_grad_(True)  # a new leaf: the x handed out last step is left as it was
             with torch.enable_grad():
-                e = energy(x).reshape(len(x))
-                (grad,) = torch.autograd.grad(e.sum(), x)
+                e = energy(x_in).reshape(len(x))
+                (grad,) = torch.autograd.grad(e.sum(), x_in)
             if grad_clip is not None:
                 grad = grad.clamp(-grad_clip, grad_clip)
             step = -step_size * grad + noise * torch.randn(x.shape, generator=generator).to(x.device)
             x = x.detach() + step
             if bounds is not None:
                 x = x.clamp(*bounds)
+            if known is not None:
+                x = torch.where(known, start, x)
             yield x, e.detach()
     finally:
         for p, flag in zip(energy.parameters(), weights):
@@ -157,19 +173,65 @@ def contrastive_divergence(energy_real: torch.Tensor, energy_fake: torch.Tensor,
 
 # --- sampling the shipped model ------------------------------------------------------------------
 
+def uniform_noise(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """n grey images of uniform noise in [−1, 1], where every chain starts: [n, 1, size, size]."""
+    return torch.rand(n, 1, size, size, generator=generator) * 2 - 1
+
+
 def sample(model: EnergyNet, n: int, generator: torch.Generator, steps: int | None = None,
-           step_size: float | None = None, noise: float | None = None,
-           start: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Langevin from uniform noise (or `start`), with the model's training sampler unless told
-    otherwise; yields (images [n, 1, S, S] in [−1, 1] on the CPU, energies [n]) at every step."""
+           step_size: float | None = None, noise: float | None = None, start: torch.Tensor | None = None,
+           known: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Langevin from uniform noise (or `start`, pixels under `known` held), with the model's training
+    sampler unless told otherwise; yields (images [n, 1, S, S] in [−1, 1] on the CPU, energies [n]
+    of the images before the step) at every step."""
     config = model.config
     device = next(model.parameters()).device
     if start is None:
-        start = torch.rand(n, 1, config.image_size, config.image_size, generator=generator) * 2 - 1
+        start = uniform_noise(n, config.image_size, generator)
     for x, e in langevin(model, start.to(device), config.steps if steps is None else steps,
                          config.step_size if step_size is None else step_size,
-                         config.noise if noise is None else noise, generator, config.grad_clip):
+                         config.noise if noise is None else noise, generator, config.grad_clip, known=known):
         yield x.cpu(), e.cpu()
+
+
+def corrupt(images: torch.Tensor, kind: str, amount: float, generator: torch.Generator,
+            box: tuple[int, int, int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Damage images in [−1, 1] for the model to repair -> (damaged images, mask of the pixels to keep or None).
+
+    "noise": add amount · ε to every pixel (ε ~ N(0, I)); every pixel may then move.
+    "mask":  paint the rectangle box = (top, left, height, width) flat grey (0, the middle of the range:
+             a start the walk repairs better than noise or black); the pixels outside it are known and
+             stay as they are (inpainting). `amount` is unused."""
+    if kind == "noise":
+        if not (math.isfinite(amount) and amount >= 0):
+            raise ValueError(f"The noise level must be finite and not negative, not {amount}.")
+        return (images + amount * torch.randn(images.shape, generator=generator)).clamp(-1, 1), None
+    if kind == "mask":
+        side = images.shape[-1]
+        top, left, height, width = box or (side // 4, side // 4, side // 2, side // 2)
+        if not (0 <= top < side and 0 <= left < side and height > 0 and width > 0):
+            raise ValueError(f"The hidden rectangle must lie inside the {side}×{side} image, not {box}.")
+        hidden = torch.zeros(images.shape, dtype=torch.bool)
+        hidden[..., top:top + height, left:left + width] = True
+        return images.masked_fill(hidden, 0.0), ~hidden
+    raise ValueError(f"Unknown corruption {kind!r}: choose noise or mask.")
+
+
+def repair(model: EnergyNet, damaged: torch.Tensor, known: torch.Tensor | None, generator: torch.Generator,
+           steps: int, step_size: float | None = None, noise: float | None = None
+           ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Langevin dynamics started from damaged images (the known pixels held fixed): the walk downhill
+    on the energy pulls them back towards images the model finds likely. Yields like `sample`."""
+    yield from sample(model, len(damaged), generator, steps, step_size, noise, start=damaged, known=known)
+
+
+def grey_faces(n: int, size: int = 32, split: str = "test") -> torch.Tensor:
+    """The project's synthetic faces as grey size×size images in [−1, 1]: images the clothes model never saw."""
+    from core.data.faces import face_split
+
+    faces = face_split(split, n, size=size).images  # [n, 3, size, size] in [0, 1]
+    grey = (0.299 * faces[:, 0] + 0.587 * faces[:, 1] + 0.114 * faces[:, 2]).unsqueeze(1)
+    return grey * 2 - 1
 
 
 @torch.no_grad()
@@ -190,6 +252,23 @@ def load_model(name: str = "fashion") -> EnergyNet:
     model = EnergyNet(config)
     model.load_state_dict(ckpt.state_dict)
     return model.float().eval().requires_grad_(False).to(app_device())
+
+
+def chains_to_bytes(images: torch.Tensor) -> torch.Tensor:
+    """Buffer samples in [−1, 1] -> uint8, a quarter of the bytes (the screen shows 8 bits anyway)."""
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+@functools.lru_cache(maxsize=None)
+def load_chains(name: str = "fashion") -> torch.Tensor:
+    """The newest replay-buffer samples of the shipped model's training, in [−1, 1]: the persistent chains
+    contrastive divergence kept walking, which the tab can continue. Empty if the checkpoint has none."""
+    from core.checkpoints import load_shipped
+
+    chains = load_shipped("ebm", name).extras.get("chains")
+    if chains is None:
+        return torch.empty(0, 1, 32, 32)
+    return chains.float() / 127.5 - 1
 
 
 # --- a 2-D EBM to watch learn ---------------------------------------------------------------------
@@ -229,10 +308,7 @@ class Ebm2D:
         return self.optimizer.param_groups[0]["lr"]
 
     def set_learning_rate(self, lr: float) -> None:
-        if not (isinstance(lr, (int, float)) and 0 < lr <= 10):
-            raise ValueError(f"The learning rate must be between 0 and 10, not {lr}.")
-        for group in self.optimizer.param_groups:
-            group["lr"] = float(lr)
+        set_learning_rate(self.optimizer, lr)
 
     def _walk(self, x: torch.Tensor, steps: int) -> torch.Tensor:
         out = last(langevin(self.energy, x, steps, self.step_size, self.noise, self.rng, grad_clip=None,
@@ -286,6 +362,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise", type=float, default=0.005)
     parser.add_argument("--buffer", type=int, default=8192, help="replay buffer size (per process)")
     parser.add_argument("--name", default="fashion", help="checkpoint name")
+    parser.add_argument("--ship-chains", type=int, default=1024,
+                        help="newest replay-buffer samples saved in the checkpoint (8 bits each), for the tab to continue")
+    parser.add_argument("--init-from", default=None,
+                        help="start from this EBM checkpoint's weights (a fresh optimizer and an empty buffer: "
+                             "continuing a run whose resume state is gone); its card's commands head the new card's")
 
 
 def train(model: EnergyNet, images: torch.Tensor, steps: int, batch_size: int, optimizer, buffer: ReplayBuffer,
@@ -312,7 +393,25 @@ def train(model: EnergyNet, images: torch.Tensor, steps: int, batch_size: int, o
                "energy_fake": e_fake.mean().item()}
 
 
+EVALUATED = 1000  # test images (and as many noise images and faces) the card's metrics score
+
+
+@torch.no_grad()
+def evaluate(model: EnergyNet, test: torch.Tensor, generator: torch.Generator) -> dict:
+    """The card's metrics: mean energies of test images, uniform noise and grey faces, and the AUROC of the
+    energy as an outlier score (test against each): does the model rank unseen clothes below the rest?"""
+    from core.metrics.ood import auroc
+
+    model.eval()
+    scores = {"test": energies(model, test), "noise": energies(model, uniform_noise(len(test), test.shape[-1], generator)),
+              "faces": energies(model, grey_faces(len(test), test.shape[-1]))}
+    return {"images_each": len(test), **{f"mean_energy_{k}": round(v.mean().item(), 4) for k, v in scores.items()},
+            "auroc_test_vs_noise": round(auroc(scores["test"], scores["noise"]), 4),
+            "auroc_test_vs_faces": round(auroc(scores["test"], scores["faces"]), 4)}
+
+
 def train_main(args) -> Path:
+    from core.checkpoints import command_history, start_from
     from core.data.fashion_mnist import provenance
     from core.engine import TrainingRun
     from core.registry import shipped_path
@@ -327,12 +426,17 @@ def train_main(args) -> Path:
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.0, 0.999))
     buffer = ReplayBuffer(args.buffer, (1, config.image_size, config.image_size))
     generator = run.generator("batches")
-    curve = []
+    curve, init = [], None  # init: what the --init-from checkpoint's card says about how it was made
     if run.resumed:
         model.load_state_dict(run.resumed["model"])
         optimizer.load_state_dict(run.resumed["optimizer"])
         buffer.load_state_dict(run.resumed["buffer"])  # rank 0's buffer: a warm start for every rank
-        curve = run.resumed["curve"]
+        curve, init = run.resumed["curve"], run.resumed.get("init")
+    elif args.init_from:
+        weights, init = start_from(args.init_from, {**asdict(config), "widths": list(config.widths)}, "EBM",
+                                   ("steps", "training_curve"))
+        model.load_state_dict(weights)
+        run.commands = command_history(args, init)  # the checkpoint's commands head this run's
     network = run.wrap(model)
     steps = args.epochs * len(images) // args.batch_size
     every = max(1, min(100, steps // 10))
@@ -341,19 +445,22 @@ def train_main(args) -> Path:
             f"{config.steps} Langevin steps each")
     data_files = [provenance("train", args.data_dir)]
     running: list[dict] = []
+    metrics: dict = {}  # measured once, at the end
 
     def write_checkpoint() -> None:
         card = run.card(data=f"Fashion-MNIST train ({len(images)} images), zero-padded to 32x32, in [-1, 1]",
                         data_files=data_files, model=model, parameters=n_params, batch_size=args.batch_size,
                         optimizer=f"Adam lr {args.lr}, betas (0, 0.999)", buffer_size=args.buffer,
+                        chains_shipped=min(args.ship_chains, len(buffer)),
                         sampler={"steps": config.steps, "step_size": config.step_size, "noise": config.noise,
                                  "grad_clip": config.grad_clip},
-                        training_curve={"step_loss_energy_real_energy_fake": curve})
-        run.save_model(model, {**asdict(config), "widths": list(config.widths)}, card)
+                        training_curve={"step_loss_energy_real_energy_fake": curve}, init=init, metrics=metrics)
+        run.save_model(model, {**asdict(config), "widths": list(config.widths)}, card,
+                       extras={"chains": chains_to_bytes(buffer.items[:args.ship_chains])})
 
     def save() -> None:
         run.save_state({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "curve": curve,
-                        "buffer": buffer.state_dict()})
+                        "buffer": buffer.state_dict(), "init": init})
         write_checkpoint()
 
     for event in run.loop(train(model, mine, steps, run.batch, optimizer, buffer, generator, run.step, network),
@@ -363,6 +470,8 @@ def train_main(args) -> Path:
             curve.append([event["step"]] + [round(run.mean(sum(e[k] for e in running) / len(running)), 4)
                                             for k in ("loss", "energy_real", "energy_fake")])
             running = []
+    metrics.update(evaluate(model, load_images("test", data_dir=args.data_dir, limit=EVALUATED),
+                            make_generator(args.seed)))
     write_checkpoint()
     run.finish()
     return out

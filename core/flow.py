@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.data.toy2d import EXTENT, check, plane, sample as sample_toy
-from core.runtime import make_generator, seeded_init
+from core.runtime import make_generator, seeded_init, set_learning_rate
 
 LOG_2PI = math.log(2 * math.pi)
 MAX_SCALE = 2.0  # s = MAX_SCALE · tanh(·): a coupling scales by at most e² per layer, so training cannot blow up
@@ -272,10 +272,7 @@ class Flow2D:
         return self.optimizer.param_groups[0]["lr"]
 
     def set_learning_rate(self, lr: float) -> None:
-        if not (isinstance(lr, (int, float)) and 0 < lr <= 10):
-            raise ValueError(f"The learning rate must be between 0 and 10, not {lr}.")
-        for group in self.optimizer.param_groups:
-            group["lr"] = float(lr)
+        set_learning_rate(self.optimizer, lr)
 
     def train(self, steps: int) -> None:
         """`steps` Adam steps on −mean log p(x); stops (and says why) if the loss turns NaN or huge."""

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.data.toy2d import check, plane, sample
-from core.runtime import make_generator, seeded_init
+from core.runtime import make_generator, seeded_init, set_learning_rate
 
 def mlp(n_in: int, n_out: int, hidden: int = 64) -> nn.Sequential:
     return nn.Sequential(nn.Linear(n_in, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, hidden), nn.LeakyReLU(0.2),
@@ -47,13 +47,8 @@ class Gan2D:
         self.diverged: str | None = None
 
     def set_learning_rates(self, lr_g: float, lr_d: float) -> None:
-        for name, lr in (("generator", lr_g), ("discriminator", lr_d)):
-            if not (isinstance(lr, (int, float)) and 0 < lr <= 10):
-                raise ValueError(f"The {name} learning rate must be between 0 and 10, not {lr}.")
-        for group in self.opt_g.param_groups:
-            group["lr"] = float(lr_g)
-        for group in self.opt_d.param_groups:
-            group["lr"] = float(lr_d)
+        set_learning_rate(self.opt_g, lr_g, "The generator learning rate")
+        set_learning_rate(self.opt_d, lr_d, "The discriminator learning rate")
 
     def train(self, steps: int) -> None:
         """`steps` rounds of one D update then one G update; stops early (and says why) on divergence."""

@@ -115,6 +115,14 @@ def seeded_init(module: torch.nn.Module, generator: torch.Generator) -> None:
                 layer.bias.copy_((torch.rand(layer.bias.shape, generator=generator) * 2 - 1) * bound)
 
 
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float, what: str = "The learning rate") -> None:
+    """Change a live trainer's learning rate between steps (a slider moved while it trains)."""
+    if not (isinstance(lr, (int, float)) and 0 < lr <= 10):
+        raise ValueError(f"{what} must be between 0 and 10, not {lr}.")
+    for group in optimizer.param_groups:
+        group["lr"] = float(lr)
+
+
 def hardware_description(device: torch.device | str | None = None) -> str:
     """One line for model cards and benchmark results."""
     import torch

@@ -4,10 +4,12 @@ TABS = [
     ("Text", "text"),
     ("DeepDream", "dream"),
     ("Style transfer", "style"),
+    ("Adversarial examples", "adversarial"),
     ("VAE", "vae"),
     ("GAN", "gan"),
     ("PixelCNN", "pixelcnn"),
     ("Normalizing flow", "flow"),
+    ("Energy-based model", "ebm"),
     ("Diffusion", "diffusion"),
     ("MuseGAN", "musegan"),
 ]

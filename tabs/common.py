@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ast
 import functools
 import inspect
 import json
 import logging
 import math
 import tempfile
+import textwrap
 from pathlib import Path
 
 import gradio as gr
@@ -211,3 +213,17 @@ def figure_to_image(fig):
     image = Image.frombuffer("RGBA", fig.canvas.get_width_height(), fig.canvas.buffer_rgba()).convert("RGB")
     pyplot().close(fig)
     return image
+
+
+def code_of(module: str, *names: str) -> str:
+    """The source of functions or methods ("Class.method") of a core module as they stand, for "the code
+    beside the picture": the file is parsed, not imported (building the page must not import torch)."""
+    text = (ROOT / module).read_text()
+    lines, parts = text.splitlines(), []
+    for name in names:
+        body = ast.parse(text).body
+        for part in name.split("."):
+            node = next(n for n in body if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == part)
+            body = node.body
+        parts.append(textwrap.dedent("\n".join(lines[node.lineno - 1:node.end_lineno])))
+    return "\n\n".join(parts)

@@ -8,13 +8,12 @@ or playing the animation never runs the network again.
 """
 from __future__ import annotations
 
-import tempfile
 import time
-from pathlib import Path
 
 import gradio as gr
 
 from core.registry import ROOT, read_card
+from tabs import stepviewer
 from tabs.common import bench_records, image_upload, number, on_gpu, pyplot, queue, shipped_choices, user_errors
 
 TAB = "diffusion"
@@ -23,7 +22,6 @@ MODEL_LABELS = {"fashion32": "Fashion-MNIST · 32×32 (grayscale)", "faces32": "
 SCHEDULES = ["cosine", "offset-cosine", "linear"]  # same names as core.diffusion.SCHEDULES (no torch here)
 MAX_SAMPLES = 36           # images per run (a 6x6 grid)
 MAX_STEPS = 1000           # core.diffusion.MAX_STEPS: the finest time grid
-MAX_FRAMES = 101           # frames kept for the viewer (start noise + up to 100 steps, evenly spread)
 QUALITY_STEPS = [1, 2, 5, 10, 20, 50, 100]
 MAX_INTERPOLATION = 16
 SHOW_PX = 64               # each 32-px image is enlarged to this for display
@@ -172,7 +170,7 @@ def generate(name, seed, n, sampler, steps, eta, schedule):
     generator = make_generator(seed)
     x = diffusion.start_noise(n, model.config, generator)
     columns = _columns(n)
-    keep = {round(i * steps / (MAX_FRAMES - 1)) for i in range(MAX_FRAMES)} if steps >= MAX_FRAMES else None
+    keep = stepviewer.kept_steps(steps)
     if keep:
         note += f"The viewer keeps {len(keep)} of the {steps + 1} frames, evenly spread. "
     signal, noise = ddim.rates(0)
@@ -180,8 +178,7 @@ def generate(name, seed, n, sampler, steps, eta, schedule):
     start = _grid(diffusion.to_unit(x), columns)
     frames = [(_side_by_side(start, blank, "x_t at t = 1 (pure noise)", "x0 guess: none yet"),
                _caption(0, steps, 1.0, signal, noise))]
-    slider = gr.update(maximum=1, value=0)  # a slider needs maximum > minimum
-    yield None, frames, slider, frames[0][0], frames[0][1], note.strip() or "Sampling…"
+    yield None, frames, stepviewer.at_last(frames), frames[0][0], frames[0][1], note.strip() or "Sampling…"
     last_yield = time.monotonic()
     for frame in diffusion.denoise(model, ddim, x, generator):
         if keep is None or frame.step in keep:
@@ -193,38 +190,8 @@ def generate(name, seed, n, sampler, steps, eta, schedule):
             last_yield = time.monotonic()
             done = frame.step == steps
             yield (_grid(diffusion.to_unit(frame.x_t), columns) if done else None, frames,
-                   gr.update(maximum=max(1, len(frames) - 1), value=len(frames) - 1), frames[-1][0], frames[-1][1],
+                   stepviewer.at_last(frames), frames[-1][0], frames[-1][1],
                    note.strip() or ("Done." if done else f"Step {frame.step} of {steps}…"))
-
-
-def show_frame(frames, index):
-    """The viewer at one precomputed frame (no network call) -> (image, caption)."""
-    if not frames:
-        return None, "Sample first: the viewer shows the steps of the last run."
-    index = number(index, 0, 0, len(frames) - 1, whole=True)
-    return frames[index]
-
-
-def play(frames, index, seconds_per_frame=0.08):
-    """Animate the viewer from the current frame (or the start, when at the end)."""
-    if not frames:
-        raise ValueError("Sample first: there are no steps to play yet.")
-    index = number(index, 0, 0, len(frames) - 1, whole=True)
-    start = 0 if index >= len(frames) - 1 else index
-    for i in range(start, len(frames)):
-        yield i, frames[i][0], frames[i][1]
-        time.sleep(seconds_per_frame)
-
-
-def frames_gif(frames) -> str:
-    """The viewer's frames as an animated GIF (holding the last frame a while)."""
-    from core.data.images import save_gif
-
-    if not frames:
-        raise ValueError("Sample first: there are no steps to save yet.")
-    images = [image for image, _ in frames] + [frames[-1][0]] * 10
-    path = Path(tempfile.mkdtemp(prefix="genlab-diffusion-")) / "diffusion_steps.gif"
-    return save_gif(images, path, seconds_per_frame=0.08)
 
 
 # --- forward process ---------------------------------------------------------------------------
@@ -374,26 +341,13 @@ def build() -> None:
             with gr.Column(scale=1):
                 final = _picture("samples (t = 0)", elem_id="diffusion-final")
             with gr.Column(scale=2):
-                viewer = _picture("step viewer: x_t (left) and the guess x̂₀ (right)", elem_id="diffusion-viewer")
-                caption = gr.Markdown()
-                position = gr.Slider(0, 1, value=0, step=1,
-                                     label="step (0 = pure noise at t = 1 → last = image at t = 0)")
-                with gr.Row():
-                    play_button = gr.Button("▶ Play")
-                    pause = gr.Button("Pause")
-                    gif_button = gr.Button("Make GIF")
-                gif = gr.File(label="GIF of the steps")
-        frames = gr.State([])
+                viewer = stepviewer.build(TAB, "step viewer: x_t (left) and the guess x̂₀ (right)",
+                                          "step (0 = pure noise at t = 1 → last = image at t = 0)")
         run = go.click(user_errors(on_gpu(GPU_SECONDS)(generate)), [model, seed, n, sampler, steps, eta, schedule],
-                       [final, frames, position, viewer, caption, note], api_name="diffusion_sample",
-                       **queue(TAB, 1))
+                       [final, viewer.frames, viewer.position, viewer.picture, viewer.caption, note],
+                       api_name="diffusion_sample", **queue(TAB, 1))
         stop.click(None, None, None, cancels=[run], api_name="diffusion_stop", api_visibility="private")
-        position.input(show_frame, [frames, position], [viewer, caption], api_name="diffusion_show_frame",
-                       **queue(VIEW, 8))
-        playing = play_button.click(user_errors(play), [frames, position], [position, viewer, caption],
-                                    api_name="diffusion_play", api_visibility="private", **queue(VIEW, 8))
-        pause.click(None, None, None, cancels=[playing], api_name="diffusion_pause", api_visibility="private")
-        gif_button.click(user_errors(frames_gif), frames, gif, api_name="diffusion_steps_gif", **queue(VIEW, 8))
+        stepviewer.wire(viewer, TAB, VIEW)
 
     with gr.Tab("Forward process", elem_id="diffusion-forward-tab") as forward_tab:
         with gr.Row():

@@ -7,17 +7,15 @@ so the app starts fast.
 """
 from __future__ import annotations
 
-import ast
 import functools
-import textwrap
 
 import gradio as gr
 
 from core.data.toy2d import EXTENT
-from core.registry import ROOT, read_card, shipped_path
+from core.registry import read_card, shipped_path
 from core.runtime import MAX_SEED
 from tabs import live2d
-from tabs.common import bench_records, figure_to_image, number, on_gpu, pyplot, queue, user_errors
+from tabs.common import bench_records, code_of, figure_to_image, number, on_gpu, pyplot, queue, user_errors
 from tabs.live2d import learning_rate, play, require, steps_per_frame
 
 TAB = "flow"
@@ -340,15 +338,8 @@ def live_picture(live):
 
 
 def coupling_source() -> str:
-    """AffineCoupling's scale_and_shift, forward and inverse as they stand in core/flow.py (the file is
-    parsed, not imported: building the page must not import torch)."""
-    text = (ROOT / "core" / "flow.py").read_text()
-    layer = next(node for node in ast.parse(text).body
-                 if isinstance(node, ast.ClassDef) and node.name == "AffineCoupling")
-    methods = [node for node in layer.body if isinstance(node, ast.FunctionDef)
-               and node.name in ("scale_and_shift", "forward", "inverse")]
-    lines = text.splitlines()
-    return "\n\n".join(textwrap.dedent("\n".join(lines[method.lineno - 1:method.end_lineno])) for method in methods)
+    """AffineCoupling's scale_and_shift, forward and inverse as they stand in core/flow.py."""
+    return code_of("core/flow.py", *(f"AffineCoupling.{m}" for m in ("scale_and_shift", "forward", "inverse")))
 
 
 # --- the click explorer: one point through every coupling -----------------------------------------

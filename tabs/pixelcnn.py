@@ -208,20 +208,10 @@ def _test_set(size: int, levels: int):
 def _upload_levels(upload, size: int, levels: int):
     """Any uploaded image -> levels [1, 1, size, size] and notes: grey, centre-cropped, quantised,
     inverted when its border is light (Fashion-MNIST's clothes are light on black)."""
-    import torch
-
-    from core.data.images import center_crop_square, prepare_image
+    from core.data.images import as_clothes
     from core.pixelcnn import quantise
 
-    image, notes = prepare_image(upload, min_side=MIN_UPLOAD_SIDE)
-    width, height = image.size
-    grey = center_crop_square(image.convert("L"), size)
-    x = torch.tensor(list(grey.getdata()), dtype=torch.float32).view(1, 1, size, size) / 255
-    border = torch.cat([x[..., 0, :], x[..., -1, :], x[..., :, 0], x[..., :, -1]], dim=-1)
-    notes.append(f"made grey and cropped from {width}×{height} to {size}×{size}")
-    if border.mean() > 0.5:
-        x = 1 - x
-        notes.append("inverted, because its border is light and Fashion-MNIST's background is black")
+    x, notes = as_clothes(upload, size, MIN_UPLOAD_SIDE)
     return quantise(x, levels), notes
 
 

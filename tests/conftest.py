@@ -23,6 +23,16 @@ def require(condition, reason: str) -> None:
     pytest.skip(reason)
 
 
+def real_fashion_test_split():
+    """The real Fashion-MNIST test images (uint8) and labels, or `require(False, ...)` saying how to install them."""
+    from core.data.fashion_mnist import load_fashion_mnist
+
+    try:
+        return load_fashion_mnist("test", download=False)
+    except FileNotFoundError:
+        require(False, "Fashion-MNIST is not installed: run `sh tests/install.sh` (apt-get install dataset-fashion-mnist)")
+
+
 def require_module(name: str, reason: str):
     """The imported module `name`, or `require(False, reason)` when it does not import."""
     try:

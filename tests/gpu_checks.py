@@ -45,6 +45,7 @@ def main(argv=None) -> int:
         raise SystemExit("No CUDA GPU here: these checks only run where there is one.")
     from tests.test_diffusion import cuda_checks_diffusion
     from tests.test_dream import cuda_checks_dream
+    from tests.test_ebm import cuda_checks_ebm
     from tests.test_flow import cuda_checks_flow
     from tests.test_gan import cuda_checks_gan
     from tests.test_text import cuda_checks_text
@@ -58,6 +59,7 @@ def main(argv=None) -> int:
               "text_same_seed": lambda: cuda_checks_text("cuda"),
               "dream_same_seed": lambda: cuda_checks_dream("cuda"),
               "flow_same_seed": lambda: cuda_checks_flow("cuda"),
+              "ebm_same_seed": lambda: cuda_checks_ebm("cuda"),
               "diffusion_trains_on_the_gpu": lambda: _trainer_on_gpu(out)}
     if not args.skip_speed:
         from bench import train_speed

@@ -8,8 +8,8 @@ import gradio as gr
 from tabs import TABS
 
 ROOT = Path(__file__).resolve().parent.parent
-EXPECTED = ["Text", "DeepDream", "Style transfer", "VAE", "GAN", "PixelCNN", "Normalizing flow", "Diffusion",
-            "MuseGAN"]
+EXPECTED = ["Text", "DeepDream", "Style transfer", "Adversarial examples", "VAE", "GAN", "PixelCNN",
+            "Normalizing flow", "Energy-based model", "Diffusion", "MuseGAN"]
 
 
 def test_build_app_has_every_tab_in_the_books_order():
@@ -38,7 +38,8 @@ def test_building_the_app_loads_no_model_code():
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
-API_NAME = re.compile(r"(text|dream|style|vae|gan|pixelcnn|flow|diffusion|musegan)_[a-z][a-z0-9_]*[a-z]")
+API_NAME = re.compile(r"(text|dream|style|adversarial|vae|gan|pixelcnn|flow|ebm|diffusion|musegan)"
+                      r"_[a-z][a-z0-9_]*[a-z]")
 
 
 def test_every_event_is_named_and_the_readme_lists_the_public_ones():

@@ -20,7 +20,7 @@ from PIL import Image
 
 from core.backbone_layers import OFFLINE_DEFAULT
 from core.data.chorales import DEFAULT_INSTRUMENTS
-from tabs import diffusion, dream, flow, gan, musegan, pixelcnn, style, text, vae
+from tabs import adversarial, diffusion, dream, ebm, flow, gan, musegan, pixelcnn, stepviewer, style, text, vae
 from tabs.common import user_errors
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +33,8 @@ NUMBERS = {"nan": NAN, "inf": INF, "negative": -5, "huge": 1e12, "none": None}
 # Fields whose top value is a legitimately slow job (a 1024-px painting): their "huge" and "inf" are
 # clamped the same way as every other field's, so they are left out to keep this file fast.
 SLOW_AT_THE_TOP = {("style_run", "size"), ("style_run", "iterations"), ("steps_versus_quality", "n_rows"),
-                   ("text_compare", "length"), ("gan_live", "steps"), ("flow_live", "steps")}
+                   ("text_compare", "length"), ("gan_live", "steps"), ("flow_live", "steps"),
+                   ("ebm_sample", "steps"), ("ebm_live", "steps"), ("adversarial_side", "steps")}
 SEEDS = {"negative": -1, "huge": 2**80, "nan": NAN, "inf": INF, "float": 3.7, "none": None}
 # What Python (not a person) says: such text must never be the message a user sees.
 PYTHON_TALK = re.compile(r"Traceback|invalid literal|could not convert|cannot convert|NoneType|has no attribute|"
@@ -191,7 +192,7 @@ def diffusion_forward(example=None, upload=None, t=0.3, schedule="cosine", seed=
 
 def diffusion_viewer(index=0):
     frames = [(_picture("RGB"), "first"), (_picture("L"), "second")]
-    return ui(diffusion.show_frame)(frames, index)
+    return ui(stepviewer.show_frame)(frames, index)
 
 
 def pixelcnn_generate(name="plain_fashion16_k4", n=2, temperature=1.0, seed=0):
@@ -257,6 +258,53 @@ def flow_temperatures(seed=0, rows=1):
 
 def flow_interpolate(index_a=0, index_b=1, steps=3):
     return ui(flow.interpolation)(index_a, index_b, steps)
+
+
+def ebm_sample(seed=0, n=2, steps=3, step_size=10.0, noise=0.005, start_from="noise"):
+    return ui(ebm.generate)(seed, n, steps, step_size, noise, start_from)
+
+
+def ebm_compare(seed=0):  # 5 × 8 images × 200 steps: about 2 s
+    return ui(ebm.compare_samplers)(seed)
+
+
+def ebm_score(seed=0, upload=None):  # 64 samples × 200 steps and 2000 energies: about 2 s
+    return ui(ebm.score)(seed, upload)
+
+
+def ebm_repair(index=0, kind="mask", amount=0.5, top=8, left=8, height=16, width=16, steps=3, seed=0):
+    return ui(ebm.repair)(index, kind, amount, top, left, height, width, steps, seed)
+
+
+def ebm_live(distribution="eight_gaussians", seed=0, lr=-2.5, steps=5):
+    live = ui(ebm.live_reset)(distribution, seed, lr)[0]
+    return ui(ebm.live_step)(live, steps, lr)
+
+
+def ebm_learning_rate(lr=-2.5):  # the slider moved during a game
+    live = ebm.live_reset("eight_gaussians", 0, -2.5)[0]
+    return ui(ebm.live_set_learning_rate)(live, lr)
+
+
+def ebm_unstarted(action="step"):  # no EBM in this session yet: the state is None
+    calls = {"step": lambda: ui(ebm.live_step)(None, 1, -2.5),
+             "play": lambda: ui(ebm.live_play)(None, 1, -2.5),
+             "learning_rate": lambda: ui(ebm.live_set_learning_rate)(None, -2.5)}
+    return calls[action]()
+
+
+def adversarial_attack(source="photo", image=PHOTO, index=0, network="efficientnet_lite0", method="pgd", epsilon=2,
+                       steps=2, step_size=0, target=adversarial.UNTARGETED, random_start=False, seed=0):
+    return ui(adversarial.attack_image)(source, image, index, network, method, epsilon, steps, step_size, target,
+                                        random_start, seed)
+
+
+def adversarial_clothes(**kwargs):  # a Fashion-MNIST test image and classifier: each call a fraction of a second
+    return adversarial_attack(**{"source": "fashion", "network": "fashion_mnist", **kwargs})
+
+
+def adversarial_side(index=0, epsilon=8, steps=2, seed=0):  # 2 classifiers (or 1) × 100 test images × 3 steps
+    return ui(adversarial.side_by_side)(index, epsilon, steps, seed)
 
 
 def musegan_new(seed=0, n_bars=2, tempo=90, instruments=DEFAULT_INSTRUMENTS):
@@ -350,6 +398,14 @@ def _cases():
         add(flow_temperatures, rows=value)
         for field in ("index_a", "index_b", "steps"):  # test indices out of range
             add(flow_interpolate, **{field: value})
+        for field in ("n", "steps", "step_size", "noise"):  # step size and noise 0 among them
+            add(ebm_sample, **{field: value})
+        for field in ("index", "top", "left", "height", "width", "steps"):  # a rectangle off the image
+            add(ebm_repair, **{field: value})
+        add(ebm_repair, kind="noise", amount=value)
+        for field in ("lr", "steps"):  # huge learning rates are clamped to the slider's top (1)
+            add(ebm_live, **{field: value})
+        add(ebm_learning_rate, lr=value, works=True)
         for field in ("n_bars", "tempo"):
             add(musegan_new, **{field: value})
         add(musegan_interpolate, segments=value)
@@ -371,6 +427,12 @@ def _cases():
         add(musegan_new, seed=seed, works=True)
         add(pixelcnn_generate, seed=seed, works=True)
         add(pixelcnn_complete, seed=seed, works=True)
+        add(ebm_sample, seed=seed, works=True)
+        add(ebm_compare, seed=seed, works=True)
+        add(ebm_score, seed=seed, works=True)
+        add(ebm_repair, seed=seed, works=True)
+        add(ebm_repair, kind="noise", seed=seed, works=True)
+        add(ebm_live, seed=seed, works=True)
     # Text: empty, huge, strange prompts; uploads that are not training text.
     for prompt in ("", None, "x" * 200_000, "🙂🙂 \x00\u202e", "\n" * 5000):
         add(text_generate, prompt=prompt, works=True)
@@ -416,8 +478,8 @@ def _cases():
     add(diffusion_sample, schedule="sigmoid")
     add(diffusion_forward, example="no_such_example.png")
     add(diffusion_forward, schedule="sigmoid")
-    add(ui(diffusion.frames_gif), frames=[])
-    add(ui(diffusion.play), frames=None, index=0)
+    add(ui(stepviewer.frames_gif), frames=[])
+    add(ui(stepviewer.play), frames=None, index=0)
     add(musegan_new, instruments=("Kazoo", "Oboe", "Clarinet", "Bassoon"))
     add(musegan_reroll, kind="harmony")
     add(musegan_reroll, voice="Countertenor")
@@ -453,6 +515,53 @@ def _cases():
         add(flow_samples, temperature=temperature, side=1, works=True)
     add(flow_interpolate, index_a=5, index_b=5)  # the same image at both ends
     add(flow_interpolate, index_a=10**9, index_b=-3, works=True)
+    for upload in IMAGE_FILES:  # the energy of any readable upload: every mode and a huge photo work
+        add(ebm_score, upload=f"file:{upload}", works=upload.startswith("mode_") or upload == "huge")
+    add(ebm_sample, step_size=0, noise=0, works=True)  # nothing moves: the note says so
+    add(ebm_sample, start_from="somewhere")
+    add(ebm_sample, start_from="chains")  # works, or a checkpoint without training chains says so
+    add(ebm_sample, steps=150, works=True)  # the viewer keeps 101 of the 151 frames
+    for kind in ("blur", None, ""):
+        add(ebm_repair, kind=kind)
+    add(ebm_repair, top=31, left=31, height=32, width=32, works=True)  # a one-pixel hole in the corner
+    add(ebm_repair, top=0, left=0, height=32, width=32, works=True)  # everything hidden
+    add(ebm_repair, kind="noise", amount=0, works=True)  # no damage: "nothing to repair", not a ratio to 0
+    add(ebm_live, lr=0, steps=50, works=True)  # the slider's top learning rate: a status, not a crash
+    add(ebm_live, distribution="cube")
+    add(ebm_live, distribution=None)
+    for action in ("step", "play", "learning_rate"):
+        add(ebm_unstarted, action=action, works=action == "learning_rate")
+    # Adversarial examples: uploads of every mode and size, for the ImageNet network and drawn as clothes.
+    for upload in IMAGE_FILES:
+        readable = upload.startswith("mode_") or upload == "huge"
+        add(adversarial_attack, image=f"file:{upload}", works=readable)
+        add(adversarial_attack, image=f"file:{upload}", network="fashion_mnist", works=readable)
+    add(adversarial_attack, image=None)
+    for name, value in NUMBERS.items():  # ε 0 (negative) is a sentence; huge ε is the whole range
+        for field in ("index", "epsilon", "steps", "step_size"):
+            add(adversarial_clothes, **{field: value})
+        add(adversarial_clothes, method="fgsm", epsilon=value)
+        for field in ("index", "epsilon", "steps"):
+            add(adversarial_side, **{field: value})
+    for name, seed in SEEDS.items():
+        add(adversarial_clothes, random_start=True, seed=seed, works=True)
+        add(adversarial_side, seed=seed, works=True)
+    add(adversarial_attack, epsilon=0)
+    add(adversarial_attack, epsilon=1e12, works=True)
+    add(adversarial_clothes, epsilon=255, method="fgsm", works=True)
+    add(adversarial_attack, target="military uniform (652)")  # already its class
+    add(adversarial_clothes, index=0, target="Ankle boot (9)")  # test image 0 is an ankle boot
+    for target in ("unicorn", "Bag (8)", 5000, -1, 2.5, ""):  # not one of ImageNet's classes ("" is untargeted)
+        add(adversarial_attack, target=target, works=target == "")
+    add(adversarial_clothes, target=None, works=True)
+    add(adversarial_clothes, target="Bag", steps=3, works=True)
+    add(adversarial_clothes, method="fgsm", random_start=True, works=True)  # a note: the random start is PGD's
+    add(adversarial_attack, source="fashion", network="efficientnet_lite0", works=True)  # the classifier is switched
+    add(adversarial_attack, network="resnet")
+    add(adversarial_attack, method="cw")
+    add(adversarial_attack, source="webcam")
+    add(adversarial_attack, network=None)
+    add(adversarial_clothes, network="fashion_mnist_robust")  # works, or says how to train it
     return cases
 
 

@@ -40,6 +40,7 @@ CALLS = {
     "diffusion": ("/diffusion_sample", {"seed": 5, "n": 4, "steps": 10}, lambda r: pixels(r[0])),
     "vae": ("/vae_random_face", {"seed": 11}, lambda r: pixels(r[1])),
     "musegan": ("/musegan_new_piece", {"seed": 2}, lambda r: (file_digest(r[1]), r[3])),  # the audio and the metrics
+    "ebm": ("/ebm_sample", {"seed": 3, "n": 4, "steps": 20}, lambda r: pixels(r[0])),  # the final samples
 }
 
 
@@ -51,7 +52,7 @@ def call(url: str, kind: str, downloads: Path, seed_offset: int = 0):
 
 
 def test_concurrent_clients_get_what_a_lone_client_gets(app_server, tmp_path):
-    # Ten clients, two per tab, all at once; the two of a tab use different seeds. (Gradio 6.31 writes
+    # Twelve clients, two per tab, all at once; the two of a tab use different seeds. (Gradio 6.31 writes
     # a returned picture to its cache under a name made from its bytes, in place and not atomically,
     # so two users who make the very same picture at the same moment can be served a half-written
     # file. That is Gradio's, and rare; this test is about our state, so it keeps outputs distinct.)

@@ -7,6 +7,7 @@ import torch
 from core.diffusion import (SCHEDULES, DiffusionConfig, Sampler, UNet, add_noise, denoise, diffusion_loss,
                             sample, schedule_rates, train)
 from core.runtime import make_generator
+from tabs import stepviewer
 from tests.conftest import require_module
 from tests.test_datasets import any_checksum  # noqa: F401 (a fixture)
 
@@ -179,13 +180,13 @@ def test_tab_viewer_frames_are_precomputed_and_scrubbing_runs_no_network(tab_wit
     pixels = [np.asarray(image) for image, _ in frames]
     assert not np.array_equal(pixels[0], pixels[3]) and not np.array_equal(pixels[3], pixels[6])
     for i, shown in ((0, 0), (3, 3), (6, 6), (99, 6), (-5, 0)):  # out-of-range positions are clamped
-        image, text = tab.show_frame(frames, i)
+        image, text = stepviewer.show_frame(frames, i)
         assert np.array_equal(np.asarray(image), pixels[shown]) and f"Step {shown} of 6" in text, i
-    assert list(tab.play(frames, 6))[0][0] == 0  # at the end, play restarts from noise
+    assert list(stepviewer.play(frames, 6))[0][0] == 0  # at the end, play restarts from noise
     assert len(calls) == n_calls  # scrubbing and playing never ran the network
     from PIL import Image
 
-    gif = Image.open(tab.frames_gif(frames))  # the viewer's frames, in order (Pillow merges the held last one)
+    gif = Image.open(stepviewer.frames_gif(frames, "diffusion"))  # the frames in order (Pillow merges the held last)
     for i, _ in enumerate(frames):
         gif.seek(i)
         assert np.array_equal(np.asarray(gif.convert("RGB")), np.asarray(frames[i][0].convert("RGB"))), i

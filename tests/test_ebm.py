@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from core.ebm import (EBMConfig, Ebm2D, EnergyNet, ReplayBuffer, contrastive_divergence, energies, langevin, last,
-                      sample, train)
+from core.ebm import (EBMConfig, Ebm2D, EnergyNet, ReplayBuffer, contrastive_divergence, corrupt, energies, grey_faces,
+                      langevin, last, repair, sample, train, uniform_noise)
 from core.runtime import make_generator
 
 
@@ -116,10 +116,88 @@ def test_the_trainer_writes_a_checkpoint_and_two_processes_agree(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert card["command"].startswith("python -m core.train ebm") and card["steps"] == 8
     assert card["sampler"]["steps"] == 3 and len(card["training_curve"]["step_loss_energy_real_energy_fake"]) > 0
+    metrics = card["metrics"]  # measured at the end on the test split
+    assert metrics["images_each"] == 16 and 0 <= metrics["auroc_test_vs_noise"] <= 1
+    assert set(metrics) >= {"mean_energy_test", "mean_energy_noise", "mean_energy_faces", "auroc_test_vs_faces"}
     ckpt = load_checkpoint(tmp_path / "one.pt")
     model = EnergyNet(EBMConfig(**{**ckpt.config, "widths": tuple(ckpt.config["widths"])}))
     model.load_state_dict(ckpt.state_dict)
     assert last(sample(model, 2, make_generator(0), steps=2))[0].shape == (2, 1, 32, 32)
+    chains = ckpt.extras["chains"]  # the newest buffer samples, for the tab to continue
+    assert chains.dtype == torch.uint8 and chains.shape == (64, 1, 32, 32) and card["chains_shipped"] == 64
+    assert chains.float().std() > 0
     done, card = run_trainer([*TINY, "--data-dir", str(tmp_path)], tmp_path / "two.pt", processes=2)
     assert done.returncode == 0, done.stderr[-3000:]
     check_ranks_agree(card, 2)
+
+
+def test_inpainting_holds_the_known_pixels_and_moves_the_hole():
+    model = tiny_net()
+    images = torch.rand(2, 1, 16, 16, generator=make_generator(9)) * 2 - 1
+    damaged, known = corrupt(images, "mask", 0.0, make_generator(10), box=(4, 2, 6, 8))
+    assert known.sum() == 2 * (256 - 48) and (damaged[~known] == 0).all()  # the hole is flat grey
+    assert torch.equal(damaged[known], images[known])
+    walked = last(repair(model, damaged, known, make_generator(11), steps=5, step_size=10.0, noise=0.01))[0]
+    assert torch.equal(walked[known], images[known]) and not torch.equal(walked[~known], damaged[~known])
+
+
+def test_noise_damage_moves_every_pixel_and_stays_in_range():
+    images = torch.zeros(3, 1, 16, 16)
+    damaged, known = corrupt(images, "noise", 0.5, make_generator(12))
+    assert known is None and damaged.abs().max() <= 1 and (damaged != 0).float().mean() > 0.99
+    assert 0.4 < damaged.std() < 0.6
+    with pytest.raises(ValueError, match="noise or mask"):
+        corrupt(images, "blur", 1.0, make_generator(12))
+    with pytest.raises(ValueError, match="inside"):
+        corrupt(images, "mask", 0.0, make_generator(12), box=(20, 0, 4, 4))
+    with pytest.raises(ValueError, match="not negative"):
+        corrupt(images, "noise", float("nan"), make_generator(12))
+
+
+def test_start_noise_and_the_faces_it_never_saw_are_in_the_models_range():
+    noise = uniform_noise(500, 16, make_generator(13))
+    assert noise.shape == (500, 1, 16, 16) and noise.min() >= -1 and noise.max() <= 1
+    assert abs(noise.mean()) < 0.01 and torch.equal(noise, uniform_noise(500, 16, make_generator(13)))
+    faces = grey_faces(4, size=32)
+    assert faces.shape == (4, 1, 32, 32) and faces.min() >= -1 and faces.max() <= 1 and faces.std() > 0.1
+
+
+def test_the_images_handed_out_at_each_step_are_plain_tensors_left_as_they_were():
+    model = tiny_net()
+    steps = [x for x, _ in langevin(model, torch.zeros(2, 1, 16, 16), 3, 1.0, 0.1, make_generator(14))]
+    assert not any(x.requires_grad for x in steps)
+    assert not torch.equal(steps[0], steps[1]) and not torch.equal(steps[1], steps[2])
+
+
+def cuda_checks_ebm(device="cuda"):
+    """The shipped energy network on `device` against the CPU (tests/gpu_checks.py calls this on a GPU; the
+    test below on the CPU): the same energies, and the same seed walks to the same images. The clipped
+    steps are ±0.3 a pixel, so a tiny difference can flip one step: most pixels must agree, not all."""
+    from core.checkpoints import load_shipped
+
+    ckpt = load_shipped("ebm", "fashion")
+    models = []
+    for where in ("cpu", device):
+        model = EnergyNet(EBMConfig(**{**ckpt.config, "widths": tuple(ckpt.config["widths"])}))
+        model.load_state_dict(ckpt.state_dict)
+        models.append(model.float().eval().to(where))
+    start = uniform_noise(8, 32, make_generator(5))
+    assert (energies(models[0], start) - energies(models[1], start)).abs().max() <= 1e-3
+    reference, on_device = (last(sample(m, 8, make_generator(6), steps=10))[0] for m in models)
+    assert on_device.device.type == "cpu" and ((reference - on_device).abs() < 1e-2).float().mean() > 0.95
+
+
+def test_the_shipped_model_tells_clothes_from_noise_and_faces_and_ships_its_chains():
+    from core.ebm import load_chains, load_images, load_model
+    from core.registry import shipped_path
+    from tests.conftest import require
+
+    require(shipped_path("ebm", "fashion").is_file(), "the shipped energy model is missing")
+    model = load_model("fashion")
+    clothes = energies(model, load_images("test", limit=200))
+    for outliers in (uniform_noise(200, 32, make_generator(7)), grey_faces(200)):
+        assert clothes.max() < energies(model, outliers).min()  # every test image below every outlier
+    chains = load_chains("fashion")
+    assert len(chains) == 1024 and chains.min() >= -1 and chains.max() <= 1
+    assert energies(model, chains).mean() < clothes.mean() + 0.1  # the buffer's samples score like data
+    cuda_checks_ebm("cpu")

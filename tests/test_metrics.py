@@ -11,7 +11,7 @@ from core.metrics.classifiers import fashion_features, fashion_input, load_fashi
 from core.metrics.fid import fid, frechet_distance, gaussian_stats, kid, mmd2_unbiased
 from core.metrics.quality import gaussian_blur
 from core.registry import shipped_path
-from tests.conftest import require
+from tests.conftest import real_fashion_test_split
 
 
 def _gaussian(n, dim, seed, shift=0.0, scale=1.0):
@@ -255,15 +255,8 @@ def test_training_on_two_processes_averages_the_gradients_and_resumes_on_one(tmp
 @pytest.fixture(scope="module")
 def real_test_set():
     """The first 800 real Fashion-MNIST test images (uint8) and their labels."""
-    from core.data.fashion_mnist import load_fashion_mnist
-
     assert shipped_path("classifier", "fashion_mnist").is_file(), "the shipped Fashion-MNIST classifier is missing"
-    try:
-        images, labels = load_fashion_mnist("test", download=False)
-    except FileNotFoundError:
-        images = labels = None
-    require(images is not None, "Fashion-MNIST is not installed: run `sh tests/install.sh` "
-                                "(apt-get install dataset-fashion-mnist)")
+    images, labels = real_fashion_test_split()
     return images[:800], labels[:800]
 
 

@@ -113,6 +113,21 @@ def center_crop_square(image: Image.Image, size: int) -> Image.Image:
     return ImageOps.fit(image, (size, size), Image.LANCZOS)
 
 
+def as_clothes(source, size: int, min_side: int = 8) -> tuple[torch.Tensor, list[str]]:
+    """Any image -> [1, 1, size, size] in [0, 1] the way Fashion-MNIST draws clothes, and notes saying what
+    was done: grey, centre-cropped, and inverted when its border is light (the clothes are light on black)."""
+    image, notes = prepare_image(source, min_side=min_side)
+    width, height = image.size
+    grey = center_crop_square(image.convert("L"), size)
+    x = torch.from_numpy(np.asarray(grey, dtype=np.float32) / 255).view(1, 1, size, size)
+    border = torch.cat([x[..., 0, :], x[..., -1, :], x[..., :, 0], x[..., :, -1]], dim=-1)
+    notes.append(f"made grey and cropped from {width}×{height} to {size}×{size}")
+    if border.mean() > 0.5:
+        x = 1 - x
+        notes.append("inverted, because its border is light and Fashion-MNIST's background is black")
+    return x, notes
+
+
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:
     """RGB PIL image -> float tensor [1, 3, H, W] in [0, 1]."""
     array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0

@@ -19,6 +19,9 @@ ValueError, which catches the common mistake of stating (0, 1) for [-1, 1] image
 Training (the shipped checkpoints' cards hold the exact commands):
     python -m core.train classifier --dataset fashion --epochs 8 --shift 1 --label-smoothing 0 --threads 1
     python -m core.train classifier --dataset faces --train-faces 16000 --epochs 5 --threads 1
+    python -m core.train classifier --dataset fashion --init-from assets/checkpoints/classifier/fashion_mnist.pt \
+        --adversarial-epsilon 8/255 --pgd-steps 7 --epochs 3 --lr 1e-3 --shift 1 --label-smoothing 0 --threads 1
+        # adversarial fine-tuning (core.adversarial): writes fashion_mnist_robust, never the FID network
     torchrun --nproc_per_node=2 -m core.train classifier --dataset fashion   # each step's batch split in two
 Fashion-MNIST: 5,000 training images are held out (--validation) and watched each epoch; every choice
 (such as the number of epochs) is made on them, and the test set is measured once, at the end.
@@ -26,6 +29,7 @@ Fashion-MNIST: 5,000 training images are held out (--validation) and watched eac
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -39,6 +43,7 @@ from core.runtime import make_generator
 
 TECHNIQUE = "classifier"
 FASHION_NAME = "fashion_mnist"
+ROBUST_NAME = "fashion_mnist_robust"  # adversarially trained (core.adversarial); FID/KID keep FASHION_NAME
 FACES_NAME = "face_attributes"
 FEATURE_BATCH = 500  # images per forward pass when extracting features
 VALIDATION_SEED = 28  # which Fashion-MNIST train images are held out for validation
@@ -246,8 +251,25 @@ def add_train_arguments(parser) -> None:
     parser.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX folder (default: search the usual places)")
     parser.add_argument("--validation", type=int, default=5000,
                         help="fashion: train images held out to watch each epoch (the test set is measured once, at the end)")
+    parser.add_argument("--adversarial-epsilon", type=_fraction, default=0.0,
+                        help="fashion: adversarial training (Madry et al. 2018): train on PGD images within this "
+                             "L-infinity distance, e.g. 8/255 (default 0: off); writes fashion_mnist_robust")
+    parser.add_argument("--pgd-steps", type=int, default=7, help="fashion: PGD steps per adversarial batch")
+    parser.add_argument("--adversarial-fraction", type=_fraction, default=1.0,
+                        help="fashion: share of each batch replaced by its PGD images (1: all, as Madry et al.)")
     parser.add_argument("--train-faces", type=int, default=16000, help="synthetic faces to train on (train split)")
     parser.add_argument("--test-faces", type=int, default=2000, help="faces to measure on (validation split)")
+
+
+def _fraction(text: str) -> float:
+    """A number as a person writes ε: 0.0314 or 8/255."""
+    import argparse
+
+    numerator, _, denominator = text.partition("/")
+    try:
+        return float(numerator) / float(denominator or 1)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or a fraction such as 8/255") from None
 
 
 def _augment_clothes(x: torch.Tensor, generator: torch.Generator, shift: int) -> torch.Tensor:
@@ -273,14 +295,16 @@ def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device) -> tor
     return ((logits > 0) == y.bool()).float().mean(0)
 
 
-def _fit(run, model, args, *, train_x, train_y, val_x, val_y, loss_fn, augment, init=None) -> list[dict]:
+def _fit(run, model, args, *, train_x, train_y, val_x, val_y, loss_fn, augment, init=None,
+         perturb=None) -> list[dict]:
     """Shared loop: AdamW with a one-cycle schedule, per-epoch validation accuracy, resumable state.
     Returns the history, one entry per finished epoch.
 
     Each epoch's order depends only on (seed, epoch), so a resumed run sees the same batches, on any
     number of processes: process r of N takes every N-th image of that order (torch's
     DistributedSampler), so the N processes' shares of a step make up the one-process batch.
-    `init` (from --init-from) is kept in the resume state for the card.
+    `init` (from --init-from) is kept in the resume state for the card. `perturb(images, labels)`, if
+    given, changes each augmented batch before the step (adversarial training).
     """
 
     network = run.wrap(model)
@@ -304,8 +328,11 @@ def _fit(run, model, args, *, train_x, train_y, val_x, val_y, loss_fn, augment, 
             for batch in range(progress["batch"], steps_per_epoch):
                 idx = order[batch * run.batch:(batch + 1) * run.batch]
                 x = augment(train_x[idx].float() / 255, augment_generator).to(run.device)
+                y = train_y[idx].to(run.device)
+                if perturb is not None:
+                    x = perturb(x, y)
                 with run.autocast():
-                    loss = loss_fn(network(x).float(), train_y[idx].to(run.device))
+                    loss = loss_fn(network(x).float(), y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -334,6 +361,8 @@ def _fit(run, model, args, *, train_x, train_y, val_x, val_y, loss_fn, augment, 
 
 def train_main(args):
     args.epochs = args.epochs or 5
+    if args.dataset == "faces" and getattr(args, "adversarial_epsilon", 0):
+        raise ValueError("Adversarial training (--adversarial-epsilon) is for the Fashion-MNIST classifier only.")
     return train_fashion(args) if args.dataset == "fashion" else train_faces(args)
 
 
@@ -377,7 +406,11 @@ def train_fashion(args):
     from core.data.fashion_mnist import load_fashion_mnist, to_float
     from core.engine import TrainingRun
 
-    out = Path(args.out) if args.out else shipped_path(TECHNIQUE, FASHION_NAME)
+    adversarial = _check_adversarial(args)
+    out = Path(args.out) if args.out else shipped_path(TECHNIQUE, ROBUST_NAME if adversarial else FASHION_NAME)
+    if adversarial and out.resolve() == shipped_path(TECHNIQUE, FASHION_NAME).resolve():
+        raise ValueError(f"Adversarial training must not overwrite {out.name}: FID/KID measure with it. "
+                         f"Leave --out out (it writes {ROBUST_NAME}.pt) or choose another path.")
     run = TrainingRun(args, out, global_batch=args.batch_size)  # seeds the weight initialisation
     all_u8, all_y = load_fashion_mnist("train", args.data_dir)
     test_u8, test_y = load_fashion_mnist("test", args.data_dir)
@@ -387,18 +420,24 @@ def train_fashion(args):
     train_x, train_y, val_x, val_y = all_x[keep], all_y[keep], all_x[held_out], all_y[held_out]
     model, init = _start_from(run, args, FashionClassifier, FashionClassifierConfig())
     cfg = model.cfg
+    perturb = _pgd_batches(run, model, args) if adversarial else None
     history = _fit(run, model, args, train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y,
                    loss_fn=lambda logits, y: F.cross_entropy(logits, y, label_smoothing=args.label_smoothing),
-                   augment=lambda x, generator: _augment_clothes(x, generator, args.shift), init=init)
+                   augment=lambda x, generator: _augment_clothes(x, generator, args.shift), init=init,
+                   perturb=perturb)
     _as_shipped(model)
     # Every process measures (the same numbers); rank 0 writes.
     validation = float(_accuracy(model, val_x.float() / 255, val_y, run.device))
     # The test set is measured here once, after training: nothing was chosen by looking at it.
     accuracy = float(_accuracy(model, test_x.float() / 255, test_y, run.device))
+    metrics = {"validation_accuracy": round(validation, 4), "test_accuracy": round(accuracy, 4)}
+    robustness = {}
+    if adversarial:
+        metrics["pgd_test_accuracy"], robustness = _pgd_accuracy(model, args, test_x, test_y, run.device)
     card = run.card(model=model,
                     data=f"Fashion-MNIST train: {len(train_x)} images trained on, {len(val_x)} held out for "
                          f"validation (fixed seed {VALIDATION_SEED}); test ({len(test_x)}) measured once at the end",
-                    metrics={"validation_accuracy": round(validation, 4), "test_accuracy": round(accuracy, 4)},
+                    metrics=metrics, **robustness,
                     epochs=len(history), batch_size=args.batch_size, lr=args.lr, bf16_autocast=run.bf16,
                     train_images=len(train_x), validation_images=len(val_x), test_images=len(test_x),
                     features=f"{cfg.feature_dim}-d penultimate layer (after ReLU), used for FID/KID",
@@ -408,6 +447,50 @@ def train_fashion(args):
     path = run.save_model(model, cfg, card, half=True)
     run.finish()
     return path
+
+
+def _check_adversarial(args) -> bool:
+    """Is this an adversarial training run? Its settings are checked before any data is read."""
+    from core.adversarial import check_settings
+
+    if not args.adversarial_epsilon:
+        return False
+    check_settings("pgd", args.adversarial_epsilon, None, args.pgd_steps)
+    if not 0 < args.adversarial_fraction <= 1:
+        raise ValueError(f"--adversarial-fraction must be above 0 and at most 1, not {args.adversarial_fraction}.")
+    return True
+
+
+def _pgd_batches(run, model, args):
+    """Madry et al.'s training batches: each batch's first images (--adversarial-fraction of them,
+    all by default) replaced by PGD images made against the model as it is at this step, from a
+    random start drawn from this rank's own (resumable) stream."""
+    from core.adversarial import adversarial_examples
+
+    generator = run.generator("adversarial")
+
+    def perturb(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        n = math.ceil(args.adversarial_fraction * len(x))
+        attacked = adversarial_examples(model, x[:n], y[:n], epsilon=args.adversarial_epsilon,
+                                        steps=args.pgd_steps, generator=generator)
+        return torch.cat([attacked, x[n:]])
+    return perturb
+
+
+def _pgd_accuracy(model, args, test_x, test_y, device) -> tuple[float, dict]:
+    """Accuracy on the test set under a PGD attack at the training ε, with more steps than training
+    used and a fixed random start (so every rank and every rerun measures the same)."""
+    from core.adversarial import EVALUATION_STEPS, fashion_classifier, success_rate
+
+    fooled = success_rate(fashion_classifier(model), test_x.float() / 255, test_y, "pgd", args.adversarial_epsilon,
+                          steps=EVALUATION_STEPS, random_start=True, generator=make_generator(0))
+    record = {"adversarial_training": {
+        "method": "PGD adversarial training (Madry et al. 2018), core.adversarial.adversarial_examples",
+        "epsilon": args.adversarial_epsilon, "pgd_steps": args.pgd_steps, "step_size": "2.5 epsilon / steps",
+        "random_start": True, "fraction_of_each_batch": args.adversarial_fraction,
+        "pgd_test_accuracy_attack": f"untargeted PGD, L-infinity epsilon {args.adversarial_epsilon:.4g}, "
+                                    f"{EVALUATION_STEPS} steps, random start (seed 0), true labels"}}
+    return round(1 - fooled, 4), record
 
 
 def train_faces(args):

@@ -9,6 +9,10 @@ Fashion-MNIST: samples are compared with n random test images; the baseline comp
 random training images with the same test images (a generator learnt from the training set).
 Faces: the same with the synthetic faces' standard splits (core.data.faces.face_split):
 samples against n "test" faces, baseline n "train" faces against the same "test" faces.
+
+A figure measured on one feature network alone can be an artefact of that network, so benchmarks
+also measure on ImageNet EfficientNet-Lite0 (lite0_features) and compare_sets scores any sets of
+images, with any feature function, against real test images and the real-vs-real baseline.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from core.metrics.classifiers import face_features, fashion_features
+from core.metrics.classifiers import face_features, fashion_features, to_unit_range
 from core.metrics.fid import fid, kid
 from core.runtime import make_generator
 
@@ -96,6 +100,47 @@ def face_quality(samples: torch.Tensor, value_range=(0, 1), seed: int = 0) -> di
     baseline = face_baseline(n, size, seed)
     return {"n": n, "size": size, **scores,
             **{f"real_{k}": v for k, v in baseline.items() if k != "kid_subset_size"}}
+
+
+def lite0_features(images: torch.Tensor, value_range, size: int = 64, batch: int = 250) -> torch.Tensor:
+    """ImageNet EfficientNet-Lite0's head activations [N, 1280], averaged over positions (the analogue of
+    Inception's pool3 features in the original FID): a feature network that never saw the data, beside
+    the project's own classifiers. Grey [N, 1, H, W] or colour [N, 3, H, W] images in `value_range`,
+    enlarged bilinearly to size x size (64: the head map is then 2x2); grey is copied to the three colours."""
+    from core.backbones import load_backbone
+
+    if images.dim() != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"EfficientNet-Lite0 features need [N, 1, H, W] or [N, 3, H, W] images, "
+                         f"got shape {tuple(images.shape)}.")
+    # Loaded outside no_grad/inference mode: the backbone is cached and shared with code that
+    # differentiates through it (core.vae.feature_loss).
+    backbone = load_backbone("efficientnet_lite0")
+    device = backbone.mean.device
+    out = []
+    with torch.no_grad():
+        for chunk in images.split(batch):
+            x = F.interpolate(to_unit_range(chunk, value_range), size=(size, size), mode="bilinear",
+                              align_corners=False).clamp(0, 1)
+            out.append(backbone(x.expand(-1, 3, -1, -1).to(device), ["head"])["head"].float().mean(dim=(2, 3)).cpu())
+    return torch.cat(out)
+
+
+def compare_sets(feature_fn, sets: dict[str, torch.Tensor], real_test: torch.Tensor, real_train: torch.Tensor) -> dict:
+    """FID/KID and improved precision/recall (k = 3) of each set's features against the real test
+    images', and "real": the real training images against the same test images, at the same n (what
+    a perfect model scores). `feature_fn` maps a set of images to [N, dim] features."""
+    from core.metrics.precision_recall import precision_recall
+
+    test_feats = feature_fn(real_test)
+
+    def scores(images: torch.Tensor) -> dict:
+        feats = feature_fn(images)
+        pr = precision_recall(test_feats, feats)
+        return {**compare(feats, test_feats), "precision": round(pr.precision, 4), "recall": round(pr.recall, 4)}
+
+    result = {key: scores(images) for key, images in sets.items()}
+    result["real"] = scores(real_train)
+    return result
 
 
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:

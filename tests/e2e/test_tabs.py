@@ -116,6 +116,21 @@ def test_style_transfer_paints_the_example(page, screenshot_dir):
     save_screenshot(page, screenshot_dir, "style")
 
 
+def test_adversarial_attack_fools_lite0_on_an_example_photo(page, screenshot_dir):
+    open_tab(page, "Adversarial examples")
+    page.locator("#adversarial-examples button").filter(has=page.locator("img[src*='grace_hopper']")).click()
+    page.locator("#adversarial-image img").first.wait_for()  # the example reached the photo box
+    page.locator("#adversarial-run").click()  # the defaults: PGD, 10 steps, ε = 4/255, untargeted
+    page.locator("#adversarial-status").get_by_text("Fooled").wait_for(timeout=JOB_TIMEOUT_MS)
+    assert "military uniform" in page.locator("#adversarial-status").inner_text()  # its answer before the attack
+    for picture in ("#adversarial-original", "#adversarial-perturbation", "#adversarial-result"):
+        assert_picture(page, picture, min_side=200)
+    assert_picture(page, "#adversarial-bars", min_side=200)
+    assert "magnified ×31.9" in page.locator("#adversarial-scale").inner_text()
+    assert_no_error(page)
+    save_screenshot(page, screenshot_dir, "adversarial")
+
+
 def test_vae_draws_the_latent_map_and_decodes_a_random_face(page, screenshot_dir):
     open_tab(page, "VAE")
     page.locator("#vae-draw-map").click()
@@ -171,6 +186,22 @@ def test_flow_learns_live_and_follows_a_clicked_point(page, screenshot_dir):
     assert_picture(page, "#flow-samples", min_side=200)
     assert_no_error(page)
     save_screenshot(page, screenshot_dir, "flow")
+
+
+def test_ebm_samples_compares_the_samplers_and_scores(page, screenshot_dir):
+    open_tab(page, "Energy-based model")
+    page.locator("#ebm-sample").click()
+    assert_picture(page, "#ebm-final", min_side=128)  # only filled when the last Langevin step is done
+    assert_picture(page, "#ebm-energy-plot", min_side=200)
+    page.get_by_text("Step 200 of 200").first.wait_for(timeout=JOB_TIMEOUT_MS)  # the viewer at the last step
+    assert_picture(page, "#ebm-viewer", min_side=128)
+    page.locator("#ebm-compare").click()
+    assert_picture(page, "#ebm-compare-grid", min_side=400)  # five labelled rows of eight samples
+    page.locator("#ebm-score").click()
+    assert_picture(page, "#ebm-histogram", min_side=200)
+    page.locator("#ebm-score-note").get_by_text("AUROC").wait_for(timeout=JOB_TIMEOUT_MS)
+    assert_no_error(page)
+    save_screenshot(page, screenshot_dir, "ebm")
 
 
 def test_diffusion_samples_to_the_end(page, screenshot_dir):

@@ -180,7 +180,8 @@ SHIPPED = [(technique, name) for technique in ("classifier", "diffusion", "ebm",
 TRAINING_IMAGES = {("vae", "fashion_2d"): 60000, ("vae", "faces_200d"): 30000,  # --train-size 30000
                    ("gan", "dcgan_fashion"): 60000, ("gan", "cgan_fashion"): 60000,
                    ("gan", "wgangp_faces"): 6000,  # --faces 6000
-                   ("vae", "fashion16_k4"): 60000}
+                   ("vae", "fashion16_k4"): 60000,
+                   ("classifier", "fashion_mnist_robust"): 55000}  # 5,000 held out for validation
 
 
 def _strings(value):

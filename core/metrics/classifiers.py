@@ -486,7 +486,7 @@ def _pgd_accuracy(model, args, test_x, test_y, device) -> tuple[float, dict]:
                           steps=EVALUATION_STEPS, random_start=True, generator=make_generator(0))
     record = {"adversarial_training": {
         "method": "PGD adversarial training (Madry et al. 2018), core.adversarial.adversarial_examples",
-        "epsilon": args.adversarial_epsilon, "pgd_steps": args.pgd_steps, "step_size": "2.5 epsilon / steps",
+        "epsilon": args.adversarial_epsilon, "pgd_steps": args.pgd_steps, "step_size": "2.5*epsilon/steps",
         "random_start": True, "fraction_of_each_batch": args.adversarial_fraction,
         "pgd_test_accuracy_attack": f"untargeted PGD, L-infinity epsilon {args.adversarial_epsilon:.4g}, "
                                     f"{EVALUATION_STEPS} steps, random start (seed 0), true labels"}}

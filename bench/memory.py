@@ -174,6 +174,13 @@ def main_actions(quick: bool) -> list[tuple[str, str, dict]]:
         ("Diffusion steps vs quality", "/diffusion_steps_versus_quality", {"n_rows": 1} if quick else {}),
         ("MuseGAN", "/musegan_new_piece", {}),
         ("MuseGAN interpolation", "/musegan_interpolate", {}),
+        ("PixelCNN", "/pixelcnn_generate", {}),
+        ("Normalizing flow", "/flow_samples", {}),
+        ("EBM", "/ebm_sample", {"steps": 20} if quick else {}),
+        ("EBM score", "/ebm_score", {}),
+        ("EBM repair", "/ebm_repair", {"steps": 20} if quick else {}),
+        ("Adversarial", "/adversarial_attack", {"image": photo}),
+        ("Adversarial side by side", "/adversarial_side_by_side", {}),
     ]
 
 

@@ -126,12 +126,11 @@ def fashion(classifier, images: torch.Tensor, labels: torch.Tensor) -> dict:
 
 def photos(classifier, names: list[str], images: torch.Tensor) -> dict:
     """The photos' top classes before and after each attack, and the fraction the attack changed."""
-    from core.adversarial import frozen, run_attack
+    from core.adversarial import probabilities, run_attack
 
     start = time.perf_counter()
     class_names = classifier.class_names
-    with torch.no_grad(), frozen(classifier.network):
-        clean = classifier.logits(classifier.prepare(images).to(classifier.device)).softmax(-1).cpu()
+    clean = probabilities(classifier, classifier.prepare(images))
     before = clean.argmax(-1)
     success, after = {}, {}
     for method in METHODS:

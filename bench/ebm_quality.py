@@ -251,13 +251,13 @@ def speed(model, repeats: int) -> dict:
 def out_of_distribution(model, count: int | None, samples: torch.Tensor, steps: int, seed: int) -> dict:
     """Mean energy of test images, uniform noise, grey faces and the model's samples; AUROC of each
     against the test images, the energy as the outlier score."""
-    from core.ebm import energies
+    from core.ebm import energies, uniform_noise
     from core.metrics.ood import auroc
     from core.runtime import make_generator
 
     test = ood_test_images(count)
     count = len(test)
-    noise = torch.rand(test.shape, generator=make_generator(seed)) * 2 - 1
+    noise = uniform_noise(len(test), test.shape[-1], make_generator(seed))
     sets = {"test": test, "noise": noise, "faces": faces(count), "samples": samples}
     energy = {key: energies(model, images) for key, images in sets.items()}
     return {"score": "the energy E(x): high = unlike the training data",

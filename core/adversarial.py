@@ -47,7 +47,6 @@ Measured on one CPU thread: a 10-step PGD on a 224-px photo with Lite0 takes 0.8
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 from collections.abc import Iterator
@@ -58,7 +57,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.metrics.classifiers import ROBUST_NAME
-from core.runtime import autocast
+from core.runtime import autocast, frozen
 
 METHODS = ("fgsm", "pgd")
 CLASSIFIERS = ("fashion_mnist", ROBUST_NAME, "efficientnet_lite0")
@@ -223,21 +222,11 @@ def _classes(classifier: Classifier, values, n: int, what: str) -> Tensor:
     return classes.long().cpu()
 
 
-@contextlib.contextmanager
-def frozen(network: nn.Module):
-    """Run `network` as at test time (batch norm's running statistics, no dropout) with no gradient
-    for its weights; afterwards every module's mode and every weight's requires_grad are as they were.
-    (Restoring only the top module's mode would switch a shared backbone's batch norms to training.)"""
-    modes = [(module, module.training) for module in network.modules()]
-    flags = [(p, p.requires_grad) for p in network.parameters()]
-    network.eval().requires_grad_(False)
-    try:
-        yield network
-    finally:
-        for module, mode in modes:
-            module.training = mode
-        for p, flag in flags:
-            p.requires_grad_(flag)
+@torch.no_grad()
+def probabilities(classifier: Classifier, images: Tensor) -> Tensor:
+    """softmax(f(x)) [N, classes] on the CPU for prepared images, the network run as at test time."""
+    with frozen(classifier.network):
+        return classifier.logits(images.to(classifier.device)).softmax(-1).cpu()
 
 
 @torch.no_grad()

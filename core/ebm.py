@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from core.data.toy2d import EXTENT, check, plane, sample as sample_toy
-from core.runtime import make_generator, seeded_init, set_learning_rate
+from core.runtime import frozen, make_generator, seeded_init, set_learning_rate
 
 
 @dataclass
@@ -99,9 +99,7 @@ def langevin(energy: nn.Module, x: torch.Tensor, steps: int, step_size: float, n
         raise ValueError(f"Step size and noise must be finite and not negative, not {step_size} and {noise}.")
     if steps < 0:
         raise ValueError(f"The number of Langevin steps cannot be negative ({steps}).")
-    weights = [p.requires_grad for p in energy.parameters()]
-    energy.requires_grad_(False)
-    try:
+    with frozen(energy):
         x = x.detach()
         if known is not None:
             known, start = known.to(x.device), x
@@ -119,9 +117,6 @@ def langevin(energy: nn.Module, x: torch.Tensor, steps: int, step_size: float, n
             if known is not None:
                 x = torch.where(known, start, x)
             yield x, e.detach()
-    finally:
-        for p, flag in zip(energy.parameters(), weights):
-            p.requires_grad_(flag)
 
 
 def last(stream):

@@ -115,6 +115,24 @@ def seeded_init(module: torch.nn.Module, generator: torch.Generator) -> None:
                 layer.bias.copy_((torch.rand(layer.bias.shape, generator=generator) * 2 - 1) * bound)
 
 
+@contextlib.contextmanager
+def frozen(network: torch.nn.Module):
+    """Run `network` as at test time (batch norm's running statistics, no dropout) with no gradient
+    for its weights, for walks that move the input instead (Langevin dynamics, adversarial attacks);
+    afterwards every module's mode and every weight's requires_grad are as they were. (Restoring only
+    the top module's mode would switch a shared backbone's batch norms to training.)"""
+    modes = [(module, module.training) for module in network.modules()]
+    flags = [(p, p.requires_grad) for p in network.parameters()]
+    network.eval().requires_grad_(False)
+    try:
+        yield network
+    finally:
+        for module, mode in modes:
+            module.training = mode
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float, what: str = "The learning rate") -> None:
     """Change a live trainer's learning rate between steps (a slider moved while it trains)."""
     if not (isinstance(lr, (int, float)) and 0 < lr <= 10):

@@ -196,16 +196,6 @@ def _load(source, image, index, network: str) -> tuple:
     return x, None, "your photo, drawn as clothes", notes
 
 
-def _probabilities(classifier, x):
-    """softmax(f(x)) [N, classes] on the CPU, the network run as at test time."""
-    import torch
-
-    from core.adversarial import frozen
-
-    with torch.no_grad(), frozen(classifier.network):
-        return classifier.logits(x.to(classifier.device)).softmax(-1).cpu()
-
-
 def _shown(x):
     """A [1, C, H, W] image as a PIL picture about SHOWN_PX wide; small images enlarged, nearest neighbour."""
     from PIL import Image
@@ -288,7 +278,7 @@ def attack_image(source, image, index, network, method, epsilon, steps, step_siz
     """Stream (original, perturbation, adversarial, its scale, top-5 bars, probabilities over the steps, status) while
     the attack runs. ε and the step size are in grey levels (1/255); step size 0 is PGD's usual
     2.5 ε / steps; `target` is a class of the network's ("name (index)", a name or a number) or untargeted."""
-    from core.adversarial import attack, load_classifier
+    from core.adversarial import attack, load_classifier, probabilities
     from core.runtime import clamp_seed, make_generator
 
     network = _check_network(network)
@@ -312,7 +302,7 @@ def attack_image(source, image, index, network, method, epsilon, steps, step_siz
     x = classifier.prepare(x)  # as the network sees it: 28-px clothes padded to 32
     names = classifier.class_names
     goal = parse_target(target, names)
-    clean = _probabilities(classifier, x)[0]
+    clean = probabilities(classifier, x)[0]
     prediction = int(clean.argmax())
     if goal is not None and goal == prediction:
         raise ValueError(f"The network already says “{names[goal]}” for this image: choose another target class "
@@ -354,6 +344,8 @@ def attack_image(source, image, index, network, method, epsilon, steps, step_siz
 
 def _summary(classifier, x, last, clean, true, goal, label, what, method, eps, alpha, steps, random_start, seed,
              seconds, notes) -> str:
+    from core.adversarial import probabilities
+
     names = classifier.class_names
     after = last.probabilities[0]
     top_before, top_after = int(clean.argmax()), int(after.argmax())
@@ -368,7 +360,7 @@ def _summary(classifier, x, last, clean, true, goal, label, what, method, eps, a
         verdict = ("**Fooled**: it changed its mind" if top_after != true else
                    f"**Not fooled**: it still says the true class; {more}")
     rounded = (last.images * 255).round() / 255
-    saved = _probabilities(classifier, rounded)[0]
+    saved = probabilities(classifier, rounded)[0]
     top_saved = int(saved.argmax())
     if method == "pgd":
         recipe = (f"PGD, {steps} steps of α = {alpha * 255 if alpha > 0 else 2.5 * eps * 255 / steps:.3g}/255"
@@ -439,7 +431,7 @@ def side_card() -> str:
 def side_by_side(index, epsilon, steps, seed):
     """The same PGD attack on one test image against the plain and the robust classifier -> (picture, note).
     Without the robust classifier the plain one is attacked alone and the note says how to make it."""
-    from core.adversarial import load_classifier, run_attack, success_rate
+    from core.adversarial import load_classifier, probabilities, run_attack, success_rate
     from core.data.fashion_mnist import CLASS_NAMES
     from core.runtime import clamp_seed, make_generator
 
@@ -454,7 +446,7 @@ def side_by_side(index, epsilon, steps, seed):
         classifier = load_classifier(name)
         settings = dict(method="pgd", epsilon=eps, steps=steps, random_start=True)
         last = run_attack(classifier, x, [label], generator=make_generator(seed), **settings)
-        clean = _probabilities(classifier, x)[0]
+        clean = probabilities(classifier, x)[0]
         rate = success_rate(classifier, images[batch], labels[batch], generator=make_generator(seed), **settings)
         results.append((name, clean, last))
         cn = classifier.class_names

@@ -11,6 +11,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT_DIR = ROOT / "assets" / "checkpoints"
 RESUME_DIR = ROOT / "runs" / "resume"  # trainers' resumable state: large, never shipped
+# Figures computed once and shipped (the tabs show them without importing torch):
+RECON_VS_DIMS = CHECKPOINT_DIR / "autoencoder" / "recon_vs_dims"  # core.autoencoder figures: .json, .png, .examples.png
 
 
 def shipped_path(technique: str, name: str) -> Path:

@@ -30,10 +30,12 @@ from tqdm import tqdm
 # so `--help` is instant and a technique that has not landed yet breaks nothing else.
 TRAINERS = {
     "text": ("core.text", "character language models (GPT, LSTM) on any UTF-8 text"),
+    "autoencoder": ("core.autoencoder", "PCA by SVD, plain and denoising autoencoders on Fashion-MNIST (the 2-D VAE's encoder and decoder)"),
     "vae": ("core.vae", "variational autoencoders (Fashion-MNIST 2-D, 16x16 4-level Fashion-MNIST, synthetic faces, CelebA)"),
     "gan": ("core.gan", "DCGAN, WGAN-GP and conditional GAN"),
     "diffusion": ("core.diffusion", "DDPM/DDIM denoising diffusion models"),
     "musegan": ("core.musegan", "MuseGAN on Bach chorales"),
+    "music_transformer": ("core.music_transformer", "Music Transformer (a small GPT) on Bach chorales, grid tokens"),
     "classifier": ("core.metrics.classifiers", "feature networks for FID/KID (Fashion-MNIST, face attributes)"),
     "pixelcnn": ("core.pixelcnn", "PixelCNN, plain and gated, on Fashion-MNIST with K intensity levels"),
     "flow": ("core.flow", "RealNVP/GLOW-lite normalizing flow on Fashion-MNIST with K intensity levels"),
@@ -55,10 +57,11 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    width = max(map(len, TRAINERS))
     parser = argparse.ArgumentParser(
         prog="python -m core.train", description="Train a GenLab model and write its checkpoint + model card.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="techniques:\n" + "\n".join(f"  {name:<11} {desc}" for name, (_, desc) in TRAINERS.items()))
+        epilog="techniques:\n" + "\n".join(f"  {name:<{width}} {desc}" for name, (_, desc) in TRAINERS.items()))
     parser.add_argument("technique", choices=sorted(TRAINERS), help="what to train")
     return parser
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import itertools
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -79,23 +80,37 @@ def _stage(cin, cout, transpose=False):
                          nn.LeakyReLU(0.2))
 
 
+def conv_encoder(config: VAEConfig) -> tuple[nn.Sequential, int]:
+    """Stride-2 conv stages that halve the image each time, flattened: (the stack, its output length).
+    The VAE and the plain autoencoder (core.autoencoder) share it, so only the loss tells them apart."""
+    w = config.widths
+    bottom = config.image_size // 2 ** len(w)  # spatial size after the last stage
+    stack = nn.Sequential(*[_stage(cin, cout) for cin, cout in zip([config.channels] + w[:-1], w)], nn.Flatten())
+    return stack, w[-1] * bottom ** 2
+
+
+def conv_decoder(config: VAEConfig) -> tuple[nn.Sequential, nn.Sequential]:
+    """The mirror of conv_encoder: (a linear layer from a code to the smallest feature map, transposed-conv
+    stages back to pixel logits)."""
+    w = config.widths
+    flat = w[-1] * (config.image_size // 2 ** len(w)) ** 2
+    ups = [_stage(cin, cout, transpose=True) for cin, cout in zip(w[::-1][:-1], w[::-1][1:])]
+    out = config.channels * (config.levels or 1)  # K logits per pixel and channel for a categorical decoder
+    return (nn.Sequential(nn.Linear(config.latent_dim, flat), nn.LeakyReLU(0.2)),
+            nn.Sequential(*ups, nn.ConvTranspose2d(w[0], out, 4, stride=2, padding=1)))
+
+
 class VAE(nn.Module):
     """Convolutional encoder (stride-2 stages) -> (mu, logvar); decoder mirrors it back to pixels."""
 
     def __init__(self, config: VAEConfig):
         super().__init__()
         self.config = config
-        w = config.widths
-        self.bottom = config.image_size // 2 ** len(w)  # spatial size after the last stage
-        flat = w[-1] * self.bottom ** 2
-        self.encoder = nn.Sequential(*[_stage(cin, cout) for cin, cout in zip([config.channels] + w[:-1], w)],
-                                     nn.Flatten())
+        self.bottom = config.image_size // 2 ** len(config.widths)
+        self.encoder, flat = conv_encoder(config)
         self.to_mu = nn.Linear(flat, config.latent_dim)
         self.to_logvar = nn.Linear(flat, config.latent_dim)
-        self.from_z = nn.Sequential(nn.Linear(config.latent_dim, flat), nn.LeakyReLU(0.2))
-        ups = [_stage(cin, cout, transpose=True) for cin, cout in zip(w[::-1][:-1], w[::-1][1:])]
-        out = config.channels * (config.levels or 1)  # K logits per pixel and channel for a categorical decoder
-        self.decoder = nn.Sequential(*ups, nn.ConvTranspose2d(w[0], out, 4, stride=2, padding=1))
+        self.from_z, self.decoder = conv_decoder(config)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.encoder(x)
@@ -263,7 +278,8 @@ def as_float(images: torch.Tensor) -> torch.Tensor:
 
 
 def device_of(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
+    """Where the model lives (from its buffers when it has no parameters, as PCA)."""
+    return next(itertools.chain(model.parameters(), model.buffers())).device
 
 
 @torch.no_grad()
@@ -450,11 +466,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="celeba: fetch CelebA through torchvision into --data-dir when it is not there")
 
 
-def train_vae(model: VAE, train_x, *, beta: float, epochs: int, batch_size: int, optimizer,
-              generator: torch.Generator, progress: dict, steps_per_epoch: int | None = None, step: int = 0,
-              feature_weight: float = 0.0, network: nn.Module | None = None, autocast=contextlib.nullcontext):
-    """The training loop as a generator: an event per step ({"step", "epoch", "loss", "recon", "kl"}) and,
-    after each epoch, {"step", "epoch_done", "train": mean terms over the epoch}.
+def train_epochs(model: nn.Module, train_x, loss, *, epochs: int, batch_size: int, optimizer,
+                 generator: torch.Generator, progress: dict, steps_per_epoch: int | None = None, step: int = 0,
+                 network: nn.Module | None = None, autocast=contextlib.nullcontext):
+    """The training loop of the VAE and of the autoencoders, as a generator: an event per step
+    ({"step", "epoch", "loss", and the loss's other terms}) and, after each epoch, {"step", "epoch_done",
+    "train": mean terms over the epoch}. `loss(network, x, generator=...)` returns the terms (a dict with
+    "loss"), e.g. functools.partial(vae_loss, beta=2.05).
 
     `network` is what the step calls (the model, or its DistributedDataParallel wrapper, which averages
     the gradients over the processes); `batch_size` is this process's share of the batch; `train_x`
@@ -470,7 +488,7 @@ def train_vae(model: VAE, train_x, *, beta: float, epochs: int, batch_size: int,
         for i in range(progress["batch"], steps_per_epoch):
             x = as_float(train_x[order[i * batch_size:(i + 1) * batch_size]]).to(device)
             with autocast():
-                terms = vae_loss(network, x, beta, generator, feature_weight)
+                terms = loss(network, x, generator=generator)
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             optimizer.step()
@@ -529,10 +547,10 @@ def train_main(args) -> Path:
         run.save_state({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "progress": progress,
                         "curves": curves, "init": init})
 
-    events = train_vae(model, train_x, beta=args.beta, epochs=args.epochs, batch_size=run.batch,
-                       optimizer=optimizer, generator=run.generator("batches and noise"), progress=progress,
-                       steps_per_epoch=steps_per_epoch, step=run.step, feature_weight=args.feature_weight,
-                       network=network, autocast=run.autocast)
+    loss = functools.partial(vae_loss, beta=args.beta, feature_weight=args.feature_weight)
+    events = train_epochs(model, train_x, loss, epochs=args.epochs, batch_size=run.batch, optimizer=optimizer,
+                          generator=run.generator("batches and noise"), progress=progress,
+                          steps_per_epoch=steps_per_epoch, step=run.step, network=network, autocast=run.autocast)
     for event in run.loop(events, save, total=steps_per_epoch * args.epochs, desc=f"vae {args.dataset}"):
         if "epoch_done" in event:
             curves.append(curve_point(event["train"]))

@@ -78,6 +78,15 @@ def number(value, default: float, low: float, high: float, whole: bool = False):
     return int(value) if whole else value
 
 
+def clicked_pixel(evt, width: int, height: int, what: str = "the picture") -> tuple[int, int]:
+    """The pixel under a click on an image (a gr.SelectData), clamped to the picture: a click on its edge,
+    or a hand-made request with odd numbers, counts as the nearest pixel; no [x, y] pair is refused."""
+    index = getattr(evt, "index", None)
+    if not isinstance(index, (list, tuple)) or len(index) != 2:
+        raise ValueError(f"Click on {what} to choose a point.")
+    return number(index[0], width / 2, 0, width - 1, whole=True), number(index[1], height / 2, 0, height - 1, whole=True)
+
+
 MAX_UPLOAD_BYTES = 20_000_000  # any one upload (app.py gives it to the server), or an image sent inline
 
 

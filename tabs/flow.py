@@ -15,7 +15,7 @@ from core.data.toy2d import EXTENT
 from core.registry import read_card, shipped_path
 from core.runtime import MAX_SEED
 from tabs import live2d
-from tabs.common import bench_records, code_of, figure_to_image, number, on_gpu, pyplot, queue, user_errors
+from tabs.common import bench_records, clicked_pixel, code_of, figure_to_image, number, on_gpu, pyplot, queue, user_errors
 from tabs.live2d import learning_rate, play, require, steps_per_frame
 
 TAB = "flow"
@@ -463,11 +463,7 @@ def to_data(live, x, y):
 
 def _clicked(evt) -> tuple[float, float]:
     """The point under a click on a plane image (a click on its edge counts as the nearest pixel)."""
-    index = getattr(evt, "index", None)
-    if not isinstance(index, (list, tuple)) or len(index) != 2:
-        raise ValueError("Click on the plane to choose a point.")
-    px, py = (number(v, PLANE_PX / 2, 0, PLANE_PX - 1, whole=True) for v in index)
-    return pixel_to_point(px, py)
+    return pixel_to_point(*clicked_pixel(evt, PLANE_PX, PLANE_PX, "the plane"))
 
 
 def click_data(live, evt: gr.SelectData):

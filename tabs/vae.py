@@ -9,7 +9,8 @@ from __future__ import annotations
 import gradio as gr
 
 from core.registry import list_shipped, read_card
-from tabs.common import BENCH_RESULTS, bench_records, image_upload, number, queue, user_errors
+from tabs import latent_spaces
+from tabs.common import BENCH_RESULTS, bench_records, clicked_pixel, image_upload, number, queue, user_errors
 
 TAB = "vae"
 SLIDERS = "vae_sliders"          # slider drags get their own queue slot, so they never wait behind a morph
@@ -17,8 +18,6 @@ FASHION, FACES = "fashion_2d", "faces_200d"
 MAP_SIZE, MAP_LEGEND = 480, 150  # pixels of the scatter and of the legend beside it
 SHOW = 256                       # decoded images are shown enlarged to this many pixels
 N_DIM_SLIDERS = 8
-CLASS_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-                 (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
 
 
 def _enlarge(image, size=SHOW):
@@ -35,43 +34,28 @@ def _tensor_image(x, size=SHOW):
 
 # --- Fashion-MNIST: the 2-D map ----------------------------------------------------------------
 
-def _map_extent(codes) -> float:
-    # A square window holding 99% of the test codes on each axis, so a few outliers don't shrink the map.
-    return float(codes.float().abs().quantile(0.995).clamp(min=1.0)) * 1.05
+def _fashion_map():
+    """(model, checkpoint, window): the 2-D VAE and the square of code space its map shows, centred on the
+    prior's mean 0."""
+    from core.vae import load_vae
+    from tabs.latent_spaces import Window
+
+    model, ckpt = load_vae(FASHION)
+    return model, ckpt, Window.around(ckpt.extras["map_codes"])
 
 
 def draw_map(marker=None):
     """The scatter of every test image's code, coloured by class, with an optional marker at `marker` (z1, z2)."""
-    import numpy as np
-    from PIL import Image, ImageDraw
+    from PIL import ImageDraw
 
-    from core.vae import load_vae
+    from tabs.latent_spaces import draw_codes
 
-    _, ckpt = load_vae(FASHION)
-    codes, labels = ckpt.extras["map_codes"].float(), ckpt.extras["map_labels"].long()
-    extent = _map_extent(codes)
-    canvas = np.full((MAP_SIZE, MAP_SIZE + MAP_LEGEND, 3), 255, dtype=np.uint8)
-    canvas[MAP_SIZE // 2, :MAP_SIZE] = canvas[:, MAP_SIZE // 2] = 225  # the axes z1 = 0 and z2 = 0
-    inside = (codes.abs() < extent).all(1)  # the 1% beyond the window are left out, not piled on its edge
-    codes, labels = codes[inside], labels[inside]
-    cols = ((codes[:, 0] / extent + 1) / 2 * (MAP_SIZE - 1)).round().long().clamp(0, MAP_SIZE - 2).numpy()
-    rows = ((1 - codes[:, 1] / extent) / 2 * (MAP_SIZE - 1)).round().long().clamp(0, MAP_SIZE - 2).numpy()
-    colours = np.array(CLASS_COLOURS, dtype=np.uint8)[labels.numpy()]
-    for dr in (0, 1):
-        for dc in (0, 1):  # 2x2 dots
-            canvas[rows + dr, cols + dc] = colours
-    image = Image.fromarray(canvas)
+    _, ckpt, window = _fashion_map()
+    image = draw_codes(ckpt.extras["map_codes"], ckpt.extras["map_labels"], window, MAP_SIZE,
+                       legend=ckpt.extras["class_names"], legend_px=MAP_LEGEND, marker=marker)
     draw = ImageDraw.Draw(image)
-    for i, name in enumerate(ckpt.extras["class_names"]):
-        top = 12 + 22 * i
-        draw.rectangle([MAP_SIZE + 10, top, MAP_SIZE + 24, top + 14], fill=CLASS_COLOURS[i])
-        draw.text((MAP_SIZE + 30, top + 1), name, fill=(0, 0, 0))
-    draw.text((MAP_SIZE + 10, MAP_SIZE - 40), f"z1, z2 in +-{extent:.1f}", fill=(90, 90, 90))
+    draw.text((MAP_SIZE + 10, MAP_SIZE - 40), f"z1, z2 in +-{window.half:.1f}", fill=(90, 90, 90))
     draw.text((MAP_SIZE + 10, MAP_SIZE - 24), "click to decode", fill=(90, 90, 90))
-    if marker is not None:
-        x = (marker[0] / extent + 1) / 2 * (MAP_SIZE - 1)
-        y = (1 - marker[1] / extent) / 2 * (MAP_SIZE - 1)
-        draw.ellipse([x - 7, y - 7, x + 7, y + 7], outline=(0, 0, 0), width=3)
     return image
 
 
@@ -79,16 +63,13 @@ def decode_map_click(evt: gr.SelectData):
     """Decode the point of the map that was clicked; return the map with a marker, the image and its code."""
     import torch
 
-    from core.vae import decode, load_vae
+    from core.vae import decode
 
-    if evt is None or evt.index is None:
-        raise ValueError("Click on the map to choose a point.")
-    x, y = evt.index[0], evt.index[1]
+    x, y = clicked_pixel(evt, MAP_SIZE + MAP_LEGEND, MAP_SIZE, "the map")
     if x >= MAP_SIZE:
         raise ValueError("That is the legend: click inside the map, on the left.")
-    model, ckpt = load_vae(FASHION)
-    extent = _map_extent(ckpt.extras["map_codes"])
-    z = (x / (MAP_SIZE - 1) * 2 - 1) * extent, (1 - y / (MAP_SIZE - 1) * 2) * extent
+    model, _, window = _fashion_map()
+    z = window.to_code(x, y, MAP_SIZE)
     image = decode(model, torch.tensor([z], dtype=torch.float32))
     return draw_map(z), _tensor_image(image, 192), f"z = ({z[0]:+.2f}, {z[1]:+.2f})"
 
@@ -383,7 +364,10 @@ def _faces_section() -> None:
 def build() -> None:
     gr.Markdown("## Variational autoencoders\nAn encoder maps each image to a Gaussian over codes, a decoder "
                 "maps codes back; the KL term keeps the codes near N(0, I), so *every* point decodes to "
-                "something plausible. Models: see their cards in `assets/checkpoints/vae/`.")
+                "something plausible. Models: see their cards in `assets/checkpoints/vae/` and "
+                "`assets/checkpoints/autoencoder/`.")
+    latent_spaces.build()
+    gr.Markdown("---")
     if FASHION in list_shipped("vae"):
         _fashion_section()
     else:

@@ -8,6 +8,7 @@ from core import registry
 from core.checkpoints import (CheckpointError, build_model, load_checkpoint, load_resume, make_card, save_checkpoint,
                               save_resume)
 from core.registry import list_shipped, read_card
+from core.train import TRAINERS
 
 
 @dataclass
@@ -174,14 +175,15 @@ def test_resumable_state_of_shipped_checkpoints_stays_out_of_assets(tmp_path):
 
 # --- the shipped cards tell the truth about themselves -------------------------------------
 
-SHIPPED = [(technique, name) for technique in ("classifier", "diffusion", "ebm", "flow", "gan", "musegan", "pixelcnn", "text", "vae")
-           for name in list_shipped(technique)]
+SHIPPED = [(technique, name) for technique in sorted(TRAINERS) for name in list_shipped(technique)]
 # Training-set sizes, from each card's command and data line: epochs x steps per epoch must give its steps.
-TRAINING_IMAGES = {("vae", "fashion_2d"): 60000, ("vae", "faces_200d"): 30000,  # --train-size 30000
+TRAINING_IMAGES = {("vae", "fashion_2d"): 60000, ("vae", "fashion_32d"): 60000,
+                   ("vae", "faces_200d"): 30000,  # --train-size 30000
                    ("gan", "dcgan_fashion"): 60000, ("gan", "cgan_fashion"): 60000,
                    ("gan", "wgangp_faces"): 6000,  # --faces 6000
                    ("vae", "fashion16_k4"): 60000,
-                   ("classifier", "fashion_mnist_robust"): 55000}  # 5,000 held out for validation
+                   ("classifier", "fashion_mnist_robust"): 55000,  # 5,000 held out for validation
+                   **{("autoencoder", name): 60000 for name in list_shipped("autoencoder")}}
 
 
 def _strings(value):

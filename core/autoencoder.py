@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,8 +47,8 @@ from torch import nn
 from core.checkpoints import build_model, load_shipped
 from core.registry import RECON_VS_DIMS, shipped_path
 from core.runtime import make_generator
-from core.vae import (VAEConfig, as_float, config_dict, conv_decoder, conv_encoder, device_of, reconstruction_nats,
-                      train_epochs)
+from core.vae import (VAEConfig, as_float, config_dict, conv_decoder, conv_encoder, device_of, fit_epochs,
+                      reconstruction_nats)
 
 SWEEP_DIMS = (1, 2, 4, 8, 16, 32)  # the latent sizes of the error-against-dimensions figure
 DENOISING_DIMS = 32                # the denoiser is compared with the plain autoencoder of the same size
@@ -220,7 +219,8 @@ def fitted_gaussian(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def gaussian_codes(mean: torch.Tensor, covariance: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
     """n codes from N(mean, covariance): z = mean + L eps with L L^T = covariance (Cholesky)."""
-    jitter = 1e-6 * covariance.diagonal().mean().clamp(min=1e-6) * torch.eye(len(mean))  # a flat direction still factorises
+    # a tiny ridge, so a flat direction (a singular covariance) still factorises
+    jitter = 1e-6 * covariance.diagonal().mean().clamp(min=1e-6) * torch.eye(len(mean))
     lower = torch.linalg.cholesky(covariance.double() + jitter.double()).float()
     return mean + torch.randn(n, len(mean), generator=generator) @ lower.T
 
@@ -332,41 +332,16 @@ def train_main(args) -> Path:
     config = VAEConfig(image_size=32, channels=1, latent_dim=args.latent,
                        widths=[int(w) for w in str(args.widths).split(",")])
     model = Autoencoder(config)
-    state = run.resumed
-    if state:
-        model.load_state_dict(state["model"])
-    network = run.wrap(model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    if state:
-        optimizer.load_state_dict(state["optimizer"])
-    progress = state["progress"] if state else {"epoch": 0, "batch": 0, "sums": {}}
-    curves = state["curves"] if state else []
-    train_x = data["train"][run.shard(len(data["train"]), "images")]
-    steps_per_epoch = math.ceil(len(data["train"]) // run.world_size / run.batch)
+    if run.resumed:
+        model.load_state_dict(run.resumed["model"])
     run.log(f"{data['description']}; {shipped_name('autoencoder', args.latent, args.noise)} from step {run.step}")
 
-    def curve_point(train_means: dict) -> dict:
-        run.sync_buffers(model)
-        valid = reconstruction_error(model, data["valid"])
-        return {"epoch": round(run.step / steps_per_epoch, 2), "step": run.step, "wall_s": round(run.elapsed_s, 1),
-                **{f"train_{k}": round(run.mean(v), 3) for k, v in sorted(train_means.items())},
-                "valid_recon": round(valid["bce_nats"], 3), "valid_mse": round(valid["mse"], 5)}
+    def validate() -> dict:
+        error = reconstruction_error(model, data["valid"])
+        return {"recon": round(error["bce_nats"], 3), "mse": round(error["mse"], 5)}
 
-    def save() -> None:
-        run.save_state({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "progress": progress,
-                        "curves": curves})
-
-    events = train_epochs(model, train_x, functools.partial(autoencoder_loss, noise=args.noise), epochs=args.epochs,
-                          batch_size=run.batch, optimizer=optimizer, generator=run.generator("batches and noise"),
-                          progress=progress, steps_per_epoch=steps_per_epoch, step=run.step, network=network,
-                          autocast=run.autocast)
-    for event in run.loop(events, save, total=steps_per_epoch * args.epochs, desc=f"autoencoder {args.latent}-D"):
-        if "epoch_done" in event:
-            curves.append(curve_point(event["train"]))
-            run.log(f"epoch {curves[-1]['epoch']}: validation recon {curves[-1]['valid_recon']:.1f} nats, "
-                    f"mse {curves[-1]['valid_mse']:.4f}")
-    card_curves = curves + ([curve_point({k: v / progress["batch"] for k, v in progress["sums"].items()})]
-                            if progress["batch"] else [])
+    card_curves = fit_epochs(run, model, data["train"], functools.partial(autoencoder_loss, noise=args.noise),
+                             epochs=args.epochs, lr=args.lr, desc=f"autoencoder {args.latent}-D", validate=validate)
     run.sync_buffers(model)
     valid = reconstruction_error(model, data["valid"])
     metrics = {"valid_recon": round(valid["bce_nats"], 2), "valid_mse": round(valid["mse"], 5)}
@@ -403,7 +378,8 @@ def reconstruction_curve(images: torch.Tensor, dims=SWEEP_DIMS) -> dict:
 
 
 def reconstruction_rows(images: torch.Tensor, dims=SWEEP_DIMS) -> torch.Tensor:
-    """The originals, then their PCA and autoencoder reconstructions at each size: [(1 + 2 * len(dims)) * N, 1, H, W]."""
+    """The originals, then their PCA and autoencoder reconstructions at each size:
+    [(1 + 2 * len(dims)) * N, 1, H, W]."""
     pca, _ = load_model(PCA_NAME)
     rows = [images]
     for d in dims:

@@ -502,6 +502,48 @@ def train_epochs(model: nn.Module, train_x, loss, *, epochs: int, batch_size: in
         yield {"step": step, "epoch_done": progress["epoch"], "train": means}
 
 
+def fit_epochs(run, model: nn.Module, train_x, loss, *, epochs: int, lr: float, desc: str, validate,
+               extra_state: dict | None = None) -> list[dict]:
+    """The epoch loop the VAE and the autoencoders (core.autoencoder) share, on a core.engine.TrainingRun:
+    Adam, this process's share of the images, a resumable save every few minutes (with `extra_state`),
+    and after each epoch a curve point of the train means and `validate()` (its keys prefixed "valid_").
+    `model` already holds its starting weights (a resumed run's included). Returns the card's curves: a
+    run stopped by --minutes ends mid-epoch, and its last point counts epochs as data seen, e.g. 4.26
+    (the resume state leaves that point out: the resumed run finishes the epoch)."""
+    state = run.resumed
+    network = run.wrap(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    if state:
+        optimizer.load_state_dict(state["optimizer"])
+    progress = state["progress"] if state else {"epoch": 0, "batch": 0, "sums": {}}
+    curves = state["curves"] if state else []
+    # Every process takes the same number of steps (the smallest share decides), or DDP would wait forever.
+    steps_per_epoch = math.ceil(len(train_x) // run.world_size / run.batch)
+    train_x = train_x[run.shard(len(train_x), "images")]
+
+    def curve_point(train_means: dict) -> dict:
+        # Every process evaluates the same model on the same images: no process waits for another.
+        run.sync_buffers(model)
+        return {"epoch": round(run.step / steps_per_epoch, 2), "step": run.step, "wall_s": round(run.elapsed_s, 1),
+                **{f"train_{k}": round(run.mean(v), 3) for k, v in sorted(train_means.items())},
+                **{f"valid_{k}": v for k, v in validate().items()}}
+
+    def save() -> None:
+        run.save_state({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "progress": progress,
+                        "curves": curves, **(extra_state or {})})
+
+    events = train_epochs(model, train_x, loss, epochs=epochs, batch_size=run.batch, optimizer=optimizer,
+                          generator=run.generator("batches and noise"), progress=progress,
+                          steps_per_epoch=steps_per_epoch, step=run.step, network=network, autocast=run.autocast)
+    for event in run.loop(events, save, total=steps_per_epoch * epochs, desc=desc):
+        if "epoch_done" in event:
+            curves.append(curve_point(event["train"]))
+            run.log(f"epoch {curves[-1]['epoch']}: " + ", ".join(f"{k} {v:.4g}" for k, v in curves[-1].items()
+                                                                  if k.startswith(("train_", "valid_"))))
+    return curves + ([curve_point({k: v / progress["batch"] for k, v in progress["sums"].items()})]
+                     if progress["batch"] else [])
+
+
 def train_main(args) -> Path:
     from core.engine import TrainingRun
 
@@ -524,43 +566,11 @@ def train_main(args) -> Path:
         weights, init = start_from(args.init_from, config_dict(config), "VAE", ("epochs", "metrics"))
         model.load_state_dict(weights)
         run.commands = command_history(args, init)  # the checkpoint's commands head this run's
-    network = run.wrap(model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    if state:
-        optimizer.load_state_dict(state["optimizer"])
-    progress = state["progress"] if state else {"epoch": 0, "batch": 0, "sums": {}}
-    curves = state["curves"] if state else []
-    train_x = data["train"][run.shard(len(data["train"]), "images")]
-    # Every process takes the same number of steps (the smallest share decides), or DDP would wait forever.
-    steps_per_epoch = math.ceil(len(data["train"]) // run.world_size / run.batch)
     run.log(f"{data['description']}; from step {run.step}; {run.world_size} process(es) on {run.device}")
-
-    def curve_point(train_means: dict) -> dict:
-        # Every process evaluates the same model on the same images: no process waits for another.
-        run.sync_buffers(model)
-        valid = evaluate(model, data["valid"])
-        return {"epoch": round(run.step / steps_per_epoch, 2), "step": run.step, "wall_s": round(run.elapsed_s, 1),
-                **{f"train_{k}": round(run.mean(v), 3) for k, v in sorted(train_means.items())},
-                **{f"valid_{k}": round(v, 3) for k, v in valid.items()}}
-
-    def save() -> None:
-        run.save_state({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "progress": progress,
-                        "curves": curves, "init": init})
-
     loss = functools.partial(vae_loss, beta=args.beta, feature_weight=args.feature_weight)
-    events = train_epochs(model, train_x, loss, epochs=args.epochs, batch_size=run.batch, optimizer=optimizer,
-                          generator=run.generator("batches and noise"), progress=progress,
-                          steps_per_epoch=steps_per_epoch, step=run.step, network=network, autocast=run.autocast)
-    for event in run.loop(events, save, total=steps_per_epoch * args.epochs, desc=f"vae {args.dataset}"):
-        if "epoch_done" in event:
-            curves.append(curve_point(event["train"]))
-            point = curves[-1]
-            run.log(f"epoch {point['epoch']}: train recon {point['train_recon']:.1f} kl {point['train_kl']:.2f}, "
-                    f"validation ELBO {point['valid_elbo']:.1f}")
-    # A run stopped by --minutes ends mid-epoch: its last point counts epochs as data seen, e.g. 4.26
-    # (the resume state, saved above, leaves it out: the resumed run finishes that epoch).
-    card_curves = curves + ([curve_point({k: v / progress["batch"] for k, v in progress["sums"].items()})]
-                            if progress["batch"] else [])
+    card_curves = fit_epochs(run, model, data["train"], loss, epochs=args.epochs, lr=args.lr,
+                             desc=f"vae {args.dataset}", validate=lambda: {k: round(v, 3) for k, v in evaluate(model, data["valid"]).items()},
+                             extra_state={"init": init})
     path = _save(run, model, config, args, data, card_curves, init)
     run.finish()
     return path

@@ -54,7 +54,8 @@ class Window:
                (1 - (z[1] - self.centre[1]) / self.half) / 2 * (size - 1)
 
     def to_code(self, x: float, y: float, size: int) -> tuple[float, float]:
-        return self.centre[0] + (x / (size - 1) * 2 - 1) * self.half, self.centre[1] + (1 - y / (size - 1) * 2) * self.half
+        return (self.centre[0] + (x / (size - 1) * 2 - 1) * self.half,
+                self.centre[1] + (1 - y / (size - 1) * 2) * self.half)
 
 
 def draw_codes(codes, labels, window: Window, size: int, legend: list[str] | None = None, legend_px: int = 0,
@@ -316,7 +317,7 @@ def _shipped_figure(suffix: str) -> str | None:
 def build() -> None:
     gr.Markdown("### From PCA to autoencoder to VAE: three 2-D latent spaces of the same clothes\n"
                 "Each map shows where the 10,000 Fashion-MNIST test images land in one model's two-dimensional "
-                "code. **PCA** " + ABOUT["PCA"] + " **The autoencoder**: " + ABOUT["autoencoder"] + " **The VAE**: "
+                "code. **PCA**: " + ABOUT["PCA"] + " **The autoencoder**: " + ABOUT["autoencoder"] + " **The VAE**: "
                 + ABOUT["VAE"] + " Click any map to decode that point; *Sample* draws random codes from each "
                 "space's Gaussian and shows what they decode to. " + measured_holes(), elem_id="spaces-intro")
     missing = [f"{technique}/{name}" for technique, names in NEEDED.items() for name in names
@@ -399,5 +400,6 @@ def build() -> None:
             {"api_name": f"vae_pca_slider_{i + 1}_moved", "api_visibility": "undocumented"}
         slider.input(user_errors(pca_slider_image), eigen_sliders, [eigen_image], trigger_mode="always_last",
                      show_progress="hidden", **api, **queue(CLICKS, 4))
-    denoise_button.click(user_errors(denoise), [example, sigma, noise_seed], [clean, noisy, plain, denoised, denoise_note],
+    denoise_button.click(user_errors(denoise), [example, sigma, noise_seed],
+                         [clean, noisy, plain, denoised, denoise_note],
                          api_name="vae_denoise", **queue(TAB, 2))

@@ -185,6 +185,9 @@ class GPTConfig:
     n_head: int = 4
     n_embd: int = 256
     dropout: float = 0.1
+    # Dropout on the attention weights; None: `dropout`. 0 lets a CPU train with the fused attention
+    # kernel (with attention dropout it falls back to the plain one, about twice as slow overall).
+    attn_dropout: float | None = None
 
 
 class CausalSelfAttention(nn.Module):
@@ -194,25 +197,45 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         assert config.n_embd % config.n_head == 0, "n_embd must be divisible by n_head"
         self.n_head = config.n_head
-        self.dropout = config.dropout
+        self.dropout = config.dropout if config.attn_dropout is None else config.attn_dropout
         self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd)
         self.proj = nn.Linear(config.n_embd, config.n_embd)
         self.resid_drop = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, past=None):
+    def forward(self, x: torch.Tensor, past=None, weights: list | None = None):
         """`past` is this layer's cached (keys, values) of earlier positions, used when sampling:
-        a new character then costs one query against the cache instead of re-reading the context."""
+        a new character then costs one query against the cache instead of re-reading the context.
+
+        `weights`, a list, asks for the attention weights: this layer appends them, (B, heads, T, S)
+        for T queries over S = cached + T keys, and computes its output from them (see attention_weights).
+        Without it the fused kernel runs, which never forms the weights."""
         B, T, C = x.shape
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
                    for t in self.qkv(x).split(C, dim=2))
         if past is not None:
             assert T == 1, "with a cache, feed one character at a time"
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
-        # One new query may see the whole cache; a fresh sequence needs the causal mask.
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=past is None and T > 1,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        if weights is not None:
+            att = attention_weights(q, k)
+            weights.append(att)
+            y = F.dropout(att, self.dropout, self.training) @ v
+        else:
+            # One new query may see the whole cache; a fresh sequence needs the causal mask.
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=past is None and T > 1,
+                                               dropout_p=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.resid_drop(self.proj(y)), (k, v)
+
+
+def attention_weights(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + causal mask), written out: (B, heads, T, S) for T queries that are the
+    last T of S positions. Query i sits at position S - T + i and sees keys 0 .. S - T + i; the mask
+    puts -inf on every later key, so its weight is exactly 0 and each row sums to 1. This is what
+    F.scaled_dot_product_attention computes inside, without ever storing it."""
+    T, S = q.shape[-2], k.shape[-2]
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+    later = torch.ones(T, S, dtype=torch.bool, device=q.device).triu(S - T + 1)
+    return torch.softmax(scores.float().masked_fill(later, float("-inf")), dim=-1).to(q.dtype)
 
 
 class Block(nn.Module):
@@ -226,8 +249,8 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(config.n_embd, 4 * config.n_embd), nn.GELU(),
                                  nn.Linear(4 * config.n_embd, config.n_embd), nn.Dropout(config.dropout))
 
-    def forward(self, x, past=None):
-        attended, kv = self.attn(self.ln1(x), past)
+    def forward(self, x, past=None, weights: list | None = None):
+        attended, kv = self.attn(self.ln1(x), past, weights)
         x = x + attended
         return x + self.mlp(self.ln2(x)), kv
 
@@ -257,10 +280,11 @@ class GPT(nn.Module):
         if isinstance(module, nn.Linear):
             nn.init.zeros_(module.bias)
 
-    def forward(self, ids: torch.Tensor, cache=None):
+    def forward(self, ids: torch.Tensor, cache=None, weights: list | None = None):
         """ids (B, T) -> logits (B, T, vocab) and the per-layer key/value cache.
 
-        With a `cache` (from the previous call), `ids` is the one next character."""
+        With a `cache` (from the previous call), `ids` is the one next character. A `weights` list
+        receives every layer's attention weights (B, heads, T, S), first layer first (attention_maps)."""
         start = 0 if cache is None else cache[0][0].shape[2]
         if start + ids.shape[1] > self.config.block_size:
             raise ValueError(f"context of {start + ids.shape[1]} exceeds block_size {self.config.block_size}")
@@ -268,9 +292,20 @@ class GPT(nn.Module):
         x = self.drop(self.tok_emb(ids) + self.pos_emb(positions))
         new_cache = []
         for i, block in enumerate(self.blocks):
-            x, kv = block(x, None if cache is None else cache[i])
+            x, kv = block(x, None if cache is None else cache[i], weights)
             new_cache.append(kv)
         return self.head(self.ln_f(x)), new_cache
+
+    @torch.no_grad()
+    def attention_maps(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One forward pass over ids (B, T) that keeps what every head attended to: the logits
+        (B, T, vocab) and the weights (layers, B, heads, T, T), where [l, b, h, i] is how head h of
+        layer l spread position i's attention over positions 0..i (0 on every later one; each row
+        sums to 1). The outputs equal forward()'s up to float rounding: the same softmax(QK^T/sqrt(d))V,
+        formed explicitly instead of by the fused kernel."""
+        weights: list[torch.Tensor] = []
+        logits, _ = self(ids, weights=weights)
+        return logits, torch.stack(weights)
 
     @torch.no_grad()
     def next_logits(self, new_ids: torch.Tensor, state=None):
@@ -289,6 +324,16 @@ class GPT(nn.Module):
         else:
             logits, cache = self(new_ids, cache)
         return logits[0, -1], (recent, cache)
+
+
+def context_read(prompt_length: int, step: int, block_size: int) -> int:
+    """How many characters GPT.next_logits had read when `sample` chose its step-th character (1-based)
+    after a prompt of prompt_length: the whole text up to the block at first, then a window that grows by
+    one each step and, whenever the cache is full, falls back to the last half block (next_logits)."""
+    read = min(prompt_length, block_size)
+    for _ in range(step - 1):
+        read = block_size // 2 if read >= block_size else read + 1
+    return read
 
 
 MODELS = {"gpt": (GPT, GPTConfig), "lstm": (CharLSTM, CharLSTMConfig)}

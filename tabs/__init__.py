@@ -11,5 +11,5 @@ TABS = [
     ("Normalizing flow", "flow"),
     ("Energy-based model", "ebm"),
     ("Diffusion", "diffusion"),
-    ("MuseGAN", "musegan"),
+    ("Music", "music"),
 ]

@@ -21,6 +21,8 @@ TAB = "musegan"
 MODEL = "chorales"
 UI_MAX_BARS = 8
 VOICE_COLOURS = ("#d62728", "#ff9f1c", "#2ca02c", "#1f77b4")  # soprano red, alto orange, tenor green, bass blue
+PROMPT_COLOUR = "#b0b0b0"  # the bars a model was given, not the ones it wrote
+TRANSFORMER = "chorales"   # the shipped Music Transformer (tabs/music_transformer.py), a column of the measures
 INTRO = """### MuseGAN: Bach-style chorales in four voices
 The generator writes soprano, alto, tenor and bass bar by bar from four kinds of random input:
 **chords** (one vector, unfolded over the bars by a small recurrent network: the harmony's path),
@@ -59,8 +61,22 @@ def _check_instruments(instruments) -> tuple:
     return instruments
 
 
-def render(roll, tempo, instruments, note: str = ""):
-    """One roll (steps, 4) -> (piano roll figure, audio, [MIDI, MusicXML] files, metrics table, note)."""
+def reference_columns() -> list[tuple[str, dict]]:
+    """The measures both music models are judged by, from their cards: the held-out chorales, then each
+    shipped model's own figure (MuseGAN: 1,000 generated phrases; the Transformer: its continuations of
+    the held-out chorales' openings)."""
+    card = _card()["metrics"]
+    columns = [("Bach (held-out chorales)", card["held_out_chorales"]), ("MuseGAN (1,000 phrases)", card["generated"])]
+    if TRANSFORMER in list_shipped("music_transformer"):
+        music = read_card("music_transformer", TRANSFORMER)["metrics"].get("music")
+        if music:
+            columns.append(("Transformer (continued held-out openings)", music["generated"]))
+    return columns
+
+
+def render(roll, tempo, instruments, note: str = "", prompt_steps: int = 0):
+    """One roll (steps, 4) -> (piano roll figure, audio, [MIDI, MusicXML] files, metrics table, note). With
+    `prompt_steps`, the first steps are a prompt: drawn grey, and left out of this sample's measures."""
     from core import musegan
     from core.metrics.music import METRICS, all_metrics
 
@@ -70,16 +86,17 @@ def render(roll, tempo, instruments, note: str = ""):
     audio = sound.synthesize(pm)
     if sound.find_soundfont() is None:
         note = f"{note}  \n{NO_INSTRUMENTS}" if note else NO_INSTRUMENTS
-    folder = Path(tempfile.mkdtemp(prefix="genlab_musegan_"))
+    folder = Path(tempfile.mkdtemp(prefix="genlab_music_"))
     (folder / "chorale.mid").write_bytes(musegan.midi_bytes(pm))
     musegan.write_musicxml(roll, folder / "chorale.musicxml", tempo, instruments)
-    sample = all_metrics(roll)
-    reference = _card()["metrics"]
+    sample = all_metrics(roll[prompt_steps:])
+    columns = reference_columns()
     # A Markdown table, not gr.Dataframe: that one imports pandas' styler and matplotlib at start-up.
-    table = ["| measure | this sample | Bach (held-out chorales) | model (1,000 phrases) |", "|---|---|---|---|"]
-    table += [f"| {description} | {sample[name]:.3f} | {reference['held_out_chorales'][name]:.3f} | "
-              f"{reference['generated'][name]:.3f} |" for name, (_, description) in METRICS.items()]
-    return (piano_roll_figure(roll, len(roll) // 16), (sound.SAMPLE_RATE, audio),
+    table = [f"| measure | this sample{' (new bars)' if prompt_steps else ''} | "
+             + " | ".join(label for label, _ in columns) + " |", "|---" * (2 + len(columns)) + "|"]
+    table += [f"| {description} | {sample[name]:.3f} | " + " | ".join(f"{values[name]:.3f}" for _, values in columns)
+              + " |" for name, (_, description) in METRICS.items()]
+    return (piano_roll_figure(roll, -(-len(roll) // 16), prompt_steps), (sound.SAMPLE_RATE, audio),
             [str(folder / "chorale.mid"), str(folder / "chorale.musicxml")], "\n".join(table), note)
 
 
@@ -175,8 +192,9 @@ def analyse_upload(path, tempo, *instruments):
     yield render(roll, tempo, instruments, f"{Path(path).name}: first {len(roll) // STEPS_PER_BAR} bars.")
 
 
-def piano_roll_figure(roll, n_bars: int):
-    """The four voices as coloured note bars over pitch and time, with bar lines."""
+def piano_roll_figure(roll, n_bars: int, prompt_steps: int = 0):
+    """The four voices as coloured note bars over pitch and time, with bar lines; notes that start in the
+    first `prompt_steps` (a prompt the model continued) in grey, with a dashed line where the new music starts."""
     from matplotlib.figure import Figure
 
     from core import musegan
@@ -188,16 +206,20 @@ def piano_roll_figure(roll, n_bars: int):
         notes = musegan.notes_of(roll[:, v])
         ax.plot([], [], color=colour, lw=6, label=voice)  # legend entry
         for start, end, cls in notes:
-            ax.broken_barh([(start / 4, (end - start) / 4 - 0.05)], (class_to_midi(cls) - 0.4, 0.8), color=colour)
+            ax.broken_barh([(start / 4, (end - start) / 4 - 0.05)], (class_to_midi(cls) - 0.4, 0.8),
+                           color=PROMPT_COLOUR if start < prompt_steps else colour)
     for bar in range(n_bars + 1):
         ax.axvline(bar * 4, color="#999", lw=0.8)
+    if prompt_steps:
+        ax.axvline(prompt_steps / 4, color="#000", lw=1.5, ls="--")
+        ax.plot([], [], color=PROMPT_COLOUR, lw=6, label="prompt")
     sounding = [class_to_midi(c) for c in roll.flatten() if c]
     low, high = (min(sounding) - 2, max(sounding) + 2) if sounding else (48, 84)
     ax.set_ylim(low, high)
     ax.set_xlim(0, n_bars * 4)
     ax.set_xlabel("beats (quarter notes)")
     ax.set_ylabel("MIDI pitch (60 = middle C)")
-    ax.legend(loc="upper right", ncol=4, fontsize=8)
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1), ncol=5, fontsize=8, frameon=False)  # above, off the notes
     fig.tight_layout()
     return fig
 

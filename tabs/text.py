@@ -243,7 +243,7 @@ def generate(name, own, prompt, length, temperature, top_k, top_p, seed):
             last_text = now
             yield (prepared.text + "".join(chars), gr.skip(), gr.skip(), f"Sampling… {len(chars)}/{length}",
                    gr.skip(), gr.skip())
-    steps = {"prompt": prepared.text, "chars": chars, "probs": torch.stack(sampled_probs),
+    steps = {"model": name, "prompt": prepared.text, "chars": chars, "probs": torch.stack(sampled_probs),
              "model_probs": torch.stack(model_dists), "temperature": temperature, "alphabet": tokenizer.chars}
     # Gradio refuses a slider whose maximum equals its minimum, as it would after one character.
     yield (prepared.text + "".join(chars), surprise_html(prepared.text, chars, model_p),
@@ -277,6 +277,46 @@ def inspect_step(steps, index):
                                steps["temperature"], steps["chars"][index - 1],
                                f"step {index}: after …{''.join(display_char(c) for c in context[-16:])}, "
                                f"it drew {display_char(steps['chars'][index - 1])!r}")
+
+
+@user_errors
+def attention_html(name, own, steps, index, layer):
+    """Which earlier characters each head of one GPT layer looked at when it chose character `index`
+    (1-based) of the last generation: the characters of its context, each shaded by the head's weight."""
+    import torch
+
+    from core import text
+
+    if not steps:
+        raise ValueError("Generate some text first.")
+    model, tokenizer = _model(name, own)
+    if not isinstance(model, text.GPT):
+        return ("<p>An LSTM has no attention: it reads the text one character at a time into a recurrent state. "
+                "Pick the GPT to see which characters it looked at.</p>")
+    if steps.get("model") != name or steps["alphabet"] != tokenizer.chars:
+        raise ValueError("This text was written by another model than the one chosen now: pick that model again, "
+                         "or generate with this one, to see what it attended to.")
+    index = number(index, 1, 1, len(steps["chars"]), whole=True)
+    layer = number(layer, 1, 1, model.config.n_layer, whole=True)
+    # Exactly the characters the sampler had read when it chose this one (its window slides: core.text.context_read).
+    read = text.context_read(len(steps["prompt"]), index, model.config.block_size)
+    context = (steps["prompt"] + "".join(steps["chars"][:index - 1]))[-read:]
+    ids = torch.tensor([tokenizer.encode(context)], device=next(model.parameters()).device)
+    with torch.no_grad():
+        _, weights = model.attention_maps(ids)
+    rows = []
+    for head, row in enumerate(weights[layer - 1, 0, :, -1].float().cpu()):  # the last position's query
+        strongest = row.max().item()
+        cells = "".join(f'<span title="{html.escape(display_char(c))}: {w:.3f}" style="background: rgba(31, 119, 180, '
+                        f'{w / strongest:.2f})">{"⏎" if c == chr(10) else html.escape(c)}</span>'
+                        for c, w in zip(context, row.tolist()))
+        rows.append(f'<div><b>head {head + 1}</b> (strongest weight {strongest:.2f})<br>{cells}'
+                    f'<span style="outline: 2px solid #d62728">{html.escape(display_char(steps["chars"][index - 1]))}'
+                    "</span></div>")
+    return (f'<div style="white-space: pre-wrap; font-family: monospace; line-height: 1.6">'
+            f"<p>Layer {layer}, choosing character {index} (outlined): each head's weights over the "
+            f"{len(context)} characters it could see, shaded relative to that head's strongest (hover for the "
+            "number).</p>" + "".join(rows) + "</div>")
 
 
 @user_errors
@@ -416,6 +456,13 @@ def build() -> None:
         distribution = gr.Plot(label="next-character distribution: the model (T = 1) vs what was sampled from",
                                elem_id="text-distribution")
         inspect = gr.Slider(1, MAX_LENGTH, value=1, step=1, label="inspect step (after generating)", interactive=False)
+    with gr.Accordion("Attention (GPT): which earlier characters each head looked at for the inspected step",
+                      open=False):
+        gr.Markdown("Every head of a layer spreads its query's attention over the characters before it (a causal "
+                    "mask hides the later ones); the weights sum to 1. Some heads look at the previous character "
+                    "or two, some at the start of the word or line, some at a speaker's name.")
+        attention_layer = gr.Slider(1, 4, value=1, step=1, label="layer")
+        attention = gr.HTML(elem_id="text-attention")
     with gr.Accordion("Entropy versus temperature, for the next character after the prompt", open=False):
         gr.Markdown("Entropy measures how spread out the distribution is: 0 nats when one character is certain, "
                     "log(alphabet size) when all are equally likely. Temperature moves it between the two.")
@@ -453,6 +500,13 @@ def build() -> None:
     stop_button.click(None, cancels=[generating], api_visibility="private")
     inspect.release(inspect_step, [steps, inspect], [distribution], api_name="text_inspect_step",
                     **queue(TAB + "-fast", 8))
+    attention_inputs = [model, own, steps, inspect, attention_layer]
+    generating.then(attention_html, attention_inputs, [attention], api_name="text_attention_after_generate",
+                    api_visibility="undocumented", **queue(TAB + "-fast", 8))
+    for i, control in enumerate((attention_layer, inspect)):
+        control.input(attention_html, attention_inputs, [attention], trigger_mode="always_last",
+                      api_name="text_attention" if i == 0 else "text_attention_from_step",
+                      api_visibility="public" if i == 0 else "undocumented", **queue(TAB + "-fast", 8))
     entropy_button.click(entropy_view, [model, own, prompt, temperature], [entropy_plot], api_name="text_entropy",
                          **queue(TAB, 2))
     comparing = compare_button.click(compare, [model, own, prompt, length, seed, *compare_temps], compare_outputs,

@@ -9,7 +9,7 @@ from tabs import TABS
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPECTED = ["Text", "DeepDream", "Style transfer", "Adversarial examples", "VAE", "GAN", "PixelCNN",
-            "Normalizing flow", "Energy-based model", "Diffusion", "MuseGAN"]
+            "Normalizing flow", "Energy-based model", "Diffusion", "Music"]
 
 
 def test_build_app_has_every_tab_in_the_books_order():
@@ -38,7 +38,7 @@ def test_building_the_app_loads_no_model_code():
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
-API_NAME = re.compile(r"(text|dream|style|adversarial|vae|gan|pixelcnn|flow|ebm|diffusion|musegan)"
+API_NAME = re.compile(r"(text|dream|style|adversarial|vae|gan|pixelcnn|flow|ebm|diffusion|musegan|music)"
                       r"_[a-z][a-z0-9_]*[a-z]")
 
 

@@ -21,6 +21,8 @@ from PIL import Image
 from core.backbone_layers import OFFLINE_DEFAULT
 from core.data.chorales import DEFAULT_INSTRUMENTS
 from tabs import adversarial, diffusion, dream, ebm, flow, gan, musegan, pixelcnn, stepviewer, style, text, vae
+from tabs import latent_spaces
+from tabs import music_transformer
 from tabs.common import user_errors
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,6 +167,20 @@ def vae_morph_position(t=0.5, mode="slerp"):
 
 def vae_click(x=100, y=100):
     return ui(vae.decode_map_click)(gr.SelectData(None, {"index": [x, y], "value": None}))
+
+
+def spaces_click(name="PCA", x=150, y=150, event="select"):  # a click on one of the three latent maps
+    evt = {"select": gr.SelectData(None, {"index": [x, y], "value": None}),
+           "no index": gr.SelectData(None, {"index": None, "value": None}), "none": None}[event]
+    return ui(latent_spaces._clicker(name))(evt)
+
+
+def spaces_sliders(first=0.0, rest=0.0, count=latent_spaces.EIGEN_SLIDERS):  # the eigen-clothes sliders
+    return ui(latent_spaces.pca_slider_image)(first, *[rest] * (count - 1))
+
+
+def spaces_denoise(example=0, sigma=0.3, seed=0):
+    return ui(latent_spaces.denoise)(example, sigma, seed)
 
 
 def gan_samples(name="dcgan_fashion", seed=0, grid_size=4, class_choice=gan.ALL_CLASSES, truncation=1.0):
@@ -323,6 +339,77 @@ def musegan_interpolate(kind="Style", segments=2, bars_per_segment=1, tempo=90):
 
 def musegan_upload(path=None, tempo=90):
     return ui(musegan.analyse_upload)(path, tempo, *DEFAULT_INSTRUMENTS)
+
+
+# The Music tab's Transformer part runs the real shipped model (CI has it; a checkout without it skips these).
+MUSIC_PROMPT_FILES: dict = {}  # "midi:<name>" -> path, written on first use into the folder below
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _music_prompt_folder(tmp_path_factory):
+    MUSIC_PROMPT_FILES["folder"] = tmp_path_factory.mktemp("music_prompts")
+    yield
+    MUSIC_PROMPT_FILES.clear()
+
+
+def _music_prompt_file(upload):
+    """"midi:<name>": a prompt file that is refused for a reason (tests/test_music_transformer.bad_uploads:
+    empty.mid, letter.mid (a letter renamed .mid), cut.mid (a MIDI file cut in half), trio.mid, band.mid
+    (16 parts), one_note.mid, evil.p, song.musicxml (no parts)), or good.mid / good.musicxml (four bars of a
+    held-out chorale); anything else is passed on as it is."""
+    if not (isinstance(upload, str) and upload.startswith("midi:")):
+        return upload
+    folder = MUSIC_PROMPT_FILES["folder"]
+    if "good.mid" not in MUSIC_PROMPT_FILES:
+        from core import musegan as core_musegan
+        from core.data.chorales import held_out_openings
+        from tests.test_music_transformer import bad_uploads
+
+        piece = held_out_openings(4)[0][1]
+        names = list(bad_uploads(folder, piece[:32]))
+        (folder / "good.mid").write_bytes(core_musegan.midi_bytes(core_musegan.roll_to_midi(piece)))
+        core_musegan.write_musicxml(piece, folder / "good.musicxml")
+        MUSIC_PROMPT_FILES.update({name: str(folder / name) for name in names + ["good.mid", "good.musicxml"]})
+    return MUSIC_PROMPT_FILES[upload[5:]]
+
+
+def _require_music_transformer():
+    from tests.conftest import require
+
+    require(music_transformer._ready(), "the Music Transformer is not trained yet: "
+                                        "python -m core.train music_transformer --minutes 35 --threads 1")
+
+
+def music_continue(choice="held-out", upload=None, bars=1, temperature=1.0, top_k=0, seed=0, tempo=90,
+                   instruments=DEFAULT_INSTRUMENTS):
+    _require_music_transformer()
+    choice = music_transformer.prompt_names()[0] if choice == "held-out" else choice
+    return ui(music_transformer.continue_music)(choice, _music_prompt_file(upload), bars, temperature, top_k, seed,
+                                                tempo, *instruments)
+
+
+_CONTINUED: dict = {}
+
+
+def music_attention(state="continued", layer=1, head=music_transformer.ALL_HEADS, position=1):
+    _require_music_transformer()
+    if state == "continued":  # one bar (64 new tokens) after the first held-out opening, made once
+        if "state" not in _CONTINUED:
+            _CONTINUED["state"] = music_transformer.continue_music(music_transformer.prompt_names()[0], None, 1, 1.0,
+                                                                   0, 0, 90, *DEFAULT_INSTRUMENTS)[0]
+        state = _CONTINUED["state"]
+    return ui(music_transformer.attention_figure)(state, layer, head, position)
+
+
+_TEXT_STEPS: dict = {}
+
+
+def text_attention(name="gpt_shakespeare", steps="generated", index=5, layer=1):
+    if steps == "generated":  # 20 characters of the shipped GPT, made once
+        if "steps" not in _TEXT_STEPS:
+            _TEXT_STEPS["steps"] = list(text.generate("gpt_shakespeare", None, "ROMEO:\n", 20, 0.8, 0, 1.0, 0))[-1][4]
+        steps = _TEXT_STEPS["steps"]
+    return ui(text.attention_html)(name, None, steps, index, layer)
 
 
 # --- the table ------------------------------------------------------------------------------------
@@ -562,6 +649,65 @@ def _cases():
     add(adversarial_attack, source="webcam")
     add(adversarial_attack, network=None)
     add(adversarial_clothes, network="fashion_mnist_robust")  # works, or says how to train it
+    # The VAE tab's three latent spaces (tabs/latent_spaces.py): every number is clamped, any value is a seed.
+    for name, value in [*NUMBERS.items(), ("text", "ten")]:
+        for handler in (ui(latent_spaces.show_spaces), ui(latent_spaces.space_grids)):
+            add(handler, n=value, works=True)
+        for field in ("x", "y"):  # off the map: its nearest edge
+            add(spaces_click, **{field: value}, works=True)
+        for field in ("first", "rest"):  # beyond +-3 standard deviations: +-3
+            add(spaces_sliders, **{field: value}, works=True)
+        for field in ("example", "sigma"):  # example 0..99, noise std 0..1
+            add(spaces_denoise, **{field: value}, works=True)
+    for name, seed in [*SEEDS.items(), ("text", "seven")]:
+        add(ui(latent_spaces.sample_spaces), seed=seed, works=True)
+        add(spaces_denoise, seed=seed, works=True)
+    for name in latent_spaces.SPACES:
+        add(spaces_click, name=name, x=-50, y=10_000, works=True)
+    add(spaces_click, name="t-SNE")
+    for event in ("no index", "none"):
+        add(spaces_click, event=event)
+    add(ui(latent_spaces.pca_slider_image), works=True)  # no sliders sent: the mean image
+    add(spaces_sliders, first=3.0, count=20, works=True)  # more values than sliders: the extra ones ignored
+    add(ui(latent_spaces.eigen_clothes), works=True)
+    add(ui(latent_spaces.figure_table), works=True)  # the table, or a sentence saying it is not computed yet
+    # The Music tab's Transformer: numbers, choices, prompt files that cannot be a prompt, and its attention view.
+    for name, value in NUMBERS.items():
+        add(music_continue, bars=value, works=True)  # clamped to the slider's 1..8 (no value: 4)
+        for field in ("temperature", "top_k", "tempo"):  # core's check_sampling and check_tempo say what is allowed
+            add(music_continue, **{field: value})
+        for field in ("layer", "position"):  # clamped to the model's layers and to the new tokens
+            add(music_attention, **{field: value}, works=True)
+        for field in ("index", "layer"):  # clamped to the characters written and the GPT's layers
+            add(text_attention, **{field: value}, works=True)
+    for name, seed in SEEDS.items():
+        add(music_continue, seed=seed, works=True)
+    add(music_continue, temperature=0, works=True)  # greedy
+    add(music_continue, temperature=5.0, top_k=1000, works=True)  # the hottest core allows; top-k past the vocabulary: off
+    add(music_continue, top_k=2.5)
+    add(music_continue, temperature="hot")
+    for choice in ("no such chorale", None, "", 3):
+        add(music_continue, choice=choice)
+    for upload in (None, "", "file:text_file", "file:mode_L", "file:empty", "file:missing", "file:binary",
+                   "midi:empty.mid", "midi:letter.mid", "midi:cut.mid", "midi:trio.mid", "midi:band.mid",
+                   "midi:one_note.mid", "midi:evil.p", "midi:song.musicxml"):
+        add(music_continue, choice=music_transformer.UPLOAD, upload=upload)
+    for upload in ("midi:good.mid", "midi:good.musicxml"):
+        add(music_continue, choice=music_transformer.UPLOAD, upload=upload, works=True)
+    add(music_continue, upload="midi:trio.mid", works=True)  # a held-out opening is chosen: the file is not read
+    add(music_continue, instruments=("Kazoo", "Oboe", "Clarinet", "Bassoon"))
+    for state in (None, {}):
+        add(music_attention, state=state)
+    for head in ("head 0", "head 99", "", "voice 2", "all", -1):
+        add(music_attention, head=head)
+    for head in (None, "head 2", "Head 4", 3):
+        add(music_attention, head=head, works=True)
+    add(music_attention, position=64, layer=4, works=True)  # the last new token, the last layer
+    add(text_attention, steps=None)
+    add(text_attention, steps={})
+    add(text_attention, name="no_such_model")
+    add(text_attention, name=text.OWN_MODEL)  # no model of your own in this session
+    add(text_attention, name="lstm_shakespeare", works=True)  # a sentence: an LSTM has no attention
     return cases
 
 

@@ -41,6 +41,14 @@ CALLS = {
     "vae": ("/vae_random_face", {"seed": 11}, lambda r: pixels(r[1])),
     "musegan": ("/musegan_new_piece", {"seed": 2}, lambda r: (file_digest(r[1]), r[3])),  # the audio and the metrics
     "ebm": ("/ebm_sample", {"seed": 3, "n": 4, "steps": 20}, lambda r: pixels(r[0])),  # the final samples
+    # The VAE tab's three latent spaces: random codes in each (maps with crosses, decoded grids, the verdict).
+    # Its other endpoints draw the same pictures for every user (the maps, the eigen-clothes, a denoising
+    # example's clean image) or take a click, so only this seeded one can run side by side here without two
+    # users making the very same picture.
+    "vae_spaces": ("/vae_sample_spaces", {"seed": 3},
+                   lambda r: (*(pixels(path) for path in r[:6]), r[6])),
+    # The Music tab's Transformer: a held-out opening continued by two bars (the audio, the measures, the note).
+    "music": ("/music_continue", {"seed": 4, "bars": 2}, lambda r: (file_digest(r[1]), r[3], r[4])),
 }
 
 
@@ -60,6 +68,7 @@ def test_concurrent_clients_get_what_a_lone_client_gets(app_server, tmp_path):
     solo = {(kind, copy): call(app_server.url, kind, tmp_path / f"solo-{kind}-{copy}", copy) for kind, copy in clients}
     assert len(solo["text", 0]) >= len("ROMEO:\n") + 80
     assert solo["gan", 0] != solo["gan", 1]  # the seed reaches the model
+    assert all(solo[kind, 0] != solo[kind, 1] for kind in CALLS)  # every tab's two users make different things
     start = threading.Barrier(len(clients))
 
     def together(number):
@@ -71,6 +80,44 @@ def test_concurrent_clients_get_what_a_lone_client_gets(app_server, tmp_path):
         results = list(pool.map(together, range(len(clients)), timeout=HANG_GUARD_S))
     for client, result in zip(clients, results):
         assert result == solo[client], f"{client}: a concurrent call with the same seed differs from the solo call"
+
+
+# The attention views read what a user made before (the continuation's tokens, the generated text's steps,
+# both in gr.State): (first action, its arguments, attention endpoint, its arguments, fingerprint).
+ATTENTION = {
+    "music": ("/music_continue", {"bars": 2}, "/music_attention", {"position": 100, "layer": 2},
+              lambda r: (pixels(r[0]), r[1])),  # the heat map and the note naming the token
+    "text": ("/text_generate", {"length": 60}, "/text_attention", {"index": 50, "layer": 2}, lambda r: r),
+}
+
+
+def attention_of_a_session(url: str, kind: str, seed: int, downloads: Path, together=None):
+    """A new user makes something with `seed`, then (after `together`, a barrier, when given) asks for its attention."""
+    first, arguments, endpoint, asked, fingerprint = ATTENTION[kind]
+    client = Client(url, verbose=False, download_files=downloads)
+    client.predict(api_name=first, **ui_arguments(client, first, **arguments, seed=seed))
+    if together is not None:
+        together.wait(timeout=HANG_GUARD_S)
+    return fingerprint(client.predict(api_name=endpoint, **ui_arguments(client, endpoint, **asked)))
+
+
+def test_each_user_sees_the_attention_of_their_own_music_and_text(app_server, tmp_path):
+    users = [(kind, seed) for kind in ATTENTION for seed in (1, 2)]
+    solo = {user: attention_of_a_session(app_server.url, *user, tmp_path / f"solo-{user[0]}-{user[1]}") for user in users}
+    for kind in ATTENTION:
+        assert solo[kind, 1] != solo[kind, 2], f"{kind}: two seeds, one attention view: it is not the user's own"
+    together = threading.Barrier(len(users))
+    with ThreadPoolExecutor(len(users)) as pool:
+        results = list(pool.map(lambda user: attention_of_a_session(app_server.url, *user, tmp_path / f"{user[0]}-{user[1]}",
+                                                                    together), users, timeout=HANG_GUARD_S))
+    for user, result in zip(users, results):
+        assert result == solo[user], f"{user}: asked beside other users, the attention view differs from the solo one"
+    # Before making anything, a new user is told what to do first (their neighbours' state is not theirs).
+    for kind in ATTENTION:
+        *_, endpoint, asked, _ = ATTENTION[kind]
+        newcomer = Client(app_server.url, verbose=False, download_files=tmp_path / f"new-{kind}")
+        with pytest.raises(AppError, match="Continue a prompt first|Generate some text first"):
+            newcomer.predict(api_name=endpoint, **ui_arguments(newcomer, endpoint, **asked))
 
 
 def test_a_users_text_model_and_face_stay_theirs(app_server, tmp_path):

@@ -20,6 +20,7 @@ Sources, in order:
 from __future__ import annotations
 
 import argparse
+import functools
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,6 +225,29 @@ def phrases(chorales: ChoraleSet, n_bars: int = 2, hop_bars: int = 1) -> torch.T
     import torch
 
     return torch.from_numpy(np.stack(windows)).long()
+
+
+def openings(pieces: ChoraleSet, bars: int) -> list[tuple[str, np.ndarray]]:
+    """(name, roll of its first `bars` bars) of every piece at least that long whose opening bars all
+    have singing (the rolls are read-only): prompts for a model that continues music."""
+    steps = bars * STEPS_PER_BAR
+    found = []
+    for name, roll in zip(pieces.names, pieces.rolls):
+        opening = np.array(roll[:steps], dtype=np.int64)
+        if len(opening) == steps and not (opening.reshape(bars, -1) == REST).all(axis=1).any():
+            opening.setflags(write=False)
+            found.append((name, opening))
+    return found
+
+
+@functools.lru_cache(maxsize=None)
+def held_out_openings(bars: int = 2) -> tuple[tuple[str, np.ndarray], ...]:
+    """The openings (first `bars` bars, 1 to 16) of the held-out Bach chorales, the pieces no model here
+    trained on, as (name, roll (bars * 16, 4)), read-only; read once per process (no torch needed, so the
+    app can list them while it is being built)."""
+    if not isinstance(bars, int) or not 1 <= bars <= 16:
+        raise ValueError(f"An opening is 1 to 16 bars long, not {bars!r}.")
+    return tuple(openings(load_bach().split()[1], bars))
 
 
 def _has_silent_bar(window: np.ndarray) -> bool:

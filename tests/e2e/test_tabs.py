@@ -138,8 +138,55 @@ def test_vae_draws_the_latent_map_and_decodes_a_random_face(page, screenshot_dir
     assert_picture(page, "#vae-grid", min_side=400)
     page.locator("#vae-random").click()
     assert_picture(page, "#vae-face", min_side=64)
+    page.locator("#spaces-draw").click()  # the tab's first section, what a screenshot of its top shows
+    for space in ("pca", "autoencoder", "vae"):
+        assert_picture(page, f"#spaces-map-{space}", min_side=200)
     assert_no_error(page)
+    page.evaluate("window.scrollTo(0, 0)")
     save_screenshot(page, screenshot_dir, "vae")
+
+
+def test_vae_latent_spaces_draw_decode_a_click_sample_and_denoise(page):
+    from tabs.latent_spaces import MAP_PX, SAMPLES, space
+
+    open_tab(page, "VAE")
+    page.locator("#spaces-draw").click()
+    for name in ("pca", "autoencoder", "vae"):
+        assert_picture(page, f"#spaces-map-{name}", min_side=250)
+    # A click on the autoencoder's map decodes the code under the pointer (the map is shown at about its
+    # natural size; Gradio reports the click in the picture's own pixels).
+    image = page.locator("#spaces-map-autoencoder img").first
+    plain_map = image.get_attribute("src")
+    box = image.bounding_box()
+    image.click(position={"x": 200, "y": 75})
+    column = page.locator("#spaces-map-autoencoder").locator("xpath=..")  # the map, its decoded point and code
+    code = column.get_by_label("code")
+    page.wait_for_function("box => box.value.startsWith('z = (')", arg=code.element_handle(),
+                           timeout=JOB_TIMEOUT_MS)
+    z = [float(v) for v in re.findall(r"[-+]\d+\.\d+", code.input_value())]
+    window = space("autoencoder").window
+    expected = window.to_code(200 * MAP_PX / box["width"], 75 * MAP_PX / box["height"], MAP_PX)
+    pixel = 2 * window.half / (MAP_PX - 1)  # one pixel of the map, in code units
+    assert len(z) == 2 and all(abs(a - b) <= 1.5 * pixel for a, b in zip(z, expected)), (z, expected)
+    decoded = column.locator("img").nth(1)  # the decoded point, beside its code
+    decoded.wait_for(timeout=JOB_TIMEOUT_MS)
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=decoded.element_handle(),
+                           timeout=JOB_TIMEOUT_MS)
+    stats = decoded.evaluate(PIXEL_STD_JS)
+    assert stats["width"] >= 100 and stats["std"] > 8, stats
+    assert image.get_attribute("src") != plain_map  # the map now rings the clicked point
+    page.locator("#spaces-sample").click()
+    page.locator("#spaces-verdict").get_by_text(f"of {SAMPLES}").first.wait_for(timeout=JOB_TIMEOUT_MS)
+    assert page.locator("#spaces-verdict").inner_text().count(f"of {SAMPLES}") == 3  # one verdict per space
+    page.locator("#spaces-eigen").click()
+    direction = page.get_by_label("number input for direction 1")
+    direction.fill("2")
+    direction.press("Enter")
+    assert_picture(page, "#spaces-eigen-image", min_side=150)  # the mean image moved along direction 1
+    page.locator("#spaces-denoise").click()
+    page.locator("#spaces-denoise-note").get_by_text("Mean squared error").wait_for(timeout=JOB_TIMEOUT_MS)
+    assert len(re.findall(r"\d\.\d{4}", page.locator("#spaces-denoise-note").inner_text())) == 3
+    assert_no_error(page)
 
 
 def test_gan_generates_a_grid(page, screenshot_dir):
@@ -213,7 +260,7 @@ def test_diffusion_samples_to_the_end(page, screenshot_dir):
 
 
 def test_musegan_plays_a_new_piece(page, screenshot_dir):
-    open_tab(page, "MuseGAN")
+    open_tab(page, "Music")  # its first part is MuseGAN
     page.locator("#musegan-new").click()
     link = page.locator("#musegan-audio a[download]")
     link.wait_for(timeout=JOB_TIMEOUT_MS)
@@ -227,6 +274,90 @@ def test_musegan_plays_a_new_piece(page, screenshot_dir):
     assert_picture(page, "#musegan-plot", min_side=200)  # the piano roll
     assert_no_error(page)
     save_screenshot(page, screenshot_dir, "musegan")
+
+
+def _open_music_transformer(page) -> None:
+    open_tab(page, "Music")
+    page.get_by_role("tab", name="Transformer", exact=True).click()
+
+
+def _expected_measure_columns() -> list[str]:
+    """The reference columns of the measures, from the shipped cards (the Transformer's when it has measures)."""
+    from core.registry import read_card
+
+    columns = ["Bach (held-out chorales)", "MuseGAN (1,000 phrases)"]
+    if read_card("music_transformer", "chorales")["metrics"].get("music"):
+        columns.append("Transformer (continued held-out openings)")
+    return columns
+
+
+def test_music_transformer_continues_a_prompt_and_shows_what_it_attended_to(page, screenshot_dir):
+    _open_music_transformer(page)
+    page.locator("#music-continue").click()  # the defaults: the first held-out opening, 4 bars
+    assert_picture(page, "#music-plot", min_side=200)  # the piano roll, the prompt in grey
+    page.locator("#music-note").get_by_text("continued by 4 bar(s) with temperature").wait_for(timeout=JOB_TIMEOUT_MS)
+    metrics = page.locator("#music-metrics")
+    metrics.get_by_text("this sample (new bars)").wait_for(timeout=JOB_TIMEOUT_MS)
+    header = [cell.strip() for cell in metrics.locator("th").all_inner_texts()]
+    assert header == ["measure", "this sample (new bars)", *_expected_measure_columns()], header
+    assert metrics.locator("tbody tr").count() == 6  # one row per measure
+    page.locator("#music-audio a[download]").wait_for(timeout=JOB_TIMEOUT_MS)
+    # The attention view follows the continuation: the first new token, then the one the slider moves to.
+    # (Gradio's <img> loads lazily: below the fold it stays 0 px until scrolled to, as a reader would.)
+    page.locator("#music-attention").scroll_into_view_if_needed()
+    assert_picture(page, "#music-attention", min_side=100)
+    note = page.locator("#music-attention-note")
+    note.get_by_text("New token 1 of 256").wait_for(timeout=JOB_TIMEOUT_MS)  # 4 bars of 64 tokens
+    assert page.locator("#music-position input[type=range]").get_attribute("max") == "256"
+    first_note, first_picture = note.inner_text(), page.locator("#music-attention img").first.get_attribute("src")
+    position = page.locator("#music-position input[type=number]")
+    position.fill("200")
+    position.press("Enter")
+    note.get_by_text("New token 200 of 256").wait_for(timeout=JOB_TIMEOUT_MS)
+    assert note.inner_text() != first_note and "read" in note.inner_text()
+    page.wait_for_function("([img, before]) => img.getAttribute('src') !== before",
+                           arg=[page.locator("#music-attention img").first.element_handle(), first_picture],
+                           timeout=JOB_TIMEOUT_MS)
+    assert_picture(page, "#music-attention", min_side=100)
+    assert_no_error(page)
+    save_screenshot(page, screenshot_dir, "music_transformer")
+
+
+def test_music_transformer_refusal_is_one_message(page):
+    _open_music_transformer(page)
+    page.locator("#music-prompt input").click()
+    page.get_by_role("option", name="my file (upload below)", exact=True).click()
+    page.locator("#music-continue").click()  # no file uploaded
+    error = page.locator(".toast-body.error")
+    error.first.wait_for(timeout=JOB_TIMEOUT_MS)
+    time.sleep(2)  # a second message for the same click (the attention view's) arrives meanwhile
+    assert error.count() == 1 and "Upload a MIDI or MusicXML file" in error.first.inner_text(), error.all_inner_texts()
+
+
+def test_text_attention_shows_each_head_for_the_inspected_character(page):
+    page.locator("#text-generate").click()  # the default model is the GPT
+    page.locator("#text-notes").get_by_text("characters at T").wait_for(timeout=JOB_TIMEOUT_MS)
+    page.get_by_text("Attention (GPT): which earlier characters").click()
+    attention = page.locator("#text-attention")
+    attention.get_by_text("Layer 1, choosing character 300 (outlined)").wait_for(timeout=JOB_TIMEOUT_MS)
+    assert attention.get_by_text(re.compile(r"^head \d$")).count() == 4  # gpt_shakespeare's heads
+    assert attention.locator("span[title]").count() >= 4 * 100  # each head over (up to) 128 characters
+    inspect = page.get_by_label("number input for inspect step (after generating)")
+    inspect.fill("12")
+    inspect.press("Enter")
+    attention.get_by_text("choosing character 12 (outlined)").wait_for(timeout=JOB_TIMEOUT_MS)
+    assert "over the 18 characters it could see" in attention.inner_text()  # "ROMEO:\n" and 11 generated
+    assert_no_error(page)
+
+
+def test_text_refusal_is_one_message(page):
+    page.locator("#text-model input").click()
+    page.get_by_role("option", name="your own model (train it below)").click()
+    page.locator("#text-generate").click()
+    error = page.locator(".toast-body.error")
+    error.first.wait_for(timeout=JOB_TIMEOUT_MS)
+    time.sleep(2)  # a second message for the same click (the attention view's) arrives meanwhile
+    assert error.count() == 1 and "not trained your own model" in error.first.inner_text(), error.all_inner_texts()
 
 
 def test_stop_button_stops_a_long_dream_and_frees_the_tab(page):
@@ -381,7 +512,7 @@ def _measure_upload(page, path: Path) -> None:
 
 
 def test_musegan_upload_error_clears_the_previous_result(page, tmp_path):
-    open_tab(page, "MuseGAN")
+    open_tab(page, "Music")  # its first part is MuseGAN
     page.get_by_text("Measure your own four-part MIDI or MusicXML").click()
     _measure_upload(page, _midi_with_tracks(tmp_path / "quartet.mid", 4))
     page.locator("#musegan-note").get_by_text("quartet.mid: first 4 bars").wait_for(timeout=JOB_TIMEOUT_MS)
@@ -409,7 +540,7 @@ def _audio_bytes(page, previous: bytes | None = None, wait_s: float = 30) -> byt
 
 
 def test_musegan_instruments_are_heard_or_the_page_says_they_are_not(page):
-    open_tab(page, "MuseGAN")
+    open_tab(page, "Music")  # its first part is MuseGAN
     page.locator("#musegan-new").click()
     flute = _audio_bytes(page)
     notes_before = page.locator("#musegan-note").inner_text()

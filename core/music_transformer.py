@@ -201,6 +201,8 @@ def train(model: GPT, rolls: torch.Tensor, continues: torch.Tensor, *, steps: in
     warms up, then follows a cosine to a tenth of `lr` as `progress(step)` (default step / steps)
     goes from 0 to 1. `network` is what the step calls (the model or its DDP wrapper); `state`
     (from event["state"]()) continues a run."""
+    from core.runtime import set_learning_rate
+
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
@@ -216,8 +218,7 @@ def train(model: GPT, rolls: torch.Tensor, continues: torch.Tensor, *, steps: in
     model.train()
     while step < steps and (done := progress(step)) < 1.0:
         rate = learning_rate(step, done, lr, warmup)
-        for group in optimizer.param_groups:
-            group["lr"] = rate
+        set_learning_rate(optimizer, rate)
         pick = torch.randint(len(rolls), (batch_size,), generator=generator)
         x, y = window_batch(random_transpose(rolls[pick], generator, transpose), continues[pick])
         with autocast():

@@ -226,6 +226,27 @@ def piano_roll_figure(roll, n_bars: int, prompt_steps: int = 0):
 
 # --- layout -----------------------------------------------------------------------------
 
+def instrument_menus(prefix: str) -> list:
+    """A General MIDI instrument menu per voice (elem_id prefix-voice), and a sentence when FluidSynth
+    cannot make them heard here. Both music parts play their rolls through render() with these."""
+    with gr.Row():
+        menus = [gr.Dropdown(list(PROGRAMS), value=default, label=f"{voice} plays", elem_id=f"{prefix}-{voice}")
+                 for voice, default in zip(VOICES, DEFAULT_INSTRUMENTS)]
+    if sound.find_soundfont() is None:
+        gr.Markdown(NO_INSTRUMENTS)
+    return menus
+
+
+def result_views(prefix: str, plot_label: str, measures: str) -> tuple:
+    """The views render() fills, in its order after the note: (note, piano roll, audio, files, measures)."""
+    note = gr.Markdown(elem_id=f"{prefix}-note")
+    plot = gr.Plot(label=plot_label, elem_id=f"{prefix}-plot")
+    audio = gr.Audio(label="listen", type="numpy", elem_id=f"{prefix}-audio")
+    files = gr.File(label="MIDI and MusicXML", file_count="multiple")
+    gr.Markdown(f"**{measures}** (definitions in `core/metrics/music.py`)")
+    return note, plot, audio, files, gr.Markdown(elem_id=f"{prefix}-metrics")
+
+
 def build() -> None:
     gr.Markdown(INTRO)
     if not _model_ready():
@@ -248,11 +269,7 @@ def build() -> None:
         seed = gr.Number(value=0, label="seed", precision=0)
         n_bars = gr.Slider(1, UI_MAX_BARS, value=4, step=1, label="bars")
         tempo = gr.Slider(MIN_TEMPO, MAX_TEMPO, value=90, step=1, label="tempo (quarter notes per minute)")
-    with gr.Row():
-        instruments = [gr.Dropdown(list(PROGRAMS), value=default, label=f"{voice} plays", elem_id=f"musegan-{voice}")
-                       for voice, default in zip(VOICES, DEFAULT_INSTRUMENTS)]
-    if sound.find_soundfont() is None:
-        gr.Markdown(NO_INSTRUMENTS)
+    instruments = instrument_menus("musegan")
     with gr.Row():
         new_button = gr.Button("New piece (all inputs from the seed)", variant="primary", elem_id="musegan-new")
         chords_button = gr.Button("Re-roll chords")
@@ -261,12 +278,8 @@ def build() -> None:
         voice = gr.Radio([v.capitalize() for v in VOICES], value="Soprano", label="voice")
         melody_button = gr.Button("Re-roll this voice's melody")
         groove_button = gr.Button("Re-roll this voice's groove")
-    note = gr.Markdown(elem_id="musegan-note")
-    plot = gr.Plot(label="piano roll", elem_id="musegan-plot")
-    audio = gr.Audio(label="listen", type="numpy", elem_id="musegan-audio")
-    files = gr.File(label="MIDI and MusicXML", file_count="multiple")
-    gr.Markdown("**Metrics: this sample next to the chorales** (definitions in `core/metrics/music.py`)")
-    metrics = gr.Markdown(elem_id="musegan-metrics")
+    note, plot, audio, files, metrics = result_views("musegan", "piano roll", "Metrics: this sample next to the "
+                                                     "chorales and to both models")
     with gr.Accordion("Interpolate: one input walks to a new value while the music plays on", open=False):
         with gr.Row():
             interp_kind = gr.Radio(["Style", "Chords"], value="Style", label="walk")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from core.data.chorales import DEFAULT_INSTRUMENTS, PROGRAMS, VOICES
+from core.data.chorales import MAX_TEMPO, MIN_TEMPO, VOICES
 from core.registry import list_shipped, read_card
 from tabs.common import figure_to_image, number, queue, user_errors
 
@@ -131,7 +131,7 @@ def _head_index(head, model) -> int:
 # --- layout ---------------------------------------------------------------------------------------------
 
 def build() -> None:
-    from tabs.musegan import NO_INSTRUMENTS
+    from tabs.musegan import instrument_menus, result_views
 
     gr.Markdown(INTRO)
     if not _ready():
@@ -145,8 +145,6 @@ def build() -> None:
                 f"{card['steps']:,} steps ({card['wall_time_s'] / 60:.0f} min, {card['hardware']}) with "
                 f"`{card['command']}`; held-out loss {card['metrics']['valid_loss_nats_per_token']:.3f} nats per "
                 "token (a uniform guess: 4.431).")
-    from core import audio as sound
-
     state = gr.State(None)
     with gr.Row():
         prompt = gr.Dropdown(prompt_names() + [UPLOAD], value=prompt_names()[0], label="prompt (2 bars)",
@@ -155,22 +153,14 @@ def build() -> None:
         temperature = gr.Slider(0, 2, value=0.8, step=0.05, label="temperature (0: always the likeliest token)")
         top_k = gr.Slider(0, 84, value=0, step=1, label="top-k (0: off)")
         seed = gr.Number(value=0, label="seed", precision=0, minimum=0)
-    with gr.Row():
-        tempo = gr.Slider(30, 240, value=90, step=1, label="tempo (quarter notes per minute)")
-        instruments = [gr.Dropdown(list(PROGRAMS), value=default, label=f"{voice} plays")
-                       for voice, default in zip(VOICES, DEFAULT_INSTRUMENTS)]
-    if sound.find_soundfont() is None:
-        gr.Markdown(NO_INSTRUMENTS)
+    tempo = gr.Slider(MIN_TEMPO, MAX_TEMPO, value=90, step=1, label="tempo (quarter notes per minute)")
+    instruments = instrument_menus("music")
     with gr.Accordion("Your own prompt: a four-part MIDI or MusicXML file (its first 2 bars)", open=False):
         upload = gr.File(label="four-part file", file_types=[".mid", ".midi", ".xml", ".musicxml", ".mxl"],
                          type="filepath", elem_id="music-upload")
     go = gr.Button("Continue the prompt", variant="primary", elem_id="music-continue")
-    note = gr.Markdown(elem_id="music-note")
-    plot = gr.Plot(label="piano roll (grey: the prompt)", elem_id="music-plot")
-    audio = gr.Audio(label="listen", type="numpy", elem_id="music-audio")
-    files = gr.File(label="MIDI and MusicXML", file_count="multiple")
-    gr.Markdown("**Measures: the new bars next to Bach and to both models** (definitions in `core/metrics/music.py`)")
-    metrics = gr.Markdown(elem_id="music-metrics")
+    note, plot, audio, files, metrics = result_views("music", "piano roll (grey: the prompt)",
+                                                     "Measures: the new bars next to Bach and to both models")
 
     gr.Markdown("#### Attention: what the model looked at to write each note\nPick a new token; every head of "
                 "the chosen layer shows its weights over the earlier tokens, laid out like the score (rows: "

@@ -173,16 +173,12 @@ def encode_mean(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_all(model: nn.Module, images, batch_size: int = 1000, noise: float = 0.0,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-    """Codes of every image (uint8 or float in [0, 1]), in batches, on the CPU; with `noise`, of the noisy images."""
+def encode_all(model: nn.Module, images, batch_size: int = 1000) -> torch.Tensor:
+    """Codes of every image (uint8 or float in [0, 1]), in batches, on the CPU."""
     model.eval()
     device = device_of(model)
-    parts = []
-    for i in range(0, len(images), batch_size):
-        x = as_float(images[i:i + batch_size])
-        parts.append(encode_mean(model, (add_noise(x, noise, generator) if noise else x).to(device)).cpu())
-    return torch.cat(parts)
+    return torch.cat([encode_mean(model, as_float(images[i:i + batch_size]).to(device)).cpu()
+                      for i in range(0, len(images), batch_size)])
 
 
 @torch.no_grad()
@@ -384,7 +380,8 @@ def reconstruction_rows(images: torch.Tensor, dims=SWEEP_DIMS) -> torch.Tensor:
     rows = [images]
     for d in dims:
         rows.append(pca.decode(pca.encode(images, d)))
-        rows.append(decode(load_model(f"plain_{d}d")[0], encode_all(load_model(f"plain_{d}d")[0], images)))
+        autoencoder, _ = load_model(f"plain_{d}d")
+        rows.append(decode(autoencoder, encode_all(autoencoder, images)))
     return torch.cat(rows)
 
 

@@ -21,8 +21,8 @@ import time
 import gradio as gr
 
 from core.registry import ROOT, read_card, shipped_path
-from tabs.common import (bench_records, code_of, figure_to_image, image_upload, number, on_gpu, pyplot, queue,
-                         user_errors)
+from tabs.common import (bench_records, code_of, fashion_test_split, figure_to_image, image_upload, number, on_gpu,
+                         pyplot, queue, user_errors)
 
 TAB = "adversarial"
 EXAMPLES_DIR = ROOT / "assets" / "examples" / "dream"
@@ -156,21 +156,11 @@ def parse_target(value, names: list[str]) -> int | None:
                      "(or none, for an untargeted attack).")
 
 
-@functools.lru_cache(maxsize=None)
-def _test_set():
-    """Fashion-MNIST's test split as [N, 1, 32, 32] in [0, 1] and its labels; read once per process."""
-    from core.data.fashion_mnist import load_fashion_mnist, to_float
-
-    try:
-        images, labels = load_fashion_mnist("test", download=False)
-    except FileNotFoundError as exc:
-        raise ValueError(f"The Fashion-MNIST test images are not installed here, so attack a photo instead ({exc}).") \
-            from None
-    return to_float(images), labels
-
-
 def _test_image(index) -> tuple:
-    images, labels = _test_set()
+    try:
+        images, labels = fashion_test_split()
+    except ValueError as exc:
+        raise ValueError(f"{exc} Attack a photo instead.") from None
     i = number(index, 0, 0, len(images) - 1, whole=True)
     return images[i:i + 1], int(labels[i]), i
 
@@ -438,7 +428,7 @@ def side_by_side(index, epsilon, steps, seed):
     eps = _epsilon(epsilon)
     steps = number(steps, SIDE_STEPS, 1, SIDE_MAX_STEPS, whole=True)
     x, label, i = _test_image(index)
-    images, labels = _test_set()
+    images, labels = fashion_test_split()  # read once per process: _test_image has just loaded it
     batch = slice(i, min(i + SIDE_BATCH, len(images)))
     names = [PLAIN] + ([ROBUST] if robust_shipped() else [])
     rows, results = [], []

@@ -78,6 +78,20 @@ def number(value, default: float, low: float, high: float, whole: bool = False):
     return int(value) if whole else value
 
 
+@functools.lru_cache(maxsize=None)
+def fashion_test_split():
+    """Fashion-MNIST's test split as float [N, 1, 32, 32] in [0, 1] (zero-padded) and its labels, read once
+    per process and only read afterwards. Never downloaded from a request (a handler must not wait on the
+    network): where the files are missing, a sentence."""
+    from core.data.fashion_mnist import load_fashion_mnist, to_float
+
+    try:
+        images, labels = load_fashion_mnist("test", download=False)
+    except FileNotFoundError as exc:
+        raise ValueError(f"The Fashion-MNIST test images are not installed here ({exc}).") from None
+    return to_float(images), labels
+
+
 def clicked_pixel(evt, width: int, height: int, what: str = "the picture") -> tuple[int, int]:
     """The pixel under a click on an image (a gr.SelectData), clamped to the picture: a click on its edge,
     or a hand-made request with odd numbers, counts as the nearest pixel; no [x, y] pair is refused."""

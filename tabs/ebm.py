@@ -17,8 +17,8 @@ from core.data.toy2d import EXTENT
 from core.registry import read_card, shipped_path
 from core.runtime import MAX_SEED
 from tabs import live2d, stepviewer
-from tabs.common import (bench_records, code_of, figure_to_image, image_upload, number, on_gpu, pyplot, queue,
-                         user_errors)
+from tabs.common import (bench_records, code_of, fashion_test_split, figure_to_image, image_upload, number, on_gpu,
+                         pyplot, queue, user_errors)
 from tabs.live2d import learning_rate, play, require, steps_per_frame
 
 TAB = "ebm"
@@ -111,13 +111,8 @@ def _model():
 
 @functools.lru_cache(maxsize=None)
 def _test_images():
-    """Fashion-MNIST's test split at 32×32 in [−1, 1], read once per process and only read afterwards."""
-    from core.ebm import load_images
-
-    try:
-        return load_images("test")
-    except FileNotFoundError as exc:
-        raise ValueError(f"The Fashion-MNIST test images are not here ({exc}).") from None
+    """Fashion-MNIST's test split at 32×32 in the model's [−1, 1], made once per process and only read afterwards."""
+    return fashion_test_split()[0] * 2 - 1
 
 
 @functools.lru_cache(maxsize=None)

@@ -109,6 +109,21 @@ class Space:
     covariance: object
     window: Window
 
+    def draw(self, marker=None, points=None):
+        """The map: every test code coloured by class, a ring at `marker`, crosses at `points`."""
+        return draw_codes(self.codes, self.labels, self.window, MAP_PX, marker=marker, points=points)
+
+    def grid(self, n):
+        """An n x n grid decoded over the space's Gaussian: mean + std * (inverse-normal-CDF grid) on each
+        axis, the same probability spacing as the VAE's decoded plane."""
+        from core.autoencoder import decode
+        from core.data.images import image_grid
+        from core.vae import normal_grid
+
+        n = number(n, 8, 3, 15, whole=True)
+        codes = self.mean + self.covariance.diagonal().sqrt() * normal_grid(n)
+        return image_grid(decode(self.model, codes), nrow=n, padding=1, pad_value=1.0)
+
 
 def space(name: str) -> Space:
     """One of the three shipped 2-D spaces (the models load once per process; this only gathers them)."""
@@ -133,31 +148,14 @@ def _picture(images, size=DECODED_PX):
     return tensor_to_pil(images).resize((size, size), Image.NEAREST if size % images.shape[-1] == 0 else Image.BICUBIC)
 
 
-def space_map(name: str, marker=None, points=None):
-    s = space(name)
-    return draw_codes(s.codes, s.labels, s.window, MAP_PX, marker=marker, points=points)
-
-
-def decoded_grid(name: str, n):
-    """An n x n grid decoded over the space's Gaussian: mean + std * (inverse-normal-CDF grid) on each axis,
-    the same probability spacing as the VAE's decoded plane."""
-    from core.autoencoder import decode
-    from core.data.images import image_grid
-    from core.vae import normal_grid
-
-    n = number(n, 8, 3, 15, whole=True)
-    s = space(name)
-    codes = s.mean + s.covariance.diagonal().sqrt() * normal_grid(n)
-    return image_grid(decode(s.model, codes), nrow=n, padding=1, pad_value=1.0)
-
-
 def space_grids(n):
-    return [decoded_grid(name, n) for name in SPACES]
+    return [space(name).grid(n) for name in SPACES]
 
 
 def show_spaces(n):
     """The three maps, the three decoded grids and the classes' colours."""
-    return [space_map(name) for name in SPACES] + space_grids(n) + [legend_html(space("VAE").class_names)]
+    spaces = [space(name) for name in SPACES]
+    return [s.draw() for s in spaces] + [s.grid(n) for s in spaces] + [legend_html(spaces[-1].class_names)]
 
 
 def decode_click(name: str, evt: gr.SelectData):
@@ -170,7 +168,7 @@ def decode_click(name: str, evt: gr.SelectData):
     s = space(name)
     z = s.window.to_code(x, y, MAP_PX)
     image = decode(s.model, torch.tensor([z], dtype=torch.float32))
-    return space_map(name, marker=z), _picture(image), f"z = ({z[0]:+.2f}, {z[1]:+.2f})"
+    return s.draw(marker=z), _picture(image), f"z = ({z[0]:+.2f}, {z[1]:+.2f})"
 
 
 def _clicker(name: str):
@@ -196,7 +194,7 @@ def sample_spaces(seed):
         z = gaussian_codes(s.mean, s.covariance, SAMPLES, make_generator(seed))
         images = decode(s.model, z)
         sure = int((fashion_probabilities(images, (0, 1), classifier).max(1).values >= 0.5).sum())
-        maps.append(space_map(name, points=z))
+        maps.append(s.draw(points=z))
         grids.append(image_grid(images, nrow=4, padding=1, pad_value=1.0))
         where = "the prior N(0, I)" if name == "VAE" else "a Gaussian fitted to its codes"
         verdicts.append(f"**{name}**: {SAMPLES} codes from {where}; the Fashion-MNIST classifier is sure "

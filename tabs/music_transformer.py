@@ -147,7 +147,8 @@ def build() -> None:
                 "token (a uniform guess: 4.431).")
     state = gr.State(None)
     with gr.Row():
-        prompt = gr.Dropdown(prompt_names() + [UPLOAD], value=prompt_names()[0], label="prompt (2 bars)",
+        names = prompt_names()
+        prompt = gr.Dropdown(names + [UPLOAD], value=names[0], label="prompt (2 bars)",
                              elem_id="music-prompt")
         bars = gr.Slider(1, UI_MAX_BARS, value=4, step=1, label="bars to write")
         temperature = gr.Slider(0, 2, value=0.8, step=0.05, label="temperature (0: always the likeliest token)")

@@ -21,7 +21,7 @@ OUTPUTS = ("original", "perturbation", "adversarial", "scale", "bars", "curve", 
 @pytest.fixture(scope="module")
 def test_set():
     try:
-        return tab._test_set()
+        return tab.fashion_test_split()
     except ValueError as exc:
         require(False, f"Fashion-MNIST is not installed: run `sh tests/install.sh` ({exc})")
 

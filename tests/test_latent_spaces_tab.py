@@ -183,7 +183,7 @@ def test_a_click_decodes_exactly_the_code_under_the_pointer(tiny, name):
     assert np.array_equal(pixels(decoded), pixels(tab._picture(direct)))
     elsewhere = autoencoder.decode(tiny[name], torch.tensor([window.to_code(20, 280, tab.MAP_PX)]))
     assert not np.array_equal(pixels(decoded), pixels(tab._picture(elsewhere)))  # the click position matters
-    changed = np.argwhere(pixels(ringed) != pixels(tab.space_map(name)))
+    changed = np.argwhere(pixels(ringed) != pixels(tab.space(name).draw()))
     assert len(changed) > 20 and np.abs(changed - [y, x]).max() <= 8  # the ring is drawn where the click was
     assert tab._clicker(name).__name__ == f"decode_click_{name.lower()}"
 
@@ -255,7 +255,7 @@ def test_sample_spaces_draws_from_each_spaces_gaussian_and_counts_the_sure_verdi
     assert np.corrcoef(ae_z.T.numpy())[0, 1] > 0.8 and abs(ae_z[:, 0].mean() - 3) < 1.5
     # The random codes are marked on the maps (crosses), so the maps differ from the plain ones.
     for name, marked in zip(tab.SPACES, maps):
-        assert not np.array_equal(pixels(marked), pixels(tab.space_map(name)))
+        assert not np.array_equal(pixels(marked), pixels(tab.space(name).draw()))
 
 
 def test_sample_spaces_is_seeded(tiny, judged):

@@ -186,6 +186,13 @@ def main_actions(quick: bool) -> list[tuple[str, str, dict]]:
         ("EBM repair", "/ebm_repair", {"steps": 20} if quick else {}),
         ("Adversarial", "/adversarial_attack", {"image": photo}),
         ("Adversarial side by side", "/adversarial_side_by_side", {}),
+        ("World Models drive", "/world_models_drive", {"steps": 100} if quick else {}),
+        ("World Models dream", "/world_models_dream_start", {}),
+        ("World Models dream, a button", "/world_models_dream_press", {}),
+        ("World Models dream, again", "/world_models_dream_press", {}),
+        ("World Models dream driver", "/world_models_dream_drive", {"frames": 50} if quick else {}),
+        ("World Models compare", "/world_models_compare", {"steps": 60} if quick else {}),
+        ("World Models mixture", "/world_models_mixture", {}),
     ]
 
 

@@ -36,6 +36,7 @@ TRAINERS = {
     "diffusion": ("core.diffusion", "DDPM/DDIM denoising diffusion models"),
     "musegan": ("core.musegan", "MuseGAN on Bach chorales"),
     "music_transformer": ("core.music_transformer", "Music Transformer (a small GPT) on Bach chorales, grid tokens"),
+    "world_models": ("core.world_models", "World Models on CarRacing: rollouts, VAE, MDN-RNN, CMA-ES controller (real or dreamed)"),
     "classifier": ("core.metrics.classifiers", "feature networks for FID/KID (Fashion-MNIST, face attributes)"),
     "pixelcnn": ("core.pixelcnn", "PixelCNN, plain and gated, on Fashion-MNIST with K intensity levels"),
     "flow": ("core.flow", "RealNVP/GLOW-lite normalizing flow on Fashion-MNIST with K intensity levels"),
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] in ("-h", "--help"):
         top.print_help()
         return
+    argv = [argv[0].replace("-", "_"), *argv[1:]]  # world-models is world_models
     technique = top.parse_args(argv[:1]).technique
     module_name, description = TRAINERS[technique]
     try:

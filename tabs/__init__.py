@@ -12,4 +12,5 @@ TABS = [
     ("Energy-based model", "ebm"),
     ("Diffusion", "diffusion"),
     ("Music", "music"),
+    ("World Models", "world_models"),
 ]

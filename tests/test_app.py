@@ -9,7 +9,7 @@ from tabs import TABS
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPECTED = ["Text", "DeepDream", "Style transfer", "Adversarial examples", "VAE", "GAN", "PixelCNN",
-            "Normalizing flow", "Energy-based model", "Diffusion", "Music"]
+            "Normalizing flow", "Energy-based model", "Diffusion", "Music", "World Models"]
 
 
 def test_build_app_has_every_tab_in_the_books_order():
@@ -25,7 +25,7 @@ def test_build_app_has_every_tab_in_the_books_order():
 
 def test_train_cli_help_lists_techniques():
     out = subprocess.run([sys.executable, "-m", "core.train", "--help"], capture_output=True, text=True, check=True)
-    for technique in ("text", "vae", "gan", "diffusion", "musegan"):
+    for technique in ("text", "vae", "gan", "diffusion", "musegan", "world_models"):
         assert technique in out.stdout
     bad = subprocess.run([sys.executable, "-m", "core.train", "nonsense"], capture_output=True, text=True)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
@@ -38,7 +38,7 @@ def test_building_the_app_loads_no_model_code():
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
-API_NAME = re.compile(r"(text|dream|style|adversarial|vae|gan|pixelcnn|flow|ebm|diffusion|musegan|music)"
+API_NAME = re.compile(r"(text|dream|style|adversarial|vae|gan|pixelcnn|flow|ebm|diffusion|musegan|music|world_models)"
                       r"_[a-z][a-z0-9_]*[a-z]")
 
 

@@ -8,8 +8,10 @@ directly with the real shipped models and small settings, so each good call take
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from core.data.chorales import DEFAULT_INSTRUMENTS
 from tabs import adversarial, diffusion, dream, ebm, flow, gan, musegan, pixelcnn, stepviewer, style, text, vae
 from tabs import latent_spaces
 from tabs import music_transformer
+from tabs import world_models
 from tabs.common import user_errors
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +39,8 @@ NUMBERS = {"nan": NAN, "inf": INF, "negative": -5, "huge": 1e12, "none": None}
 # clamped the same way as every other field's, so they are left out to keep this file fast.
 SLOW_AT_THE_TOP = {("style_run", "size"), ("style_run", "iterations"), ("steps_versus_quality", "n_rows"),
                    ("text_compare", "length"), ("gan_live", "steps"), ("flow_live", "steps"),
-                   ("ebm_sample", "steps"), ("ebm_live", "steps"), ("adversarial_side", "steps")}
+                   ("ebm_sample", "steps"), ("ebm_live", "steps"), ("adversarial_side", "steps"),
+                   ("world_drive", "steps"), ("world_dream_drive", "frames"), ("world_compare", "steps")}
 SEEDS = {"negative": -1, "huge": 2**80, "nan": NAN, "inf": INF, "float": 3.7, "none": None}
 # What Python (not a person) says: such text must never be the message a user sees.
 PYTHON_TALK = re.compile(r"Traceback|invalid literal|could not convert|cannot convert|NoneType|has no attribute|"
@@ -412,6 +416,90 @@ def text_attention(name="gpt_shakespeare", steps="generated", index=5, layer=1):
     return ui(text.attention_html)(name, None, steps, index, layer)
 
 
+# The World Models tab runs the shipped V and M (CI has them; a checkout without them skips these cases), and a
+# shipped controller where a case names one. Drives are short, and the dream's playback pause is taken out.
+WM_TRAIN = "python -m core.train world_models --stage rollouts, then --stage vae and --stage rnn"
+
+
+def _require_world_models(controller=None):
+    from core.registry import list_shipped
+    from tests.conftest import require
+
+    require(world_models._ready(), f"World Models' V and M are not shipped yet: {WM_TRAIN}")
+    if controller in ("real", "dream"):
+        require(f"controller_{controller}" in list_shipped("world_models"),
+                f"the World Models controller {world_models.CONTROLLERS[controller]} is not shipped yet: "
+                f"python -m core.train world_models --stage controller --where {controller}")
+
+
+@contextlib.contextmanager
+def _world_models_setting(environment="works"):
+    """The dream shown as fast as it is made; with environment="fails", CarRacing cannot start (gymnasium
+    does not import)."""
+    missing, saved_fps = object(), world_models.DREAM_FPS
+    saved_gym = sys.modules.get("gymnasium", missing)
+    world_models.DREAM_FPS = 1e9
+    if environment == "fails":
+        sys.modules["gymnasium"] = None  # `import gymnasium` raises ImportError
+    try:
+        yield
+    finally:
+        world_models.DREAM_FPS = saved_fps
+        if environment == "fails":
+            if saved_gym is missing:
+                sys.modules.pop("gymnasium", None)
+            else:
+                sys.modules["gymnasium"] = saved_gym
+
+
+def _dream_state(state):
+    """"started": a new dream from the first kept real frame (seed 0); anything else as it is."""
+    return world_models.start_dream(1, 0, 1.0)[0] if state == "started" else state
+
+
+def world_drive(choice="noisy", track=1, steps=20, environment="works"):  # a generator, as the tab's drive is
+    _require_world_models(choice)
+    with _world_models_setting(environment):
+        yield from ui(world_models.drive_real)(choice, track, steps)
+
+
+def world_dream_start(start=1, seed=0, tau=1.0):
+    _require_world_models()
+    return ui(world_models.start_dream)(start, seed, tau)
+
+
+def world_press(label="▲ gas", tau=1.0, state="started"):
+    _require_world_models()
+    with _world_models_setting():
+        yield from ui(world_models.press)(label, tau, _dream_state(state))
+
+
+def world_dream_drive(choice="noisy", tau=1.0, frames=10, state="started"):
+    _require_world_models(choice)
+    with _world_models_setting():
+        yield from ui(world_models.let_controller_dream)(choice, tau, frames, _dream_state(state))
+
+
+def world_compare(choice="real", track=2, steps=60, tau=1.0, seed=0, environment="works"):
+    _require_world_models(choice)
+    with _world_models_setting(environment):
+        return ui(world_models.compare)(choice, track, steps, tau, seed)
+
+
+_COMPARED: dict = {}
+
+
+def world_mixture(state="compared", step=51):
+    if state == "compared":  # the real-trained controller on track 2 for 60 steps, made once
+        _require_world_models("real")
+        if "state" not in _COMPARED:
+            _COMPARED["state"] = world_models.compare("real", 2, 60, 1.0, 0)[0]
+        state = _COMPARED["state"]
+    else:
+        _require_world_models()
+    return ui(world_models.mixture_at)(state, step)
+
+
 # --- the table ------------------------------------------------------------------------------------
 
 def _cases():
@@ -708,6 +796,43 @@ def _cases():
     add(text_attention, name="no_such_model")
     add(text_attention, name=text.OWN_MODEL)  # no model of your own in this session
     add(text_attention, name="lstm_shakespeare", works=True)  # a sentence: an LSTM has no attention
+    # World Models: the real drive, the dream and its buttons, the dream against reality. Every number is
+    # clamped (steps to 1..1000, the dream start to the kept frames, tau to 0..3, frames to 1..600, compare's
+    # steps to 60..300, the mixture's step to the compared ones); any number is a track or a seed.
+    for name, value in NUMBERS.items():
+        for field in ("track", "steps"):
+            add(world_drive, **{field: value}, works=True)
+        add(world_dream_start, start=value, works=True)
+        add(world_press, tau=value, works=True)
+        for field in ("tau", "frames"):
+            add(world_dream_drive, **{field: value}, works=True)
+        for field in ("steps", "tau"):
+            add(world_compare, **{field: value}, works=True)
+        add(world_mixture, step=value, works=True)
+    for name, seed in [*SEEDS.items(), ("text", "seven")]:
+        add(world_dream_start, seed=seed, works=True)
+        add(world_compare, seed=seed, works=True)
+    add(world_drive, track="seven", works=True)
+    add(world_compare, track=-1, works=True)
+    for choice in ("turbo", None, "", 3):  # not one of the drivers
+        add(world_drive, choice=choice)
+        add(world_dream_drive, choice=choice)
+        add(world_compare, choice=choice)
+    for choice in ("real", "dream"):
+        add(world_drive, choice=choice, works=True)
+        add(world_dream_drive, choice=choice, works=True)
+    add(world_compare, choice="dream", works=True)
+    add(world_compare, choice="noisy")  # it replays a controller's actions: the noisy policy has none to offer
+    for label in world_models.BUTTONS:
+        add(world_press, label=label, works=True)
+    for label in ("jump", None, "", "gas", 3):  # not one of the buttons
+        add(world_press, label=label)
+    add(world_press, state=None)  # no dream started in this session
+    add(world_dream_drive, state=None)
+    for state in (None, {}, {"tau": 1.0}):  # nothing compared in this session
+        add(world_mixture, state=state)
+    add(world_drive, environment="fails")  # CarRacing cannot start: a sentence saying what to install
+    add(world_compare, environment="fails")
     return cases
 
 

@@ -49,13 +49,19 @@ CALLS = {
                    lambda r: (*(pixels(path) for path in r[:6]), r[6])),
     # The Music tab's Transformer: a held-out opening continued by two bars (the audio, the measures, the note).
     "music": ("/music_continue", {"seed": 4, "bars": 2}, lambda r: (file_digest(r[1]), r[3], r[4])),
+    # World Models: the noisy driver on a real track, 50 steps (what the car saw last, V's reconstruction, and
+    # the status with the return); the two users drive different tracks.
+    "world_models": ("/world_models_drive", {"choice": "noisy", "track": 3, "steps": 50},
+                     lambda r: (pixels(r[0]), pixels(r[1]), r[3])),
 }
+SEED_FIELDS = {"world_models": "track"}  # the input that differs between a tab's two users, where not "seed"
 
 
 def call(url: str, kind: str, downloads: Path, seed_offset: int = 0):
     endpoint, arguments, fingerprint = CALLS[kind]
     client = Client(url, verbose=False, download_files=downloads)
-    arguments = {**arguments, "seed": arguments["seed"] + seed_offset}
+    field = SEED_FIELDS.get(kind, "seed")
+    arguments = {**arguments, field: arguments[field] + seed_offset}
     return fingerprint(client.predict(api_name=endpoint, **ui_arguments(client, endpoint, **arguments)))
 
 
@@ -118,6 +124,53 @@ def test_each_user_sees_the_attention_of_their_own_music_and_text(app_server, tm
         newcomer = Client(app_server.url, verbose=False, download_files=tmp_path / f"new-{kind}")
         with pytest.raises(AppError, match="Continue a prompt first|Generate some text first"):
             newcomer.predict(api_name=endpoint, **ui_arguments(newcomer, endpoint, **asked))
+
+
+# World Models: a dream lives in the user's gr.State (M's z, its LSTM state and its own random stream).
+DREAM_FRAMES = 10
+
+
+def dream_of_a_session(url: str, seed: int, downloads: Path, together=None):
+    """A new user starts a dream with `seed`, then (after `together`, a barrier, when given) lets the noisy
+    driver dream on: the last dreamed frame and the status (step and dreamed return)."""
+    client = Client(url, verbose=False, download_files=downloads)
+    client.predict(api_name="/world_models_dream_start",
+                   **ui_arguments(client, "/world_models_dream_start", seed=seed))
+    if together is not None:
+        together.wait(timeout=HANG_GUARD_S)
+    result = client.predict(api_name="/world_models_dream_drive", **ui_arguments(
+        client, "/world_models_dream_drive", choice="noisy", frames=DREAM_FRAMES))
+    return pixels(result[0]), result[3]
+
+
+def test_each_user_dreams_their_own_dream(app_server, tmp_path):
+    seeds = (1, 2, 3)
+    solo = {seed: dream_of_a_session(app_server.url, seed, tmp_path / f"solo-{seed}") for seed in seeds}
+    assert len(set(solo.values())) == len(seeds), "three seeds, one dream: it is not the user's own"
+    assert all(f"step {DREAM_FRAMES}: " in status for _, status in solo.values()), solo
+    together = threading.Barrier(len(seeds))
+    with ThreadPoolExecutor(len(seeds)) as pool:
+        results = list(pool.map(lambda seed: dream_of_a_session(app_server.url, seed, tmp_path / f"dream-{seed}",
+                                                                together), seeds, timeout=HANG_GUARD_S))
+    for seed, result in zip(seeds, results):
+        assert result == solo[seed], f"seed {seed}: dreamed beside other dreamers, the dream differs from the solo one"
+    newcomer = Client(app_server.url, verbose=False, download_files=tmp_path / "new-dreamer")
+    with pytest.raises(AppError, match="Start a dream first"):  # their neighbours' dreams are not theirs
+        newcomer.predict(api_name="/world_models_dream_drive", **ui_arguments(newcomer, "/world_models_dream_drive"))
+
+
+def test_an_api_client_presses_the_dream_buttons_the_readme_lists(app_server, tmp_path):
+    # The README documents /world_models_dream_press with the button's label as a parameter.
+    client = Client(app_server.url, verbose=False, download_files=tmp_path)
+    client.predict(api_name="/world_models_dream_start", **ui_arguments(client, "/world_models_dream_start"))
+    log_start = app_server.log.stat().st_size
+    result = client.predict(api_name="/world_models_dream_press", **ui_arguments(client, "/world_models_dream_press"))
+    assert "step 8: " in result[3], result[3]
+    for label in ("▲ gas", "▶ right"):
+        result = client.predict(api_name="/world_models_dream_press",
+                                **ui_arguments(client, "/world_models_dream_press", label=label))
+        assert f"“{label}”" in result[3], result[3]
+    assert "Traceback" not in app_server.log.read_bytes()[log_start:].decode(errors="replace")
 
 
 def test_a_users_text_model_and_face_stay_theirs(app_server, tmp_path):

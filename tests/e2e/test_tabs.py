@@ -323,6 +323,32 @@ def test_music_transformer_continues_a_prompt_and_shows_what_it_attended_to(page
     save_screenshot(page, screenshot_dir, "music_transformer")
 
 
+def test_world_models_drives_a_track_and_dreams_on_a_button(page, screenshot_dir):
+    open_tab(page, "World Models")
+    steps = page.get_by_label("number input for steps (CarRacing ends at 1,000)", exact=True)
+    steps.fill("50")  # the slider's least: half a second of driving
+    steps.press("Enter")
+    page.locator("#wm-drive").click()  # the default driver: a trained controller when one is shipped
+    status = page.locator("#wm-status")
+    status.get_by_text("Finished.").wait_for(timeout=JOB_TIMEOUT_MS)
+    assert re.search(r"step 50 of 50, return -?\d+\.\d", status.inner_text()), status.inner_text()
+    assert_picture(page, "#wm-seen", min_side=288)  # 96 px, whole pixels x 3
+    assert_picture(page, "#wm-remade", min_side=256)  # V's 64 px x 4
+    assert_picture(page, "#wm-z", min_side=96)
+    page.locator("#wm-dream-start").scroll_into_view_if_needed()
+    page.locator("#wm-dream-start").click()
+    page.locator("#wm-dream-status").get_by_text("started from a real frame").wait_for(timeout=JOB_TIMEOUT_MS)
+    assert_picture(page, "#wm-dream", min_side=256)
+    started = page.locator("#wm-dream img").first.get_attribute("src")
+    page.locator("#wm-gas").click()
+    page.locator("#wm-dream-status").get_by_text("step 8: “▲ gas”").wait_for(timeout=JOB_TIMEOUT_MS)
+    assert page.locator("#wm-dream img").first.get_attribute("src") != started  # the dream moved on
+    page.locator("#wm-mixture").scroll_into_view_if_needed()
+    assert_picture(page, "#wm-mixture", min_side=150)  # M's mixture for the next z, drawn after the last frame
+    assert_no_error(page)
+    save_screenshot(page, screenshot_dir, "world_models")
+
+
 def test_music_transformer_refusal_is_one_message(page):
     _open_music_transformer(page)
     page.locator("#music-prompt input").click()

@@ -228,12 +228,17 @@ def initial_state(rnn: MDNRNN, batch: int = 1):
     return zeros, zeros.clone()
 
 
-def mixture_log_prob(mixture: Mixture, z: torch.Tensor) -> torch.Tensor:
-    """log p(z) per dimension [..., Z]:  log sum_k pi_k N(z | mu_k, sigma_k^2)."""
+def component_log_probs(mixture: Mixture, z: torch.Tensor) -> torch.Tensor:
+    """log pi_k + log N(z | mu_k, sigma_k^2) for every component, per dimension [..., K, Z]."""
     z = z.unsqueeze(-2)                                            # broadcast over the K components
     log_normal = (-0.5 * ((z - mixture.mu) * torch.exp(-mixture.log_sigma)) ** 2
                   - mixture.log_sigma - 0.5 * math.log(2 * math.pi))
-    return torch.logsumexp(F.log_softmax(mixture.logit_pi, -2) + log_normal, -2)
+    return F.log_softmax(mixture.logit_pi, -2) + log_normal
+
+
+def mixture_log_prob(mixture: Mixture, z: torch.Tensor) -> torch.Tensor:
+    """log p(z) per dimension [..., Z]:  log sum_k pi_k N(z | mu_k, sigma_k^2)."""
+    return torch.logsumexp(component_log_probs(mixture, z), -2)
 
 
 def check_temperature(tau) -> float:
@@ -566,6 +571,8 @@ def _environment_record() -> str:
 
 def train_rollouts(args) -> Path:
     """Episodes --seed ... --seed + episodes - 1, one .npz each (resumable: a finished episode is kept)."""
+    from core.checkpoints import command_history, make_card
+
     folder = Path(args.data)
     if episode_files(folder) and not args.resume:
         raise ValueError(f"{folder} already holds rollouts: add --resume to finish them, or choose another --data.")
@@ -573,8 +580,8 @@ def train_rollouts(args) -> Path:
     started = time.monotonic()
     card_path = folder / "card.json"
     earlier = json.loads(card_path.read_text()) if args.resume and card_path.is_file() else {}
-    commands = ([earlier["command"], *earlier.get("resumed_with", [])] if earlier else []) \
-        + [getattr(args, "command_line", "(called from Python)")]
+    commands = command_history(args, {"commands": [earlier["command"], *earlier.get("resumed_with", [])]}
+                               if earlier else None)
     for i in range(args.episodes):
         if args.minutes and time.monotonic() - started > 60 * args.minutes:
             break
@@ -589,13 +596,13 @@ def train_rollouts(args) -> Path:
                   flush=True)
     episodes = load_rollouts(folder)
     returns = [float(e["rewards"].sum()) for e in episodes]
-    card = {"command": commands[0], **({"resumed_with": commands[1:]} if len(commands) > 1 else {}),
-            "environment": _environment_record(),
-            "policy": "core.world_models.NoisyPolicy: gas, a wandering wheel, now and then the brake",
-            "episodes": len(episodes), "steps": int(sum(len(e["actions"]) for e in episodes)),
-            "wall_time_s": round(earlier.get("wall_time_s", 0) + time.monotonic() - started, 1),
-            "mean_return": round(float(np.mean(returns)), 1),
-            "frame": f"{FRAME}x{FRAME} RGB (top 84 rows of 96, resized)"}
+    card = make_card(commands=commands, data=f"{ENV_ID} episodes of the noisy policy, tracks {args.seed} and up",
+                     wall_time_s=earlier.get("wall_time_s", 0) + time.monotonic() - started,
+                     environment=_environment_record(),
+                     policy="core.world_models.NoisyPolicy: gas, a wandering wheel, now and then the brake",
+                     episodes=len(episodes), steps=int(sum(len(e["actions"]) for e in episodes)),
+                     mean_return=round(float(np.mean(returns)), 1),
+                     frame=f"{FRAME}x{FRAME} RGB (top 84 rows of 96, resized)")
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     return folder
 

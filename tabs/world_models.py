@@ -194,14 +194,15 @@ def _mixture_figure(mixture, drawn, dims: int = 4, actual=None, title: str = "M'
 
     plt = pyplot()
     fig, axes = plt.subplots(1, dims, figsize=(2.6 * dims, 2.3), dpi=90, squeeze=False)
-    pi = torch.softmax(mixture.logit_pi, 0)
+    from core.world_models import component_log_probs
+
     sigma = mixture.log_sigma.exp()
     for d, ax in enumerate(axes[0]):
         lo = float((mixture.mu[:, d] - 3 * sigma[:, d]).min())
         hi = float((mixture.mu[:, d] + 3 * sigma[:, d]).max())
         x = torch.linspace(lo, hi, 300)
-        parts = pi[:, d, None] * torch.exp(-0.5 * ((x - mixture.mu[:, d, None]) / sigma[:, d, None]) ** 2) \
-            / (sigma[:, d, None] * (2 * np.pi) ** 0.5)
+        points = x[:, None].expand(-1, mixture.mu.shape[-1])      # x in every dimension; dimension d is drawn
+        parts = component_log_probs(mixture, points)[:, :, d].exp().T  # pi_k N(x | mu_k, sigma_k^2), [K, 300]
         for part in parts:
             ax.plot(x, part, ls="--", lw=0.8, color="0.5")
         ax.plot(x, parts.sum(0), color="black", lw=1.5)

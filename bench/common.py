@@ -12,6 +12,26 @@ from pathlib import Path
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
+def portable(path) -> str:
+    """A path as a record names it: relative to the repository, or by its name alone when outside it."""
+    from core.registry import ROOT
+
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
+
+
+def checkpoint_record(path, card: dict, data: bytes | None = None) -> dict:
+    """Which checkpoint file was measured: its SHA-256 (of `data`, the bytes that were loaded, when given) and
+    its card's command, continuations, steps, time and own figures (and what it was fine-tuned from)."""
+    import hashlib
+
+    data = Path(path).read_bytes() if data is None else data
+    return {"file": portable(path), "sha256": hashlib.sha256(data).hexdigest(),
+            "command": card.get("command"), "resumed_with": card.get("resumed_with"), "steps": card.get("steps"),
+            "wall_time_s": card.get("wall_time_s"), "date": card.get("date"), "card_metrics": card.get("metrics"),
+            **({"fine_tuned_from": card["fine_tuned_from"]} if card.get("fine_tuned_from") else {})}
+
+
 def machine() -> dict:
     import torch
 

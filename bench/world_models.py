@@ -45,14 +45,13 @@ V and M are needed for everything.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bench.common import save_results
+from bench.common import checkpoint_record, portable, save_results
 
 FIRST_TRACK = 20_000         # bench tracks: no rollout's, no card's, no real CMA-ES generation's (see above)
 RECORD_TRACK = 30_500        # fallback frames when the rollouts are absent
@@ -117,21 +116,6 @@ def _sig(x: float, digits: int = 4) -> float:
     return float(f"{x:.{digits}g}")
 
 
-def _portable(path: Path) -> str:
-    from core.registry import ROOT
-
-    path = Path(path).resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
-
-
-def checkpoint_record(path, checkpoint) -> dict:
-    """Which file was measured: its SHA-256 and its card's command, steps, time and own figures."""
-    card = checkpoint.card
-    return {"file": _portable(path), "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
-            "command": card.get("command"), "resumed_with": card.get("resumed_with"), "steps": card.get("steps"),
-            "wall_time_s": card.get("wall_time_s"), "date": card.get("date"), "card_metrics": card.get("metrics")}
-
-
 def load_models(paths: dict) -> tuple[dict, dict, list[str]]:
     """The models at `paths` (vae, rnn, controller_real, controller_dream), their records, and which
     controllers are missing (V and M must exist)."""
@@ -144,12 +128,12 @@ def load_models(paths: dict) -> tuple[dict, dict, list[str]]:
                                 **{c: (wm.Controller, wm.ControllerConfig) for c in CONTROLLERS}}.items():
         path = Path(paths[name])
         if name in CONTROLLERS and not path.is_file():
-            missing.append(f"{name} ({_portable(path)}: python -m core.train world_models --stage controller "
+            missing.append(f"{name} ({portable(path)}: python -m core.train world_models --stage controller "
                            f"--where {name.split('_')[1]})")
             continue
         checkpoint = load_checkpoint(path)  # a missing V or M stops the bench with the command that makes it
         models[name] = build_model(checkpoint, cls, config)
-        records[name] = checkpoint_record(path, checkpoint)
+        records[name] = checkpoint_record(path, checkpoint.card)
         if name == "rnn":
             models["dream_starts"] = checkpoint.extras["dream_starts"]
     return models, records, missing
@@ -228,7 +212,7 @@ def validation_episodes(data, keep: int | None, record_episodes: int, record_ste
     if valid_files:
         valid_files = valid_files[:keep] if keep else valid_files
         episodes = [dict(np.load(path)) for path in valid_files]
-        record = {"source": "rollouts", "folder": _portable(Path(data)),
+        record = {"source": "rollouts", "folder": portable(Path(data)),
                   "what": f"the rollouts' validation episodes (the last tenth of {len(files)}), "
                           f"{len(valid_files)} of them", "files": [p.name for p in valid_files]}
         if (Path(data) / "card.json").is_file():
@@ -237,7 +221,7 @@ def validation_episodes(data, keep: int | None, record_episodes: int, record_ste
         seeds = list(range(RECORD_TRACK, RECORD_TRACK + record_episodes))
         episodes = [wm.record_episode(s, record_steps) for s in seeds]
         why = "no rollouts" if not files else f"{len(files)} rollout episode(s), none left to validate on"
-        record = {"source": "recorded", "folder": _portable(Path(data)),
+        record = {"source": "recorded", "folder": portable(Path(data)),
                   "what": f"{why} in the folder: {record_episodes} episodes of the noisy policy recorded now, "
                           f"up to {record_steps} steps, tracks {seeds[0]}..{seeds[-1]}"}
     record.update(episodes=len(episodes), frames=int(sum(len(e["actions"]) for e in episodes)))

@@ -126,15 +126,20 @@ def load_checkpoint(path) -> Checkpoint:
                       extras=raw.get("extras", {}), path=path)
 
 
-def start_from(path, config: dict, kind: str, card_fields: tuple[str, ...] = ()) -> tuple[dict, dict]:
+def start_from(path, config: dict, kind: str, card_fields: tuple[str, ...] = (),
+               defaults: dict | None = None) -> tuple[dict, dict]:
     """For a trainer's --init-from: the weights of checkpoint `path`, whose config must equal
     `config`, and a record of how it was made (its commands, wall time and `card_fields`). Keep the
     record in the resume state, pass it to `command_history` (its commands head the new run's) and
-    to `make_card(init=...)`."""
+    to `make_card(init=...)`. `defaults`: config keys a checkpoint older than them lacks, and the value
+    that absence means."""
+    from core.train import portable_arguments
+
     start = load_checkpoint(path)
-    if start.config != config:
+    if {**(defaults or {}), **start.config} != config:
         raise ValueError(f"{path} is a {start.config} {kind}; this run asks for {config}.")
-    record = {"checkpoint": str(path), "commands": [start.card["command"], *start.card.get("resumed_with", [])],
+    record = {"checkpoint": portable_arguments([str(path)])[0],
+              "commands": [start.card["command"], *start.card.get("resumed_with", [])],
               **{k: start.card.get(k) for k in ("wall_time_s", *card_fields)}}
     return start.state_dict, record
 

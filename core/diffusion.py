@@ -26,7 +26,7 @@ import contextlib
 import copy
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
@@ -92,6 +92,7 @@ class DiffusionConfig:
     embedding_dim: int = 32
     schedule: str = "cosine"      # the schedule the network was trained with
     loss: str = "mse"             # "mse" or "mae" on the predicted noise
+    condition_dim: int = 0        # >0: also conditioned on a vector (a caption's embedding, a class one-hot)
 
     def __post_init__(self):
         self.widths = tuple(int(w) for w in self.widths)
@@ -159,6 +160,13 @@ class UNet(nn.Module):
         self.config = config
         widths, emb = config.widths, config.embedding_dim * 4
         self.embed = nn.Sequential(nn.Linear(config.embedding_dim, emb), nn.SiLU(), nn.Linear(emb, emb))
+        if config.condition_dim:
+            # The condition joins the noise-level embedding that every residual block adds to its
+            # channels (a FiLM shift, as Imagen adds its pooled text embedding). Its last layer starts
+            # at zero, so a model fine-tuned from an unconditional one starts exactly where that one was.
+            self.condition = nn.Sequential(nn.Linear(config.condition_dim, emb), nn.SiLU(), nn.Linear(emb, emb))
+            nn.init.zeros_(self.condition[-1].weight)
+            nn.init.zeros_(self.condition[-1].bias)
         folded = config.channels * config.patch ** 2
         self.stem = nn.Conv2d(folded, widths[0], 3, padding=1)
         self.down = nn.ModuleList()
@@ -180,9 +188,14 @@ class UNet(nn.Module):
         nn.init.zeros_(self.head[-1].weight)  # start by predicting "no noise": a calm first step
         nn.init.zeros_(self.head[-1].bias)
 
-    def forward(self, x_t: torch.Tensor, noise_variance: torch.Tensor) -> torch.Tensor:
+    def forward(self, x_t: torch.Tensor, noise_variance: torch.Tensor,
+                condition: torch.Tensor | None = None) -> torch.Tensor:
         n_levels, per_level = len(self.config.widths), self.config.blocks_per_level
         emb = self.embed(sinusoidal_embedding(noise_variance.expand(x_t.shape[0]), self.config.embedding_dim))
+        if self.config.condition_dim:
+            if condition is None:
+                raise ValueError("This model is conditional: pass a condition (the empty prompt's for none).")
+            emb = emb + self.condition(condition.to(emb.dtype).expand(x_t.shape[0], -1))
         # Folding 2x2 pixels into channels (pixel unshuffle) quarters the cost of every layer;
         # the network still sees every pixel, only at a coarser grid.
         h = self.stem(F.pixel_unshuffle(x_t, self.config.patch))
@@ -200,13 +213,14 @@ class UNet(nn.Module):
         return F.pixel_shuffle(self.head(h), self.config.patch)
 
 
-def predict_noise(model: UNet, x_t: torch.Tensor, t: float, schedule: str) -> torch.Tensor:
-    """ε_θ(x_t, noise(t)²), in bf16 on CUDA (core.runtime.autocast) and returned as float32."""
+def predict_noise(model: UNet, x_t: torch.Tensor, t: float, schedule: str,
+                  condition: torch.Tensor | None = None) -> torch.Tensor:
+    """ε_θ(x_t, noise(t)² [, condition]), in bf16 on CUDA (core.runtime.autocast) and returned as float32."""
     from core.runtime import autocast
 
     _, noise_rate = schedule_rates(schedule, torch.tensor([float(t)]))
     with autocast(x_t.device):
-        return model(x_t, (noise_rate ** 2).to(x_t.device)).float()
+        return model(x_t, (noise_rate ** 2).to(x_t.device), condition).float()
 
 
 # --- samplers ------------------------------------------------------------------------
@@ -330,7 +344,7 @@ def load_model(name: str) -> UNet:
 # --- training ------------------------------------------------------------------------
 
 def diffusion_loss(network: nn.Module, config: DiffusionConfig, x0: torch.Tensor,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
+                   generator: torch.Generator | None = None, condition: torch.Tensor | None = None) -> torch.Tensor:
     """Noise a batch at random times and score the network's noise prediction:
     x_t = signal(t)·x_0 + noise(t)·ε,  loss = ‖ε_θ(x_t, noise(t)²) − ε‖² (or |·| for "mae").
     The random draws come from `generator` on the CPU, so a run is the same on every device."""
@@ -338,8 +352,19 @@ def diffusion_loss(network: nn.Module, config: DiffusionConfig, x0: torch.Tensor
     noise = torch.randn(x0.shape, generator=generator).to(x0.device)
     signal, noise_rate = schedule_rates(config.schedule, t)
     x_t = _per_image(signal, x0) * x0 + _per_image(noise_rate, x0) * noise
-    pred = network(x_t, noise_rate ** 2).float()
+    pred = network(x_t, noise_rate ** 2, condition).float()
     return F.l1_loss(pred, noise) if config.loss == "mae" else F.mse_loss(pred, noise)
+
+
+def pick_conditions(conditions: torch.Tensor, null_condition: torch.Tensor, index: torch.Tensor,
+                    drop_probability: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The conditions of a batch: one of each image's K (one of its captions, say), and for a share
+    `drop_probability` of the batch the empty condition ∅ instead. Training on both is what lets one
+    network give ε(x_t | c) and ε(x_t | ∅), the two predictions classifier-free guidance mixes."""
+    choice = torch.randint(conditions.shape[1], (len(index),), generator=generator)
+    picked = conditions[index, choice]
+    dropped = torch.rand(len(index), generator=generator) < drop_probability
+    return torch.where(dropped[:, None], null_condition.to(picked.dtype).expand_as(picked), picked)
 
 
 @torch.no_grad()
@@ -401,17 +426,29 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ema", type=float, default=0.999, help="EMA decay of the sampling weights")
     parser.add_argument("--steps", type=int, default=100_000, help="optimizer steps (--minutes may stop earlier)")
     parser.add_argument("--save-every", type=float, default=180, help="seconds between resumable saves")
+    parser.add_argument("--condition", choices=("none", "captions", "classes"), default="none",
+                        help="captions: faces with the tiny CLIP's caption embeddings (core.text_to_image); "
+                             "classes: Fashion-MNIST with a class one-hot")
+    parser.add_argument("--caption-dropout", type=float, default=0.15,
+                        help="share of the examples trained with the empty condition (for classifier-free guidance)")
+    parser.add_argument("--captions-per-image", type=int, default=8, help="captions drawn per face and embedded once")
+    parser.add_argument("--clip", default="faces32", help="shipped CLIP whose text encoder embeds the captions")
+    parser.add_argument("--init-from", default=None,
+                        help="start from an unconditional checkpoint of the same U-Net (new conditioning layers start at zero)")
 
 
 def train(model: UNet, images: torch.Tensor, steps: int, batch_size: int = 64, lr: float = 1e-3,
           weight_decay: float = 1e-4, ema_decay: float = 0.999, generator: torch.Generator | None = None,
           ema: UNet | None = None, optimizer=None, start_step: int = 0, network: nn.Module | None = None,
-          autocast=contextlib.nullcontext) -> Iterator[dict]:
+          autocast=contextlib.nullcontext, conditions: torch.Tensor | None = None,
+          null_condition: torch.Tensor | None = None, drop_probability: float = 0.0) -> Iterator[dict]:
     """The training loop as a generator: yields {"step", "loss"} after every optimizer step.
 
     `network` is what the step calls (the model itself, or its DistributedDataParallel wrapper, which
     averages the gradients over the processes); `batch_size` is this process's share of the batch.
     The EMA copy's decay ramps up from 0 so that early samples are not an average of noise.
+    A conditional model gets `conditions` [N, K, D] (K choices per image, e.g. K captions) and the
+    empty condition `null_condition` [D] (see `pick_conditions`).
     """
     network = network or model
     ema = ema if ema is not None else copy.deepcopy(model).requires_grad_(False)
@@ -422,9 +459,12 @@ def train(model: UNet, images: torch.Tensor, steps: int, batch_size: int = 64, l
         # A short warm-up keeps AdamW's first, badly estimated steps small.
         for group in optimizer.param_groups:
             group["lr"] = lr * min(1.0, step / 200)
-        batch = images[torch.randint(len(images), (batch_size,), generator=generator)].to(device)
+        index = torch.randint(len(images), (batch_size,), generator=generator)
+        batch = images[index].to(device)
+        condition = None if conditions is None else \
+            pick_conditions(conditions, null_condition, index, drop_probability, generator).to(device)
         with autocast():
-            loss = diffusion_loss(network, model.config, batch, generator)
+            loss = diffusion_loss(network, model.config, batch, generator, condition)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -437,27 +477,47 @@ def train_main(args) -> Path:
     from core.engine import TrainingRun
     from core.registry import shipped_path
 
-    name = "fashion32" if args.data == "fashion" else f"{args.data}{args.size}"
+    name = ("fashion32" if args.data == "fashion" else f"{args.data}{args.size}") + \
+        {"none": "", "captions": "_captions", "classes": "_classes"}[args.condition]
     out = Path(args.out) if args.out else shipped_path("diffusion", name)
     run = TrainingRun(args, out, global_batch=args.batch_size)
     run.refuse_download_in_many(args.download)
-    images, data_description = load_training_images(args.data, args.size, args.data_dir, args.limit, args.download)
-    images = images[run.shard(len(images), "images")]  # this process's share, kept on the CPU
+    conditions = null_condition = None
+    extras = {}  # what a conditional model needs at use time: which text encoder made its conditions
+    if args.condition == "none":
+        images, data_description = load_training_images(args.data, args.size, args.data_dir, args.limit, args.download)
+    else:
+        from core.text_to_image import conditional_training_set
+
+        images, conditions, null_condition, data_description, extras = conditional_training_set(args)
+    mine = run.shard(len(images), "images")  # this process's share, kept on the CPU
+    images = images[mine]
+    conditions = None if conditions is None else conditions[mine]
     config = DiffusionConfig(channels=images.shape[1], image_size=args.size,
                              widths=tuple(int(w) for w in args.widths.split(",")), blocks_per_level=args.blocks,
-                             patch=args.patch,
-                             attention=not args.no_attention, schedule=args.schedule, loss=args.loss)
+                             patch=args.patch, attention=not args.no_attention, schedule=args.schedule, loss=args.loss,
+                             condition_dim=0 if conditions is None else conditions.shape[-1])
     model = UNet(config)
+    state, curve, init = run.resumed, [], None  # init: what the --init-from checkpoint's card says of it
+    if state:
+        model.load_state_dict(state["model"])
+        curve, init = state["curve"], state.get("init")
+    elif args.init_from:
+        from core.checkpoints import command_history, start_from
+
+        weights, init = start_from(args.init_from, {**asdict(config), "condition_dim": 0}, "unconditional diffusion U-Net",
+                                   ("steps", "metrics"), defaults={"condition_dim": 0})
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+        if unexpected or any(not key.startswith("condition.") for key in missing):
+            raise ValueError(f"{args.init_from} does not fit this U-Net: missing {missing}, unexpected {unexpected}.")
+        run.commands = command_history(args, init)  # the checkpoint's commands head this run's
     network = run.wrap(model)
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     generator = run.generator("noise and batches")
-    state, curve = run.resumed, []
     if state:
-        model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
-        curve = state["curve"]
     n_params = sum(p.numel() for p in model.parameters())
     run.log(f"{data_description}; {n_params / 1e6:.2f}M parameters; from step {run.step}; "
             f"{run.world_size} process(es) on {run.device}")
@@ -465,16 +525,18 @@ def train_main(args) -> Path:
 
     def save() -> None:
         run.save_state({"model": model.state_dict(), "ema": ema.state_dict(),
-                        "optimizer": optimizer.state_dict(), "curve": curve})
+                        "optimizer": optimizer.state_dict(), "curve": curve, "init": init})
         card = run.card(data=data_description, model=model, batch_size=args.batch_size, parameters=n_params,
                         optimizer=f"AdamW lr {args.lr} wd {args.weight_decay}, 200-step warm-up, grad clip 1",
-                        ema_decay=args.ema, weights="EMA, float16", bf16_autocast=run.bf16,
+                        ema_decay=args.ema, weights="EMA, float16", bf16_autocast=run.bf16, init=init,
+                        **({"caption_dropout": args.caption_dropout} if conditions is not None else {}),
                         metrics={"final_loss": curve[-1][1] if curve else None},
                         training_curve={"step_and_mean_loss": curve})
-        run.save_model(ema, config, card, half=True)
+        run.save_model(ema, config, card, extras, half=True)
 
     events = train(model, images, args.steps, run.batch, args.lr, args.weight_decay, args.ema,
-                   generator, ema, optimizer, run.step, network=network, autocast=run.autocast)
+                   generator, ema, optimizer, run.step, network=network, autocast=run.autocast,
+                   conditions=conditions, null_condition=null_condition, drop_probability=args.caption_dropout)
     for event in run.loop(events, save, total=args.steps, desc=f"diffusion {name}"):
         running.append(event["loss"])
         if event["step"] % every == 0:

@@ -11,6 +11,7 @@ TABS = [
     ("Normalizing flow", "flow"),
     ("Energy-based model", "ebm"),
     ("Diffusion", "diffusion"),
+    ("Text to image", "text_to_image"),
     ("Music", "music"),
     ("World Models", "world_models"),
 ]

@@ -40,7 +40,16 @@ adds fresh random noise (DDPM, or DDIM with η = 1), and repeats."""
 # --- shipped models ---------------------------------------------------------------------------
 
 def model_choices() -> list[tuple[str, str]]:
-    return shipped_choices(TAB, MODEL_LABELS)  # the measured Fashion-MNIST model first: the default
+    """The unconditional models (the measured Fashion-MNIST one first: the default). The text- and
+    class-conditional ones in the same folder (condition_dim > 0) belong to the Text to image tab."""
+    return [(label, name) for label, name in shipped_choices(TAB, MODEL_LABELS) if _unconditional(name)]
+
+
+def _unconditional(name: str) -> bool:
+    try:
+        return not read_card(TAB, name).get("config", {}).get("condition_dim")
+    except (OSError, ValueError):  # a card being rewritten by a training in progress: not listed this time
+        return False
 
 
 def model_card(name) -> str:

@@ -9,7 +9,7 @@ from tabs import TABS
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPECTED = ["Text", "DeepDream", "Style transfer", "Adversarial examples", "VAE", "GAN", "PixelCNN",
-            "Normalizing flow", "Energy-based model", "Diffusion", "Music", "World Models"]
+            "Normalizing flow", "Energy-based model", "Diffusion", "Text to image", "Music", "World Models"]
 
 
 def test_build_app_has_every_tab_in_the_books_order():
@@ -38,8 +38,8 @@ def test_building_the_app_loads_no_model_code():
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
-API_NAME = re.compile(r"(text|dream|style|adversarial|vae|gan|pixelcnn|flow|ebm|diffusion|musegan|music|world_models)"
-                      r"_[a-z][a-z0-9_]*[a-z]")
+API_NAME = re.compile(r"(text_to_image|text|dream|style|adversarial|vae|gan|pixelcnn|flow|ebm|diffusion|musegan|music|"
+                      r"world_models)_[a-z][a-z0-9_]*[a-z]")
 
 
 def test_every_event_is_named_and_the_readme_lists_the_public_ones():

@@ -25,6 +25,7 @@ from core.data.chorales import DEFAULT_INSTRUMENTS
 from tabs import adversarial, diffusion, dream, ebm, flow, gan, musegan, pixelcnn, stepviewer, style, text, vae
 from tabs import latent_spaces
 from tabs import music_transformer
+from tabs import text_to_image
 from tabs import world_models
 from tabs.common import user_errors
 
@@ -500,6 +501,45 @@ def world_mixture(state="compared", step=51):
     return ui(world_models.mixture_at)(state, step)
 
 
+# The Text to image tab runs the shipped conditional diffusion models, the CLIP and the classifiers (CI has
+# them; a checkout without them skips these cases), with few steps.
+
+def _require_text_to_image(name=None, clip=False):
+    from tests.conftest import require
+
+    if name in text_to_image.MODELS:
+        require(name in [n for _, n in text_to_image.model_choices()],
+                f"{name} is not shipped yet: {text_to_image.TRAIN_COMMANDS[name]}")
+    if clip or name == "faces32_captions":
+        require(text_to_image.clip_shipped(), f"the CLIP is not shipped yet: {text_to_image.CLIP_COMMAND}")
+
+
+def t2i_generate(name="faces32_captions", prompt="a person with red hair and glasses", negative="", weight=3.0,
+                 steps=10, seed=0, n=1):
+    _require_text_to_image(name)
+    return ui(text_to_image.generate)(name, prompt, negative, weight, steps, seed, n)
+
+
+def t2i_strip(name="faces32_captions", prompt="red hair, glasses", negative="", steps=10, seed=0):
+    _require_text_to_image(name)
+    return ui(text_to_image.guidance_strip)(name, prompt, negative, steps, seed)
+
+
+def t2i_search(caption="a person with red hair"):
+    _require_text_to_image(clip=True)
+    return ui(text_to_image.search_faces)(caption)
+
+
+def t2i_describe(upload=None, index=0):
+    _require_text_to_image(clip=True)
+    return ui(text_to_image.describe_face)(upload, index)
+
+
+def t2i_matrix(seed=0):
+    _require_text_to_image(clip=True)
+    return ui(text_to_image.similarity_matrix)(seed)
+
+
 # --- the table ------------------------------------------------------------------------------------
 
 def _cases():
@@ -833,6 +873,36 @@ def _cases():
         add(world_mixture, state=state)
     add(world_drive, environment="fails")  # CarRacing cannot start: a sentence saying what to install
     add(world_compare, environment="fails")
+    # Text to image: numbers clamped with a warning (w to 0..10, steps to 10..100, images to 1..8, the test face
+    # to 0..999), any number a seed; prompts empty, cut, contradictory or unknown give a note and a picture.
+    for name, value in NUMBERS.items():
+        for field in ("weight", "steps", "n"):
+            add(t2i_generate, **{field: value}, works=True)
+        add(t2i_strip, steps=value, works=True)
+        add(t2i_describe, index=value, works=True)
+    for name, seed in [*SEEDS.items(), ("text", "seven")]:
+        add(t2i_generate, seed=seed, works=True)
+        add(t2i_strip, seed=seed, works=True)
+        add(t2i_matrix, seed=seed, works=True)
+    for prompt in ("", None, "x" * 10_000, "a person with red hair and glasses " * 300, "red hair, black hair",
+                   "zebra unicorn", "glasses and no glasses", "🙂🙂 \x00\u202e", "\n" * 5000):
+        add(t2i_generate, prompt=prompt, works=True)
+        add(t2i_generate, negative=prompt, works=True)
+        add(t2i_strip, prompt=prompt, works=True)
+    for prompt in ("a sneaker", "", "a zebra", "a shirt and a sandal", "x" * 10_000):
+        add(t2i_generate, name="fashion32_classes", prompt=prompt, works=True)
+    add(t2i_strip, name="fashion32_classes", prompt="a bag", works=True)
+    for name in ("stable_diffusion", None, "", 3, "fashion32"):  # fashion32 is unconditional: the Diffusion tab's
+        add(t2i_generate, name=name)
+        add(t2i_strip, name=name)
+    for caption in ("", None, "zebra unicorn", "\n" * 5000):
+        add(t2i_search, caption=caption)
+    for caption in ("red hair " + "x " * 5_000, "red hair, black hair", "a person with red hair and a zebra"):
+        add(t2i_search, caption=caption, works=True)
+    for upload in IMAGE_FILES:  # every mode and a 6000x4000 photo work; the rest are refused
+        add(t2i_describe, upload=f"file:{upload}", works=upload.startswith("mode_") or upload == "huge")
+    for mode in PIL_MODES:  # a picture sent as it is (an API client's array)
+        add(t2i_describe, upload=f"pil:{mode}", works=True)
     return cases
 
 

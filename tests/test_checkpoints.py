@@ -183,6 +183,7 @@ TRAINING_IMAGES = {("vae", "fashion_2d"): 60000, ("vae", "fashion_32d"): 60000,
                    ("gan", "wgangp_faces"): 6000,  # --faces 6000
                    ("vae", "fashion16_k4"): 60000,
                    ("classifier", "fashion_mnist_robust"): 55000,  # 5,000 held out for validation
+                   ("classifier", "face_attributes32"): 16000,  # --train-faces 16000
                    **{("autoencoder", name): 60000 for name in list_shipped("autoencoder")}}
 
 

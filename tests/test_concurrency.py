@@ -38,6 +38,10 @@ CALLS = {
     "text": ("/text_generate", {"length": 80, "seed": 3, "temperature": 1.0}, lambda r: r[0]),
     "gan": ("/gan_samples", {"name": "cgan_fashion", "seed": 3, "grid_size": 4}, lambda r: pixels(r[0])),
     "diffusion": ("/diffusion_sample", {"seed": 5, "n": 4, "steps": 10}, lambda r: pixels(r[0])),
+    # Text to image: the default prompt on the faces model (the final grid and the note), and the CLIP's similarity
+    # matrix of a random batch, read from the embeddings every user shares (computed once, on first use).
+    "text_to_image": ("/text_to_image_generate", {"seed": 3, "n": 2, "steps": 10}, lambda r: (pixels(r[0]), r[4])),
+    "clip": ("/text_to_image_clip_matrix", {"seed": 3}, lambda r: (pixels(r[0]), r[1])),
     "vae": ("/vae_random_face", {"seed": 11}, lambda r: pixels(r[1])),
     "musegan": ("/musegan_new_piece", {"seed": 2}, lambda r: (file_digest(r[1]), r[3])),  # the audio and the metrics
     "ebm": ("/ebm_sample", {"seed": 3, "n": 4, "steps": 20}, lambda r: pixels(r[0])),  # the final samples

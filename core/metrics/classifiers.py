@@ -200,12 +200,13 @@ def load_fashion_classifier(path=None) -> FashionClassifier:
 
 
 @functools.lru_cache(maxsize=None)
-def load_face_classifier(path=None) -> FaceAttributeClassifier:
+def load_face_classifier(path=None, size: int = 64) -> FaceAttributeClassifier:
     """The shipped face-attribute classifier (or the checkpoint at `path`), in eval mode, on the app's
-    device, cached."""
+    device, cached. `size` 32 is the one trained on faces drawn at 32x32: it judges 32-pixel models,
+    whose glasses and mouths the 64-pixel one cannot see once upsampled."""
     from core.runtime import app_device
 
-    ckpt = load_checkpoint(path) if path else load_shipped(TECHNIQUE, FACES_NAME)
+    ckpt = load_checkpoint(path) if path else load_shipped(TECHNIQUE, _faces_name(size))
     return build_model(ckpt, FaceAttributeClassifier, FaceClassifierConfig).to(app_device())
 
 
@@ -238,6 +239,10 @@ def face_attributes(images: torch.Tensor, value_range=(0, 1),
 
 # --- training ------------------------------------------------------------------------
 
+def _faces_name(size: int) -> str:
+    return FACES_NAME if size == 64 else f"{FACES_NAME}{size}"
+
+
 def add_train_arguments(parser) -> None:
     parser.add_argument("--dataset", choices=["fashion", "faces"], default="fashion",
                         help="fashion: Fashion-MNIST classes; faces: synthetic face attributes")
@@ -259,6 +264,8 @@ def add_train_arguments(parser) -> None:
                         help="fashion: share of each batch replaced by its PGD images (1: all, as Madry et al.)")
     parser.add_argument("--train-faces", type=int, default=16000, help="synthetic faces to train on (train split)")
     parser.add_argument("--test-faces", type=int, default=2000, help="faces to measure on (validation split)")
+    parser.add_argument("--size", type=int, default=64, help="faces: drawn at this size (32 writes face_attributes32, "
+                                                               "the judge of 32-pixel face models)")
 
 
 def _fraction(text: str) -> float:
@@ -497,7 +504,7 @@ def train_faces(args):
     from core.data.faces import FACE_ATTRIBUTES, face_split
     from core.engine import TrainingRun
 
-    out = Path(args.out) if args.out else shipped_path(TECHNIQUE, FACES_NAME)
+    out = Path(args.out) if args.out else shipped_path(TECHNIQUE, _faces_name(args.size))
     run = TrainingRun(args, out, global_batch=args.batch_size)  # seeds the weight initialisation
     attributes = list(FACE_ATTRIBUTES)
 
@@ -508,22 +515,23 @@ def train_faces(args):
 
     # The standard splits every technique shares: train on "train", measure on "validation",
     # and leave "test" untouched for the FID/KID references (core.metrics.quality).
-    train_x, train_y = as_arrays(face_split("train", args.train_faces))
-    test_x, test_y = as_arrays(face_split("validation", args.test_faces))
-    model, init = _start_from(run, args, FaceAttributeClassifier, FaceClassifierConfig(attributes=attributes))
+    train_x, train_y = as_arrays(face_split("train", args.train_faces, size=args.size))
+    test_x, test_y = as_arrays(face_split("validation", args.test_faces, size=args.size))
+    model, init = _start_from(run, args, FaceAttributeClassifier,
+                              FaceClassifierConfig(attributes=attributes, image_size=args.size))
     cfg = model.cfg
     history = _fit(run, model, args, train_x=train_x, train_y=train_y, val_x=test_x, val_y=test_y,
                    loss_fn=F.binary_cross_entropy_with_logits, augment=lambda x, generator: x, init=init)
     per_attribute = _accuracy(_as_shipped(model), test_x.float() / 255, test_y, run.device)
     accuracy = {name: round(float(a), 4) for name, a in zip(attributes, per_attribute)}
     card = run.card(model=model,
-                    data=f"synthetic faces (core.data.faces): {len(train_x)} of the train split, "
-                         f"measured on {len(test_x)} of the validation split",
+                    data=f"synthetic faces (core.data.faces) drawn at {args.size}x{args.size}: {len(train_x)} of the "
+                         f"train split, measured on {len(test_x)} of the validation split",
                     metrics={"test_accuracy": accuracy, "mean_test_accuracy": round(float(per_attribute.mean()), 4),
                              "positive_rate": {name: round(float(r), 3) for name, r in zip(attributes, test_y.mean(0))}},
                     epochs=len(history), batch_size=args.batch_size, lr=args.lr, bf16_autocast=run.bf16,
                     features=f"{cfg.feature_dim}-d penultimate layer (after ReLU), used for FID/KID on faces",
-                    input="[N, 3, 64, 64] in [0, 1]; other square sizes are resized",
+                    input=f"[N, 3, {args.size}, {args.size}] in [0, 1]; other square sizes are resized",
                     curves=history, init=init)
     path = run.save_model(model, cfg, card, half=True)
     run.finish()

@@ -259,6 +259,21 @@ def test_diffusion_samples_to_the_end(page, screenshot_dir):
     save_screenshot(page, screenshot_dir, "diffusion")
 
 
+def test_text_to_image_generates_a_prompt_and_compares_the_guidance_weights(page, screenshot_dir):
+    open_tab(page, "Text to image")
+    page.locator("#t2i-generate").click()  # the defaults: a held-out pair, w = 3, 50 steps, 4 images
+    assert_picture(page, "#t2i-final", min_side=128)  # only filled when the last step is done
+    page.locator("#t2i-note").get_by_text("Done:").wait_for(timeout=JOB_TIMEOUT_MS)
+    assert_picture(page, "#text_to_image-viewer", min_side=96)  # the viewer at the last step: five panels
+    assert_no_error(page)
+    save_screenshot(page, screenshot_dir, "text_to_image")
+    page.get_by_role("tab", name="Same seed, four weights", exact=True).click()
+    page.locator("#t2i-strip-go").click()
+    page.locator("#t2i-strip img").nth(3).wait_for(timeout=JOB_TIMEOUT_MS)
+    assert page.locator("#t2i-strip img").count() == 4
+    assert_no_error(page)
+
+
 def test_musegan_plays_a_new_piece(page, screenshot_dir):
     open_tab(page, "Music")  # its first part is MuseGAN
     page.locator("#musegan-new").click()

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from core.data.faces import HAIR_COLOURS
+
 # (family, value) -> phrasings. A family is one thing a caption can say about a face; "hair" is the
 # colour (one of five), "skin" is pale, medium or dark (the faces' two skin labels and neither).
 #   with: said after "a person with ..."     tag: said alone in a list     adjective: before "person"
@@ -50,7 +52,6 @@ PHRASES: dict[tuple[str, str], dict[str, list[str]]] = {
     ("big_eyes", "no"): {"with": ["small eyes"], "tag": ["small eyes"], "adjective": []},
 }
 FAMILIES = list(dict.fromkeys(family for family, _ in PHRASES))
-HAIR_COLOURS = ["black", "brown", "blond", "red", "gray"]  # the order of core.data.faces.HAIR_COLOURS
 SUBJECTS = ["person", "face", "portrait"]
 
 # Attribute pairs no training face has (so no training caption says): prompting for one tests composition.
@@ -108,11 +109,9 @@ def captions_for(labels: dict[str, torch.Tensor], rng: np.random.Generator, full
     return [write_caption(facts(labels, i), rng, list(FAMILIES) if full else None) for i in range(n)]
 
 
-def caption_of_pair(pair, style: int = 0) -> str:
+def caption_of_pair(pair) -> str:
     """A plain caption of an attribute pair, as the benchmark and the tab's examples prompt with it."""
     (f1, v1), (f2, v2) = pair
-    if style:
-        return ", ".join(PHRASES[(f, v)]["tag"][0] for f, v in pair)
     return f"a person with {PHRASES[(f1, v1)]['with'][0]} and {PHRASES[(f2, v2)]['with'][0]}"
 
 

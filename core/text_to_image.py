@@ -107,10 +107,6 @@ class Pipeline:
     kind: str            # "captions" or "classes"
     clip: object = None  # the TinyCLIP whose text encoder embeds captions (kind "captions")
 
-    @property
-    def vocabulary(self) -> list[str]:
-        return captions.VOCABULARY if self.kind == "captions" else captions.FASHION_VOCABULARY
-
 
 def read_prompt(pipeline: Pipeline, text: str) -> tuple[torch.Tensor, list[str]]:
     """The condition [1, D] of a prompt and sentences about what in it was not understood. The empty

@@ -25,8 +25,9 @@ def checkpoint_record(path, card: dict, data: bytes | None = None) -> dict:
     its card's command, continuations, steps, time and own figures (and what it was fine-tuned from)."""
     import hashlib
 
-    data = Path(path).read_bytes() if data is None else data
-    return {"file": portable(path), "sha256": hashlib.sha256(data).hexdigest(),
+    from core.checkpoints import file_sha256
+
+    return {"file": portable(path), "sha256": file_sha256(path) if data is None else hashlib.sha256(data).hexdigest(),
             "command": card.get("command"), "resumed_with": card.get("resumed_with"), "steps": card.get("steps"),
             "wall_time_s": card.get("wall_time_s"), "date": card.get("date"), "card_metrics": card.get("metrics"),
             **({"fine_tuned_from": card["fine_tuned_from"]} if card.get("fine_tuned_from") else {})}

@@ -195,13 +195,14 @@ def load_models(paths: dict) -> tuple[dict, dict, list[str]]:
 
 def classifier_records() -> dict:
     """The shipped judges' files: the face-attribute classifier of 32-pixel faces and the Fashion-MNIST one."""
+    from core.checkpoints import file_sha256
     from core.registry import read_card, shipped_path
 
     out = {}
     for name in ("face_attributes32", "fashion_mnist"):
         path = shipped_path("classifier", name)
         if path.is_file():
-            out[name] = {"file": portable(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            out[name] = {"file": portable(path), "sha256": file_sha256(path),
                          "command": read_card("classifier", name).get("command")}
     return out
 

@@ -144,6 +144,13 @@ def start_from(path, config: dict, kind: str, card_fields: tuple[str, ...] = (),
     return start.state_dict, record
 
 
+def file_sha256(path) -> str:
+    """The SHA-256 of a file: what a card or a record names a checkpoint or data file by."""
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def build_model(ckpt: Checkpoint, model_cls, config_cls):
     """Rebuild the model a checkpoint describes, in eval mode, with its weights loaded."""
     model = model_cls(config_cls(**ckpt.config))

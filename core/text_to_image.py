@@ -73,7 +73,7 @@ def conditional_training_set(args):
                 f"Fashion-MNIST train ({len(images)} images) with their class as a one-hot, zero-padded 28->32", {})
     if args.data != "faces":
         raise ValueError("--condition captions is for --data faces (Fashion-MNIST has classes: --condition classes).")
-    from core.checkpoints import load_shipped
+    from core.checkpoints import file_sha256, load_shipped
     from core.clip import load_model, training_faces
     from core.registry import shipped_path
 
@@ -83,18 +83,11 @@ def conditional_training_set(args):
     texts = [captions.write_caption(f, rng) for f in fact for _ in range(args.captions_per_image)]
     conditions = caption_conditions(clip, texts).reshape(len(images), args.captions_per_image, -1)
     null = caption_conditions(clip, [""])[0]
-    digest = _sha256(shipped_path("clip", args.clip))
+    digest = file_sha256(shipped_path("clip", args.clip))
     return (images * 2 - 1, conditions, null,
             f"{description}; {args.captions_per_image} captions per face, embedded by the shipped CLIP "
             f"{args.clip} (sha256 {digest}, {load_shipped('clip', args.clip).card['command']})",
             {"clip": args.clip, "clip_sha256": digest})
-
-
-def _sha256(path) -> str:
-    import hashlib
-    from pathlib import Path
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 # --- prompts -----------------------------------------------------------------------------------
@@ -238,14 +231,14 @@ def load_pipeline(name: str) -> Pipeline:
     kind = MODELS[name]
     if kind == "classes":
         return Pipeline(name, load_model(name), kind)
-    from core.checkpoints import CheckpointError, load_shipped
+    from core.checkpoints import CheckpointError, file_sha256, load_shipped
     from core.registry import shipped_path
 
     wanted = load_shipped("diffusion", name).extras
     if "clip_sha256" not in wanted:
         raise CheckpointError(f"The text-to-image model {name} does not say which CLIP embedded its captions: "
                               f"train it again (its card has the command).")
-    if _sha256(shipped_path("clip", wanted["clip"])) != wanted["clip_sha256"]:
+    if file_sha256(shipped_path("clip", wanted["clip"])) != wanted["clip_sha256"]:
         raise CheckpointError(f"The text-to-image model {name} was trained on the captions of another CLIP than the "
                               f"shipped {wanted['clip']}: train it again (its card has the command).")
     return Pipeline(name, load_model(name), kind, load_clip(wanted["clip"]))

@@ -697,11 +697,11 @@ def rnn_validation(rnn: MDNRNN, episodes) -> dict[str, float]:
 
 
 def _checkpoint_record(path) -> dict:
-    from core.checkpoints import load_checkpoint
+    from core.checkpoints import file_sha256, load_checkpoint
 
     path = Path(path)
     card = load_checkpoint(path).card
-    return {"name": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    return {"name": path.name, "sha256": file_sha256(path),
             "command": card.get("command"), "wall_time_s": card.get("wall_time_s")}
 
 

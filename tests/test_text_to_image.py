@@ -231,7 +231,7 @@ def test_the_trainers_captions_and_null_condition_are_what_generation_uses(faces
 
     clip = faces_pipeline.clip
     monkeypatch.setattr(core.clip, "load_model", lambda name: clip)
-    monkeypatch.setattr(t2i, "_sha256", lambda path: "0" * 64)
+    monkeypatch.setattr(checkpoints, "file_sha256", lambda path: "0" * 64)
     monkeypatch.setattr(checkpoints, "load_shipped",
                         lambda technique, name: SimpleNamespace(card={"command": "python -m core.train clip"}))
     args = argparse.Namespace(condition="captions", data="faces", limit=30, size=16, seed=0, captions_per_image=3,

@@ -21,13 +21,12 @@ os.environ.setdefault("OMP_NUM_THREADS", os.environ.get("GENLAB_THREADS", "1"))
 
 import gradio as gr  # noqa: E402
 
-from tabs import TABS  # noqa: E402
+from tabs import GROUPS, TABS  # noqa: E402
+from tabs.classroom import explanations, restore_links  # noqa: E402
 from tabs.common import MAX_UPLOAD_BYTES, harden_inputs  # noqa: E402
 
-HEADER = f"""# GenLab: generative deep learning you can touch
-One tab for each of {len(TABS)} techniques from *Deep Learning with Python* (Chollet) and *Generative Deep Learning* (Foster),
-each with trained models and views that show **why** it works, not only what it makes.
-Every model here was trained by this project's own `python -m core.train` commands; each has a model card."""
+HEADER = f"""**GenLab**: generative deep learning you can touch. {len(TABS)} techniques from *Deep Learning with Python*
+(Chollet) and *Generative Deep Learning* (Foster), with models this project trained itself and views that show **why** they work."""
 
 MAX_UPLOAD = f"{MAX_UPLOAD_BYTES // 1_000_000}mb"  # photos and text files; anything bigger is refused by the server
 
@@ -69,11 +68,22 @@ def compute_device() -> str:
 def build_app() -> gr.Blocks:
     with gr.Blocks(title="GenLab") as demo:
         gr.Markdown(HEADER)
-        with gr.Tabs():
-            for title, module_name in TABS:
-                with gr.Tab(title, id=module_name):
-                    importlib.import_module(f"tabs.{module_name}").build()
+        pages, selectors = [], {}
+        with gr.Tabs(elem_id="groups") as groups:
+            for group_title, group, tabs in GROUPS:
+                with gr.Tab(group_title, id=group):
+                    with gr.Tabs(elem_id=f"{group}-tabs") as inner:
+                        for title, module_name in tabs:
+                            with gr.Tab(title, id=module_name):
+                                page = importlib.import_module(f"tabs.{module_name}").build()
+                                if page is not None:
+                                    explanations(page.lesson)
+                            if page is not None:
+                                pages.append(page)
+                                selectors[module_name] = [(groups, group), (inner, module_name)]
+        restore_links(demo, pages, selectors)
         harden_inputs(demo)
+    demo.lesson_pages = pages  # for the tests: every tab's lesson bar and linked widgets
     # Events in one tab share a concurrency slot (see tabs.common.queue); the queue itself
     # holds requests from many users in order instead of refusing them.
     demo.queue(default_concurrency_limit=2, max_size=64)

@@ -97,6 +97,17 @@ def save_checkpoint(path, model: torch.nn.Module, config, card: dict, extras: di
     return path
 
 
+def amend_card(path, note: str, **fields) -> None:
+    """Add fields to the .json card of a shipped checkpoint trained before they existed (the data's name,
+    source and SHA-256, say). The .pt file stays byte for byte as trained, since other cards, benches and
+    the text-to-image pipeline name it by its SHA-256; the card lists what was added in `amended`."""
+    card_path = Path(path).with_suffix(".json")
+    card = json.loads(card_path.read_text())
+    amended = card.get("amended", {"fields": [], "notes": []})
+    amended = {"fields": sorted({*amended["fields"], *fields}), "notes": [*amended["notes"], note]}
+    card_path.write_text(json.dumps({**card, **fields, "amended": amended}, indent=2, default=str) + "\n")
+
+
 def _how_to_make(path: Path) -> str:
     card_path = path.with_suffix(".json")
     try:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.captions import CONTEXT, END, PAD, VOCABULARY_SIZE, tokenize
+from core.data import faces
 
 
 @dataclass
@@ -233,6 +234,8 @@ def train_main(args) -> Path:
     out = Path(args.out) if args.out else shipped_path("clip", f"faces{args.size}")
     run = TrainingRun(args, out, global_batch=args.batch_size)
     images, fact, description = training_faces(args.faces, args.size)
+    data_files = [faces.provenance("train", args.faces, args.size,
+                                   leaving_out="the faces with a held-out combination (core.captions.HELD_OUT)")]
     mine = run.shard(len(images), "faces")
     images, fact = images[mine], [fact[i] for i in mine.tolist()]
     config = ClipConfig(image_size=args.size)
@@ -255,7 +258,7 @@ def train_main(args) -> Path:
         metrics = {k: round(v, 4) for k, v in retrieval_accuracy(model, test_images, test_captions).items()}
         model.train()
         run.save_state({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "curve": curve})
-        card = run.card(data=description, model=model, batch_size=args.batch_size, parameters=n_params,
+        card = run.card(data=description, data_files=data_files, model=model, batch_size=args.batch_size, parameters=n_params,
                         optimizer=f"AdamW lr {args.lr} wd {args.weight_decay}, 200-step warm-up, cosine to 0.1",
                         metrics={"retrieval_on": f"{len(test_images)} test-split faces, one full caption each "
                                                  f"(core.clip.test_set)", **metrics,

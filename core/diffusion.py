@@ -407,6 +407,25 @@ def load_training_images(data: str, size: int, data_dir=None, limit: int | None 
     return x * 2 - 1, description
 
 
+def training_data_files(args, images: torch.Tensor, description: str) -> list[dict]:
+    """Name, source and SHA-256 of the training data, for the model card: the datasets' own records where
+    there is one, else a digest of the images as 8-bit pixels."""
+    if args.data == "fashion":
+        from core.data.fashion_mnist import provenance
+
+        return [provenance("train", args.data_dir)]
+    if args.data == "faces":
+        from core.data.faces import provenance
+
+        held_out = "the faces with a held-out combination (core.captions.HELD_OUT)" if args.condition == "captions" else ""
+        return [provenance("train", args.limit or 20000, args.size, leaving_out=held_out)]
+    from core.data import celeba, data_record, flowers
+
+    pixels = ((images + 1) * 127.5).round().to(torch.uint8)
+    return [data_record(description, {"celeba": celeba.SOURCE, "flowers": flowers.SOURCE}[args.data], pixels,
+                        key="sha256_of_images")]
+
+
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", choices=("fashion", "faces", "flowers", "celeba"), default="fashion",
                         help="flowers: Oxford 102 Flowers (the book's data), celeba: CelebA, both in torchvision's layout")
@@ -490,6 +509,7 @@ def train_main(args) -> Path:
         from core.text_to_image import conditional_training_set
 
         images, conditions, null_condition, data_description, extras = conditional_training_set(args)
+    data_files = training_data_files(args, images, data_description)
     mine = run.shard(len(images), "images")  # this process's share, kept on the CPU
     images = images[mine]
     conditions = None if conditions is None else conditions[mine]
@@ -526,7 +546,7 @@ def train_main(args) -> Path:
     def save() -> None:
         run.save_state({"model": model.state_dict(), "ema": ema.state_dict(),
                         "optimizer": optimizer.state_dict(), "curve": curve, "init": init})
-        card = run.card(data=data_description, model=model, batch_size=args.batch_size, parameters=n_params,
+        card = run.card(data=data_description, data_files=data_files, model=model, batch_size=args.batch_size, parameters=n_params,
                         optimizer=f"AdamW lr {args.lr} wd {args.weight_decay}, 200-step warm-up, grad clip 1",
                         ema_decay=args.ema, weights="EMA, float16", bf16_autocast=run.bf16, init=init,
                         **({"caption_dropout": args.caption_dropout} if conditions is not None else {}),

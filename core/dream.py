@@ -129,6 +129,7 @@ def _core(activation: Tensor) -> Tensor:
 
 def activation_objective(activations: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
     """Chollet's loss: the weighted sum of each layer's mean squared activation."""
+    # L(x) = sum_l w_l * mean(a_l(x)^2), each map a_l without its border
     return sum(weight * _core(activations[name]).square().mean() for name, weight in weights.items())
 
 
@@ -147,12 +148,14 @@ def guide_objective(activations: dict[str, Tensor], guide: dict[str, Tensor], we
 def ascent_step(backbone: Backbone, image: Tensor, objective, step: float, jitter: int,
                 generator: torch.Generator) -> tuple[Tensor, float]:
     """One jittered gradient-ascent step. Returns the new image and the objective before the step."""
+    # A random shift (dy, dx) each step, so no fixed pixel grid of the network is amplified.
     dy, dx = (torch.randint(-jitter, jitter + 1, (2,), generator=generator).tolist() if jitter else (0, 0))
-    shifted = torch.roll(image, (dy, dx), dims=(2, 3)).detach().requires_grad_(True)
-    loss = objective(shifted)
-    (grad,) = torch.autograd.grad(loss, shifted)
+    shifted = torch.roll(image, (dy, dx), dims=(2, 3)).detach().requires_grad_(True)  # x, jittered
+    loss = objective(shifted)                                                           # L(x)
+    (grad,) = torch.autograd.grad(loss, shifted)                                        # g = dL/dx
     # Normalised gradient: `step` means the same pixel change for every layer and network.
-    grad = grad / grad.abs().mean().clamp_min(1e-12)
+    grad = grad / grad.abs().mean().clamp_min(1e-12)                                    # g / mean|g|
+    # x + eta * g: ascent (plus, not minus), kept a picture in [0, 1]
     moved = (shifted.detach() + step * grad).clamp(0, 1)
     return torch.roll(moved, (-dy, -dx), dims=(2, 3)), float(loss.detach())
 
@@ -190,11 +193,12 @@ def dream(backbone: Backbone, image: Tensor, config: DreamConfig, generator: tor
     sizes = octave_sizes(height, width, config.octaves, config.octave_scale)
     total_steps, done = len(sizes) * config.iterations, 0
 
-    current = resize(original, sizes[0])
+    current = resize(original, sizes[0])  # x_1: the photo at the smallest octave size
     for octave, size in enumerate(sizes, start=1):
         if octave > 1:
             # Enlarging the dream blurs it; put back the detail the photo itself lost by being
             # shrunk to the previous octave and enlarged again.
+            # x_k+1 = up(x_k) + (photo_k+1 - up(photo_k))
             lost_detail = resize(original, size) - resize(resize(original, sizes[octave - 2]), size)
             current = (resize(current, size) + lost_detail).clamp(0, 1)
         guide_features = guide_features_at(backbone, guide, list(config.layers), max(size)) if guide is not None else None

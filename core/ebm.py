@@ -90,7 +90,7 @@ def langevin(energy: nn.Module, x: torch.Tensor, steps: int, step_size: float, n
              bounds: tuple[float, float] | None = (-1.0, 1.0),
              known: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (x after step k, E(x) per sample, before the step) for k = 1 … steps:
-        x ← clip(x − step_size · clip(∇ₓE(x), ±grad_clip) + noise · ε)
+        x ← clip(x − step_size · clip(∇ₓE(x), ±grad_clip) + noise · ε)   (η, σ; ε ~ N(0, I))
     The gradient is taken with respect to the input only: the energy's weights are left untouched.
     Where the boolean mask `known` is True, pixels keep their starting values (inpainting: only the
     rest of the image walks). Noise is drawn on the CPU from `generator` (same seed, same samples on
@@ -106,14 +106,15 @@ def langevin(energy: nn.Module, x: torch.Tensor, steps: int, step_size: float, n
         for _ in range(int(steps)):
             x_in = x.detach().requires_grad_(True)  # a new leaf: the x handed out last step is left as it was
             with torch.enable_grad():
-                e = energy(x_in).reshape(len(x))
-                (grad,) = torch.autograd.grad(e.sum(), x_in)
+                e = energy(x_in).reshape(len(x))  # E(x_k), one number per image
+                (grad,) = torch.autograd.grad(e.sum(), x_in)  # ∇ₓE(x_k): by the pixels, not the weights
             if grad_clip is not None:
-                grad = grad.clamp(-grad_clip, grad_clip)
+                grad = grad.clamp(-grad_clip, grad_clip)  # clip(∇ₓE, ±c), pixel by pixel
+            # −η · ∇ₓE(x_k) + σ · ε
             step = -step_size * grad + noise * torch.randn(x.shape, generator=generator).to(x.device)
-            x = x.detach() + step
+            x = x.detach() + step  # x_{k+1}
             if bounds is not None:
-                x = x.clamp(*bounds)
+                x = x.clamp(*bounds)  # kept in the pixel range
             if known is not None:
                 x = torch.where(known, start, x)
             yield x, e.detach()
@@ -161,7 +162,8 @@ class ReplayBuffer:
 
 
 def contrastive_divergence(energy_real: torch.Tensor, energy_fake: torch.Tensor, alpha: float) -> torch.Tensor:
-    """mean E(x_real) − mean E(x⁻) + α · (mean E(x_real)² + mean E(x⁻)²)."""
+    """mean E(x_real) − mean E(x⁻) + α · (mean E(x_real)² + mean E(x⁻)²): minimised, it pushes the energy
+    down on real images and up on the model's samples x⁻; the α term keeps both near 0."""
     return (energy_real.mean() - energy_fake.mean()
             + alpha * (energy_real.pow(2).mean() + energy_fake.pow(2).mean()))
 

@@ -285,8 +285,9 @@ class ImageData:
     """A whole dataset held as uint8 [N, C, S, S] (small), served as float batches in [-1, 1]."""
 
     def __init__(self, images_uint8: torch.Tensor, labels: torch.Tensor | None, description: str,
-                 class_names: list[str] | None = None):
+                 files: list[dict], class_names: list[str] | None = None):
         self.images, self.labels, self.description = images_uint8, labels, description
+        self.files = files  # name, source and SHA-256 of the data, for the model card
         self.class_names = class_names
 
     def __len__(self):
@@ -300,26 +301,27 @@ class ImageData:
 def load_data(name: str, image_size: int, data_dir=None, faces: int = 12000, limit: int | None = None,
               download: bool = False) -> ImageData:
     if name == "fashion":
-        from core.data.fashion_mnist import CLASS_NAMES, load_fashion_mnist, to_float
+        from core.data.fashion_mnist import CLASS_NAMES, load_fashion_mnist, provenance, to_float
 
         images, labels = load_fashion_mnist("train", data_dir)
         x = torch.cat([(to_float(images[i:i + 5000], image_size) * 255).round().to(torch.uint8)
                        for i in range(0, len(images), 5000)])
         return ImageData(x, labels, f"Fashion-MNIST train ({len(x)} images, zero-padded 28->{image_size})",
-                         CLASS_NAMES)
+                         [provenance("train", data_dir)], CLASS_NAMES)
     if name == "faces":
-        from core.data.faces import face_split
+        from core.data.faces import face_split, provenance
 
         x = torch.cat([(face_split("train", min(1000, faces - start), size=image_size, start=start).images * 255)
                        .round().to(torch.uint8) for start in range(0, faces, 1000)])
         return ImageData(x, None, f"synthetic faces, core.data.faces train split, first {len(x)}, "
-                                  f"drawn at {image_size}x{image_size}")
+                                  f"drawn at {image_size}x{image_size}", [provenance("train", len(x), image_size)])
     if name == "celeba":
-        from core.data.celeba import load_celeba
+        from core.data import data_record
+        from core.data.celeba import SOURCE, load_celeba
 
         x, _ = load_celeba(data_dir, "train", image_size, limit, download=download)
-        return ImageData(x, None, f"CelebA train split, aligned crops, {len(x)} images, "
-                                  f"centre-cropped and resized to {image_size}x{image_size}")
+        description = f"CelebA train split, aligned crops, {len(x)} images, centre-cropped and resized to {image_size}x{image_size}"
+        return ImageData(x, None, description, [data_record(description, SOURCE, x, key="sha256_of_images")])
     raise ValueError(f"Unknown data {name!r}: use 'fashion', 'faces' or 'celeba'.")
 
 
@@ -430,7 +432,7 @@ def train(cfg: GANConfig, tcfg: TrainConfig, data: ImageData, out: Path, run=Non
     def write_checkpoint(ship):
         # Every process builds the card (it gathers their weight checksums); rank 0 writes.
         frames = torch.stack(state["frames"]) if state["frames"] else torch.zeros(0)
-        card = run.card(data=data.description, model=nn.ModuleList([G, D]),
+        card = run.card(data=data.description, data_files=data.files, model=nn.ModuleList([G, D]),
                         metrics={k: v for k, v in state["history"][-1].items() if k != "step"}
                         if state["history"] else {},
                         epochs=round(run.step / steps_per_epoch, 2), training=asdict(tcfg), bf16_autocast=run.bf16,

@@ -550,10 +550,11 @@ def train_main(args) -> Path:
                "held_out_chorales": all_metrics(data.phrases(held_out, 4))}
     card = run.card(
         model=shipped,
-        data=(f"{args.data}" if args.data else "music21 corpus: Bach chorales in 4/4 with four voices (SATB)")
+        data=(f"{Path(args.data).name} (a folder of four-part files)" if args.data
+              else "music21 corpus: Bach chorales in 4/4 with four voices (SATB)")
         + f"; {len(train_set.rolls)} pieces for training, {len(held_out.rolls)} held out (by piece); "
           "16th-note grid, 2/4/8-bar windows, transposed by up to +-6 semitones",
-        metrics=metrics, init=init, global_batch=BARS_PER_BATCH,
+        corpus=data.provenance(args.data), metrics=metrics, init=init, global_batch=BARS_PER_BATCH,
         selected_step=best["step"] if best else run.step,
         selection=("EMA closest to the training chorales' metrics, checked every "
                    f"{args.select_every} steps on 500 phrases" if best else "last EMA"),

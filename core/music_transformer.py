@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import math
 import tempfile
 from dataclasses import dataclass
@@ -64,7 +63,6 @@ IGNORE = -100              # a target that is not there (the token after a piece
 # Dropout on the residual stream and the MLPs, none on the attention weights: with it a CPU cannot use
 # the fused attention kernel, and a training step took twice as long.
 DEFAULT_SIZES = dict(n_layer=4, n_head=4, n_embd=128, dropout=0.1, attn_dropout=0.0)
-SOURCE = "music21 corpus (Bach chorales in 4/4 with four voices, SATB), parsed by core.data.chorales"
 
 
 def model_config(**sizes) -> GPTConfig:
@@ -297,10 +295,12 @@ def _prompt_list(prompt_tokens) -> list[int]:
 
 def _pick(logits: torch.Tensor, temperature: float, top_k: int, generator: torch.Generator) -> int:
     """The next token from the logits, on the CPU: argmax at temperature 0, else a draw."""
-    logits = logits.float().cpu()
+    logits = logits.float().cpu()                                 # l: one score per token
     if temperature == 0:
-        return int(logits.argmax())
-    return int(torch.multinomial(sampling_distribution(logits, temperature, top_k), 1, generator=generator))
+        return int(logits.argmax())                               # T = 0: i = argmax l, no draw
+    # p = softmax(l / T), all but the k likeliest set to 0 and renormalised (core.text.sampling_distribution)
+    p = sampling_distribution(logits, temperature, top_k)
+    return int(torch.multinomial(p, 1, generator=generator))      # i ~ p
 
 
 @torch.no_grad()
@@ -465,24 +465,6 @@ def load_shipped(name: str = "chorales") -> GPT:
 
 # --- python -m core.train music_transformer --------------------------------------------------------
 
-def corpus_record(folder=None) -> dict:
-    """The chorale data as a model card names it: name, source, SHA-256 and size (for a folder of the
-    trainer's own: the hash of every music file's relative path and contents, in order)."""
-    if folder:
-        folder = Path(folder)
-        digest, size = hashlib.sha256(), 0
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in data.MUSIC_SUFFIXES)
-        for path in files:
-            raw = path.read_bytes()
-            digest.update(str(path.relative_to(folder)).encode() + b"\0" + raw)
-            size += len(raw)
-        return {"name": folder.name, "source": "a folder of four-part MIDI/MusicXML files of the trainer's own",
-                "sha256": digest.hexdigest(), "bytes": size, "files": len(files)}
-    path = next(p for p in (data.SHIPPED_CACHE, data.USER_CACHE) if p.is_file())  # the one load_bach read
-    raw = path.read_bytes()
-    return {"name": path.name, "source": SOURCE, "sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw)}
-
-
 def add_train_arguments(parser) -> None:
     parser.add_argument("--data", default=None, help="folder of four-part MIDI/MusicXML files (default: the Bach chorales)")
     parser.add_argument("--steps", type=int, default=100_000, help="optimizer steps (the --minutes budget may stop "
@@ -591,7 +573,7 @@ def train_main(args) -> Path:
         data=f"{data_name}; {len(train_set.rolls)} pieces for training, {len(held_out.rolls)} held out (by piece); "
              f"grid tokens (S, A, T, B per 16th note), {CONTEXT_BARS}-bar windows from every bar line, each "
              f"training window transposed by a uniform {TRANSPOSE[0]}..+{TRANSPOSE[1]} semitones",
-        corpus=corpus_record(args.data), metrics=metrics,
+        corpus=data.provenance(args.data), metrics=metrics,
         training=f"next-token cross-entropy; AdamW lr {args.lr} betas (0.9, 0.99), weight decay {args.weight_decay} "
                  f"on matrices, {args.warmup} warmup steps then cosine to lr/10 over the --steps/--minutes budget, "
                  f"gradients clipped to norm 1, dropout {args.dropout} (attention weights: {args.attn_dropout}), "

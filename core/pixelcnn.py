@@ -342,6 +342,7 @@ def train(model: nn.Module, levels: torch.Tensor, steps: int, batch_size: int, o
 
 
 def train_main(args) -> Path:
+    from core.data.fashion_mnist import provenance
     from core.engine import TrainingRun
     from core.registry import shipped_path
 
@@ -374,6 +375,7 @@ def train_main(args) -> Path:
     def write_checkpoint(test_bpd: float | None) -> None:
         card = run.card(data=f"Fashion-MNIST train ({len(train_levels)} images), resized to {args.size}x{args.size}"
                              f" and quantised to {args.levels} levels; the test split ({len(test_levels)}) for the metric",
+                        data_files=[provenance("train", args.data_dir), provenance("test", args.data_dir)],
                         model=model, parameters=n_params, batch_size=args.batch_size, optimizer=f"Adam lr {args.lr}",
                         metrics={"test_bits_per_dim": test_bpd,
                                  "train_bits_per_dim_last": curve[-1][1] if curve else None},

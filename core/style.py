@@ -146,31 +146,32 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     same at any image size, so one style weight works at 256 and at 1024 pixels.
     """
     n, c, h, w = features.shape
-    flat = features.reshape(n, c, h * w)
-    return flat @ flat.transpose(1, 2) / (h * w)
+    flat = features.reshape(n, c, h * w)             # F: one row of H*W responses per channel
+    return flat @ flat.transpose(1, 2) / (h * w)     # G = F Fᵀ / (H W): how often channels i and j fire together
 
 
 def relative_error(value: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """||value - target||^2 / ||target||^2: 1 means "as far as zero is", whatever the layer's scale."""
-    return (value - target).pow(2).sum() / target.pow(2).sum().clamp_min(1e-12)
+    return (value - target).pow(2).sum() / target.pow(2).sum().clamp_min(1e-12)  # ‖v − t‖² / ‖t‖²
 
 
 def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return relative_error(features, target)
+    return relative_error(features, target)  # ‖F^c(x) − F^c(photo)‖² / ‖F^c(photo)‖², one middle layer c
 
 
 def style_loss(features: dict[str, torch.Tensor], target_grams: dict[str, torch.Tensor],
                layer_weights: dict[str, float]) -> torch.Tensor:
     """Weighted mean over layers of the relative Gram error."""
-    total = sum(layer_weights.values())
+    total = sum(layer_weights.values())  # Σ w_l
+    # L_style = Σ_l (w_l / Σ w) · ‖G^l(x) − G^l(style)‖² / ‖G^l(style)‖², the style's Grams computed once
     return sum(w / total * relative_error(gram_matrix(features[name]), target_grams[name])
                for name, w in layer_weights.items())
 
 
 def total_variation(image: torch.Tensor) -> torch.Tensor:
     """Mean squared difference between neighbouring pixels (down and right)."""
-    return ((image[..., 1:, :] - image[..., :-1, :]).pow(2).mean()
-            + (image[..., :, 1:] - image[..., :, :-1]).pow(2).mean())
+    return ((image[..., 1:, :] - image[..., :-1, :]).pow(2).mean()     # mean (x[i+1, j] − x[i, j])²
+            + (image[..., :, 1:] - image[..., :, :-1]).pow(2).mean())  # + mean (x[i, j+1] − x[i, j])²
 
 
 # ---------------------------------------------------------------------------------- colour

@@ -348,7 +348,9 @@ def model_kind(model: nn.Module) -> str:
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """softmax(logits / T), which equals p ** (1/T) renormalised. T = 0 is the argmax, as a one-hot."""
     if temperature == 0:
+        # T -> 0: all the probability on the likeliest character, i = argmax_j z_j
         return F.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
+    # p_T(i) = exp(z_i / T) / sum_j exp(z_j / T): T < 1 sharpens, T > 1 flattens, T = 1 is the model itself
     return torch.softmax(logits.float() / temperature, dim=-1)
 
 
@@ -368,8 +370,8 @@ def top_p_filter(probs: torch.Tensor, p: float) -> torch.Tensor:
     if p >= 1:
         return probs
     sorted_probs, order = probs.sort(dim=-1, descending=True)
-    mass_before = sorted_probs.cumsum(-1) - sorted_probs
-    keep_sorted = mass_before < p
+    mass_before = sorted_probs.cumsum(-1) - sorted_probs   # the mass of the likelier characters
+    keep_sorted = mass_before < p                          # kept while the set's mass is still below p
     keep_sorted[..., 0] = True
     keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
     kept = torch.where(keep, probs, torch.zeros_like(probs))
@@ -450,12 +452,12 @@ def sample(model: nn.Module, tokenizer: CharTokenizer, prompt_ids: list[int], le
         # models are small enough that a character costs kernel launches, not arithmetic, and bf16
         # logits would change the text.
         logits = logits.float().cpu()
-        model_probs = torch.softmax(logits, dim=-1)
-        probs = sampling_distribution(logits, temperature, top_k, top_p)
+        model_probs = torch.softmax(logits, dim=-1)                         # p(. | x_<=t), the model at T = 1
+        probs = sampling_distribution(logits, temperature, top_k, top_p)  # p_T, what is drawn from
         if temperature == 0:
             token = int(logits.argmax())  # greedy, exactly: no random draw at all
         else:
-            token = int(torch.multinomial(probs, 1, generator=generator))
+            token = int(torch.multinomial(probs, 1, generator=generator))  # x_t+1 ~ p_T
         yield SampleStep(tokenizer.chars[token], float(probs[token]), float(model_probs[token]), probs, model_probs)
         logits, state = model.next_logits(torch.tensor([[token]], device=device), state)
 

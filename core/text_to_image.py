@@ -150,10 +150,12 @@ def guided_noise(model: UNet, x_t: torch.Tensor, t: float, schedule: str, condit
     """Both predictions in one batched network call (x_t twice: with c, then with ∅), then mixed.
     `weight` is a number or one per image."""
     n = len(x_t)
+    # one batch of 2n: [x_t with c; x_t with ∅]
     both = predict_noise(model, torch.cat([x_t, x_t]), t, schedule,
                          torch.cat([condition.expand(n, -1), empty.expand(n, -1)]).to(x_t.device))
-    eps_c, eps_empty = both.chunk(2)
+    eps_c, eps_empty = both.chunk(2)  # ε(x_t | c), ε(x_t | ∅)
     w = torch.as_tensor(weight, dtype=eps_c.dtype, device=eps_c.device).reshape(-1, *[1] * (x_t.dim() - 1))
+    # ε̃ = ε(x_t | ∅) + w · (ε(x_t | c) − ε(x_t | ∅))
     return GuidedNoise(eps_empty + w * (eps_c - eps_empty), eps_c, eps_empty)
 
 

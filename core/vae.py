@@ -377,6 +377,10 @@ def load_vae(name: str):
 
 def load_dataset(args) -> dict:
     """Training and validation images (uint8 [N, C, H, W], on the CPU) plus what the extras need, per --dataset."""
+    if args.dataset in ("fashion", "fashion16k4"):
+        from core.data.fashion_mnist import provenance
+
+        files = [provenance("train", args.data_dir), provenance("test", args.data_dir)]
     if args.dataset == "fashion":
         from core.data.fashion_mnist import CLASS_NAMES, load_fashion_mnist, to_float
 
@@ -384,17 +388,17 @@ def load_dataset(args) -> dict:
         train_x, _ = load_fashion_mnist("train", args.data_dir)
         test_x, test_y = load_fashion_mnist("test", args.data_dir)
         return {"train": to_uint8(train_x), "valid": to_uint8(test_x), "valid_labels": test_y,
-                "class_names": CLASS_NAMES, "description": "Fashion-MNIST train (60k), validated on the test set (10k), "
-                "zero-padded to 32x32"}
+                "class_names": CLASS_NAMES, "files": files, "description": "Fashion-MNIST train (60k), validated on "
+                "the test set (10k), zero-padded to 32x32"}
     if args.dataset == "fashion16k4":  # the PixelCNNs' data: 16x16, K = 4 levels, scaled to [0, 1]
         from core.pixelcnn import load_levels
 
         k = DATASET_DEFAULTS["fashion16k4"]["levels"]
         train_x, test_x = (load_levels(split, 16, k, args.data_dir).float() / (k - 1) for split in ("train", "test"))
-        return {"train": train_x, "valid": test_x, "description": "Fashion-MNIST train (60k), validated on the test "
+        return {"train": train_x, "valid": test_x, "files": files, "description": "Fashion-MNIST train (60k), validated on the test "
                 "set (10k), resized to 16x16 and quantised to 4 levels (core.pixelcnn.load_levels), input = level divided by 3"}
     if args.dataset == "faces":
-        from core.data.faces import face_split
+        from core.data.faces import face_split, provenance
 
         def faces(split, n):
             batches = [face_split(split, min(2000, n - i), size=args.image_size, start=i) for i in range(0, n, 2000)]
@@ -404,9 +408,12 @@ def load_dataset(args) -> dict:
         train_x, train_labels = faces("train", args.train_size)
         valid_x, valid_labels = faces("validation", args.valid_size)
         return {"train": train_x, "train_labels": train_labels, "valid": valid_x, "valid_labels": valid_labels,
+                "files": [provenance("train", args.train_size, args.image_size),
+                          provenance("validation", args.valid_size, args.image_size)],
                 "description": f"synthetic faces (core.data.faces): train split faces 0-{args.train_size - 1}, "
                 f"validation split faces 0-{args.valid_size - 1}, {args.image_size}x{args.image_size}"}
-    from core.data.celeba import load_celeba
+    from core.data import data_record
+    from core.data.celeba import SOURCE, load_celeba
 
     train_x, train_labels = load_celeba(args.data_dir, "train", args.image_size, limit=args.train_size,
                                         download=args.download)
@@ -416,8 +423,11 @@ def load_dataset(args) -> dict:
         train_x, valid_x = train_x[:-cut], train_x[-cut:]
         valid_labels = {k: v[-cut:] for k, v in train_labels.items()}
         train_labels = {k: v[:-cut] for k, v in train_labels.items()}
+    description = f"CelebA aligned crops, centre-cropped to {args.image_size}x{args.image_size}"
     return {"train": train_x, "train_labels": train_labels, "valid": valid_x, "valid_labels": valid_labels,
-            "description": f"CelebA aligned crops from {args.data_dir}, centre-cropped to {args.image_size}x{args.image_size}"}
+            "files": [data_record(f"{description}: {len(train_x)} for training", SOURCE, train_x, key="sha256_of_images"),
+                      data_record(f"{description}: {len(valid_x)} for validation", SOURCE, valid_x, key="sha256_of_images")],
+            "description": description}
 
 
 # --- training -------------------------------------------------------------------------------------
@@ -602,7 +612,7 @@ def _save(run, model: VAE, config: VAEConfig, args, data, curves, init=None) -> 
     order = kl_dims.argsort(descending=True)[:12]
     details = {"most_active_dims": order.tolist(), "most_active_kl": [round(kl_dims[i].item(), 3) for i in order],
                "attribute_names": list(extras.get("attribute_names", []))}
-    card = run.card(data=data["description"], model=model, metrics=metrics, init=init,
+    card = run.card(data=data["description"], data_files=data["files"], model=model, metrics=metrics, init=init,
                     epochs=curves[-1]["epoch"] if curves else 0, batch_size=args.batch_size, learning_rate=args.lr,
                     bf16_autocast=run.bf16, latent=details, curves=curves)
     return run.save_model(model, config_dict(config), card, extras, half=True)

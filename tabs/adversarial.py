@@ -21,8 +21,9 @@ import time
 import gradio as gr
 
 from core.registry import ROOT, read_card, shipped_path
-from tabs.common import (bench_records, code_of, fashion_test_split, figure_to_image, image_upload, number, on_gpu,
-                         pyplot, queue, user_errors)
+from tabs.classroom import Code, Lesson, Try, lesson_bar
+from tabs.common import (PALETTE, bench_records, caption, fashion_test_split, figure_to_image, image_upload, number,
+                         on_gpu, pyplot, queue, user_errors)
 
 TAB = "adversarial"
 EXAMPLES_DIR = ROOT / "assets" / "examples" / "dream"
@@ -44,35 +45,79 @@ SIDE_EPSILON, SIDE_STEPS, SIDE_MAX_STEPS = 8, 10, 40
 SIDE_BATCH = 100        # test images the side-by-side attack is also measured on
 PREVIEW_EVERY_S = 0.3   # stream PGD this often; every step would flood the browser
 RUNNING = "Step "       # how the status line of an attack in progress begins
-TRUE_COLOUR, TARGET_COLOUR, OTHER_COLOUR = "#0969da", "#cf222e", "#8c959f"
+DEFAULT_PHOTO = EXAMPLES_DIR / "grace_hopper.jpg"  # in the photo box from the start: `?tab=adversarial` attacks it
+# Blue for the true class, orange for the target (or the most likely other class), grey for the rest: colours
+# every common colour-vision deficiency tells apart (tabs.common.PALETTE).
+TRUE_COLOUR, TARGET_COLOUR, OTHER_COLOUR = PALETTE[0], PALETTE[1], "#999999"
 # Seconds of GPU a call may hold on a ZeroGPU Space (tabs.common.on_gpu). The slowest settings the sliders
 # allow: 200 PGD steps on a 224-px photo, about 0.08 s a step on one CPU thread (bench/adversarial.py's
 # 10-step figure), 16 s; the side by side: 2 x 100 test images x 41 steps of a small CNN, about 10 s.
 # A GPU is assumed to be at least 10x faster (not measured here).
 ATTACK_GPU_S, SIDE_GPU_S = 30, 30
 
-INTRO = """### Adversarial examples: the same gradient as DeepDream, pointed the other way
-A classifier f gives each class y a loss L(f(x), y). Training moves the **weights** to lower it; an attack
-freezes the weights and moves the **pixels** to raise it, within a budget ε: no pixel may change by more
-than ε (‖x′ − x‖∞ ≤ ε), and every pixel stays in [0, 1].
+INTRO = """**The gradient DeepDream climbs, pointed at the class:** freeze the weights, move the **pixels** to raise the
+classifier's loss, and let no pixel change by more than ε grey levels. The network says something else; you see no change."""
 
-**FGSM** (Goodfellow et al. 2015) takes one step of the whole budget:
-**x′ = clip(x + ε · sign(∇ₓ L(f(x), y)), 0, 1)**. Near x the network is almost linear, and among all
-changes of at most ε per pixel the sign of the gradient raises the loss most: thousands of invisible
-changes add up. **PGD** (Madry et al. 2018) takes many small steps α and projects back into the ball after
-each: **xₖ₊₁ = Π(xₖ + α · sign(∇ₓ L(f(xₖ), y)))**, where Π clips every pixel to [max(x − ε, 0), min(x + ε, 1)];
-it follows the loss as it bends and fools networks that one step does not. A **targeted** attack steps
-*down* the loss of a chosen class t instead, x′ = x − α · sign(∇ₓ L(f(x), t)): "say t".
+# How an attack relates to what students know already (below the views, with the side by side).
+BACKGROUND = """**Training** moves the weights to lower the loss L(f(x), y); an **attack** freezes them and moves the pixels
+to raise it, within ‖x′ − x‖∞ ≤ ε and [0, 1]. Near x the network is almost linear, and among all changes of at most ε per
+pixel the sign of the gradient raises the loss most: thousands of invisible changes add up (FGSM, one step of ε).
+PGD takes many small steps α and clips back into the ε-ball after each, so it follows the loss as it bends. A
+**targeted** attack steps *down* the loss of a chosen class t instead: "say t". **DeepDream** climbs the same kind
+of gradient to raise a layer's activations; a **GAN**'s generator is *trained* to fool a network, while an
+adversarial example fools one with no training at all. **Adversarial training** is the defence: train on PGD's
+images, so the fragile features the attack uses are no longer worth relying on."""
 
-**DeepDream** does gradient *ascent* on the pixels too, raising a layer's activations until the photo fills
-with what that layer detects; here the objective is the loss of the class, and the budget keeps the change
-too small to see. A **GAN**'s generator is a network trained to fool another network; an adversarial
-example fools one with no training at all, by following that network's own gradient. **Adversarial
-training** (below) is the defence: train on PGD's images, so the fragile features the attack uses are
-no longer worth relying on."""
+LESSON = Lesson(
+    tab=TAB, main="adversarial-run", result="adversarial-result",
+    chapters="not in either book: Goodfellow, Shlens & Szegedy 2015, *Explaining and harnessing adversarial "
+             "examples* (FGSM) · Madry et al. 2018, *Towards deep learning models resistant to adversarial attacks* "
+             "(PGD, adversarial training) · *Deep Learning with Python* §12.2 (DeepDream: the same pixel gradient)",
+    equations=(r"FGSM: $x' = \mathrm{clip}_{[0,1]}\big(x + \varepsilon\,\mathrm{sign}\,\nabla_x L(f(x), y)\big)$ · "
+               r"PGD: $x_{k+1} = \Pi_{\lVert x' - x\rVert_\infty \le \varepsilon}\big(x_k + \alpha\,\mathrm{sign}\,"
+               r"\nabla_x L(f(x_k), y)\big)$ · robust training: $\min_\theta \mathbb{E}\,\max_{\lVert \delta\rVert_\infty "
+               r"\le \varepsilon} L(f_\theta(x + \delta), y)$"),
+    try_this=(
+        Try("1 grey level", {"source": PHOTO, "network": LITE0, "method": "pgd", "epsilon": 1, "steps": DEFAULT_STEPS,
+                             "target": UNTARGETED, "random": False},
+            "No pixel of the photo moves by more than 1 of its 255 grey levels, and the network changes its mind: "
+            "the middle picture is that change magnified. Invisible to us, decisive for the network."),
+        Try("say “goldfish”", {"source": PHOTO, "network": LITE0, "method": "pgd", "epsilon": DEFAULT_EPSILON,
+                               "steps": DEFAULT_STEPS, "target": "goldfish (1)", "random": False},
+            "A targeted attack walks down the loss of a class of our choosing: within 4 grey levels the network "
+            "is made nearly certain it sees a goldfish. Watch p(target) climb in the plot."),
+        Try("clothes: FGSM", {"source": TEST_IMAGE, "test_image": 0, "network": PLAIN, "method": "fgsm",
+                              "epsilon": 8, "target": UNTARGETED, "random": False},
+            "One step of the whole budget (8/255) does not fool the classifier on this ankle boot. Now choose "
+            "PGD (10 steps) and attack again: the same budget, spent in small steps that follow the loss, "
+            "turns it into a sneaker."),
+        Try("robust network", {"source": TEST_IMAGE, "test_image": 0, "network": ROBUST, "method": "pgd",
+                               "epsilon": 8, "steps": DEFAULT_STEPS, "target": UNTARGETED, "random": False},
+            "The same PGD attack that fools the plain classifier fails on the adversarially trained one: it was "
+            "trained on such images, and pays for it with some clean accuracy. The side by side below attacks "
+            "both on 100 test images at once."),
+    ),
+    misconceptions=(
+        ("The perturbation is random noise.",
+         "Random noise of the same size barely moves the prediction; the attack follows the sign of the "
+         "gradient, so every pixel's tiny change pushes the loss the same way."),
+        ("Only a badly trained network can be fooled.",
+         "The shipped classifiers are accurate on clean test images, and PGD still fools them: accuracy on "
+         "natural images says nothing about the worst case within ε."),
+        ("More PGD steps just repeat FGSM.",
+         "FGSM takes one step of the whole budget along the gradient at x; PGD re-reads the gradient after "
+         "each small step and clips back into the ε-ball, so it finds stronger attacks within the same ε."),
+        ("Adversarial training makes a network robust for free.",
+         "It costs clean accuracy (here about 88 % instead of 93 %) and only protects against the threat it was "
+         "trained for: this ε, this norm."),
+    ),
+    code=(Code("the attack's loop: FGSM is one step, PGD many", "core/adversarial.py", ("_walk", "_random_start"),
+               r"$x_{k+1} = \mathrm{clip}\big(x_k \pm \alpha\,\mathrm{sign}\,\nabla_x L(f(x_k), y),\;"
+               r"\max(x - \varepsilon, 0),\; \min(x + \varepsilon, 1)\big)$ (+ away from the true class, "
+               r"− towards a target; FGSM: one step with $\alpha = \varepsilon$)"),),
+)
 
-SIDE_TEXT = """### Side by side: the plain and the adversarially trained classifier
-The same PGD attack (random start, step size 2.5 ε / steps) on one Fashion-MNIST test image against both
+SIDE_TEXT = """The same PGD attack (random start, step size 2.5 ε / steps) on one Fashion-MNIST test image against both
 classifiers, and on the {batch} test images from that one on. The robust classifier was fine-tuned on PGD
 images at ε = 8/255 (the minimum over the weights of the maximum over the ε-ball of the loss). Against a
 robust network the perturbation that works tends to look like a feature of another class (Tsipras et al.
@@ -119,10 +164,16 @@ def _class_names(network: str) -> list[str]:
     return imagenet_class_names() if network == LITE0 else list(CLASS_NAMES)
 
 
-def target_choices(network):
-    """The target box for a network: untargeted, then every class as "name (index)"."""
+def target_choices(network, current=None):
+    """The target box for a network: untargeted, then every class as "name (index)". The `current` target
+    stays chosen when the network has that class (a "Try this" button sets the network and the target at once)."""
     names = _class_names(_check_network(network))
-    return gr.Dropdown(choices=[UNTARGETED, *(f"{name} ({i})" for i, name in enumerate(names))], value=UNTARGETED)
+    try:
+        index = parse_target(current, names)
+    except ValueError:
+        index = None
+    value = UNTARGETED if index is None else f"{names[index]} ({index})"
+    return gr.Dropdown(choices=[UNTARGETED, *(f"{name} ({i})" for i, name in enumerate(names))], value=value)
 
 
 def source_changed(source, network):
@@ -223,7 +274,7 @@ def _name(names, index) -> str:
 
 def top5_bars(names, before, after, label: int, target: int | None, steps: int):
     """One figure: the top-5 probabilities of the clean image and of the adversarial one, the true class
-    in blue, the target in red."""
+    in blue, the target in orange."""
     import torch
 
     plt = pyplot()
@@ -242,7 +293,7 @@ def top5_bars(names, before, after, label: int, target: int | None, steps: int):
         for row, value in zip(range(len(values))[::-1], values.tolist()):
             ax.text(min(value + 0.02, 0.8), row, f"{value:.2f}", va="center", fontsize=7)
         ax.set_title(title, fontsize=9)
-    fig.suptitle("top-5 probabilities (blue: the true class; red: the target)", fontsize=9)
+    fig.suptitle("top-5 probabilities (blue: the true class; orange: the target)", fontsize=9)
     fig.tight_layout()
     return figure_to_image(fig)
 
@@ -323,8 +374,11 @@ def attack_image(source, image, index, network, method, epsilon, steps, step_siz
                       f"p(“{true_name}”) = {float(p[true]):.3f}"
                       + (f", p(target “{names[goal]}”) = {float(p[goal]):.3f}" if goal is not None else ""))
             first = update.step == 0  # the first frame clears the previous attack's bars
+            # ... and gives this attack's two series their colours: the true class blue, the other orange.
+            curve = (gr.LinePlot(_curve(rows), color_map={true_series: TRUE_COLOUR, other_series: TARGET_COLOUR})
+                     if first else _curve(rows))
             yield (_shown(x) if first else gr.skip(), _perturbation(update.images - x, eps), _shown(update.images),
-                   scale if first else gr.skip(), None if first else gr.skip(), _curve(rows), status)
+                   scale if first else gr.skip(), None if first else gr.skip(), curve, status)
     seconds = time.perf_counter() - begin
     bars = top5_bars(names, clean, update.probabilities[0], true, goal, steps)
     summary = _summary(classifier, x, update, clean, true, goal, label, what, method, eps, alpha, steps,
@@ -466,7 +520,7 @@ def _side_picture(x, results, label: int, eps: float):
         panels = [(x, f"says {CLASS_NAMES[int(clean.argmax())]} ({float(clean.max()):.2f})"),
                   (delta, f"perturbation ×{magnification(eps):.3g}"),
                   (last.images, f"says {CLASS_NAMES[after]} ({float(last.probabilities[0, after]):.2f})")]
-        colours = ("black", "black", TARGET_COLOUR if after != label else "black")  # red: fooled
+        colours = ("black", "black", TARGET_COLOUR if after != label else "black")  # orange: fooled
         for ax, (image, title), colour in zip(row, panels, colours):
             ax.imshow(image[0, 0].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             ax.set_xticks([]), ax.set_yticks([])
@@ -478,53 +532,69 @@ def _side_picture(x, results, label: int, eps: float):
 
 # --- layout -------------------------------------------------------------------------------------
 
-def build() -> None:
+def build():
     from gradio.context import Context
 
     this_tab = Context.block  # the gr.Tab app.build_app opened around build()
+    page = lesson_bar(LESSON)
     gr.Markdown(INTRO)
     examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    with gr.Row():
-        with gr.Column(scale=1):
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=300):
+            with gr.Row():
+                run_button = gr.Button("Attack", variant="primary", elem_id="adversarial-run")
+                stop_button = gr.Button("Stop", elem_id="adversarial-stop")
+            with gr.Row():
+                method = gr.Radio(METHODS, value="pgd", label="method")
+                epsilon = gr.Slider(0, MAX_EPSILON, DEFAULT_EPSILON, step=1, elem_id="adversarial-epsilon",
+                                    label="ε, the largest change of any pixel, in grey levels (x/255)")
             source = gr.Radio(SOURCES, value=PHOTO, label="attack", elem_id="adversarial-source")
-            image = image_upload("photo", elem_id="adversarial-image", height=260)
+            image = image_upload("photo", elem_id="adversarial-image", height=200,
+                                 value=str(DEFAULT_PHOTO) if DEFAULT_PHOTO.is_file() else None)
             if examples:
                 gr.Examples(examples, inputs=[image], label="example photos", api_visibility="private",
                             elem_id="adversarial-examples")
             index = gr.Slider(0, TEST_IMAGES - 1, 0, step=1, label="Fashion-MNIST test image (when attacking one)")
             network = gr.Dropdown(network_choices(), value=LITE0, label="network", elem_id="adversarial-network")
-            method = gr.Radio(METHODS, value="pgd", label="method")
-            epsilon = gr.Slider(0, MAX_EPSILON, DEFAULT_EPSILON, step=1, elem_id="adversarial-epsilon",
-                                label="ε, the largest change of any pixel, in grey levels (x/255)")
-            with gr.Row():
-                steps = gr.Slider(1, MAX_STEPS, DEFAULT_STEPS, step=1, label="PGD steps")
-                step_size = gr.Slider(0, 8, 0, step=0.25, label="PGD step size α in grey levels (0: 2.5 ε / steps)")
             target = gr.Dropdown([UNTARGETED], value=UNTARGETED, allow_custom_value=True, filterable=True,
                                  label="target class (type to search)", elem_id="adversarial-target")
-            with gr.Row():
-                random_start = gr.Checkbox(False, label="PGD from a random start in the ε-ball")
-                seed = gr.Number(0, precision=0, label="seed (random start)")
-            with gr.Row():
-                run_button = gr.Button("Attack", variant="primary", elem_id="adversarial-run")
-                stop_button = gr.Button("Stop", elem_id="adversarial-stop")
+            with gr.Accordion("PGD's steps, step size and random start", open=False):
+                with gr.Row():
+                    steps = gr.Slider(1, MAX_STEPS, DEFAULT_STEPS, step=1, label="PGD steps")
+                    step_size = gr.Slider(0, 8, 0, step=0.25,
+                                          label="PGD step size α in grey levels (0: 2.5 ε / steps)")
+                with gr.Row():
+                    random_start = gr.Checkbox(False, label="PGD from a random start in the ε-ball")
+                    seed = gr.Number(0, precision=0, label="seed (random start)")
         with gr.Column(scale=2):
+            caption("**Left to right**: the image x as the network sees it; the change x′ − x, magnified (scale "
+                    "below); the adversarial image x′, redrawn while PGD walks.")
             with gr.Row():
                 original = gr.Image(label="original x", type="pil", format="png", interactive=False,
-                                    height=SHOWN_PX + 40, elem_id="adversarial-original")
+                                    height=SHOWN_PX + 40, elem_id="adversarial-original",
+                                    alt_text="the image before the attack, as the network sees it")
                 perturbation = gr.Image(label="perturbation x′ − x, magnified", type="pil", format="png",
-                                        interactive=False, height=SHOWN_PX + 40, elem_id="adversarial-perturbation")
+                                        interactive=False, height=SHOWN_PX + 40, elem_id="adversarial-perturbation",
+                                        alt_text="the change the attack made, magnified: grey unchanged, "
+                                                 "black −ε, white +ε")
                 adversarial = gr.Image(label="adversarial x′ (live)", type="pil", format="png", interactive=False,
-                                       height=SHOWN_PX + 40, elem_id="adversarial-result")
+                                       height=SHOWN_PX + 40, elem_id="adversarial-result",
+                                       alt_text="the adversarial image, which looks the same as the original")
             scale = gr.Markdown(perturbation_label(DEFAULT_EPSILON / 255), elem_id="adversarial-scale")
             status = gr.Markdown(elem_id="adversarial-status")
             bars = gr.Image(label="top-5 probabilities before and after", type="pil", format="png",
-                            interactive=False, elem_id="adversarial-bars")
+                            interactive=False, elem_id="adversarial-bars",
+                            alt_text="bar charts of the five most likely classes before and after the attack")
+            caption("**Top-5 probabilities**: left before the attack, right after it; each bar is one class's "
+                    "probability (0 to 1); blue the true class (or the network's first answer), orange the target, "
+                    "grey the others.")
             curve = gr.LinePlot(x="step", y="probability", color="class", y_lim=[0, 1],
                                 label="the true and target classes' probabilities over the steps",
                                 title="p(true class) falls; p(target) rises (step 0: the start)")
-            with gr.Accordion("The code: core/adversarial.py, the attack's loop", open=False):
-                gr.Code(code_of("core/adversarial.py", "_walk", "_random_start"), language="python",
-                        interactive=False, wrap_lines=True)
+            caption("**Over the steps**: attack steps across (0 = the start); up, the probability the network "
+                    "gives the true class (blue) and the target, or else the most likely other class (orange).")
+            with gr.Accordion("Why it works: the same gradient as training, DeepDream and GANs", open=False):
+                gr.Markdown(BACKGROUND)
 
     with gr.Accordion("Side by side: the plain and the adversarially trained classifier", open=True):
         gr.Markdown(SIDE_TEXT.format(batch=SIDE_BATCH))
@@ -535,19 +605,23 @@ def build() -> None:
             side_steps = gr.Slider(1, SIDE_MAX_STEPS, SIDE_STEPS, step=1, label="PGD steps")
             side_seed = gr.Number(0, precision=0, label="seed")
         side_button = gr.Button("Attack both", elem_id="adversarial-side-run")
-        side_picture = gr.Image(label="the same attack on both classifiers", type="pil", format="png",
-                                interactive=False, elem_id="adversarial-side-picture")
+        caption("**One row per classifier** (plain, then adversarially trained): the test image and what it says, "
+                "the perturbation magnified (grey unchanged), the adversarial image and what it says; an orange "
+                "title means fooled.")
+        side_picture = gr.Image(label="the same attack on both classifiers", show_label=False, type="pil",
+                                format="png", interactive=False, elem_id="adversarial-side-picture",
+                                alt_text="the same test image attacked against the plain and the robust classifier")
         side_note = gr.Markdown(elem_id="adversarial-side-note")
 
-    network.change(user_errors(target_choices), [network], [target], api_name="adversarial_target_choices",
+    network.change(user_errors(target_choices), [network, target], [target], api_name="adversarial_target_choices",
                    api_visibility="private", **queue(f"{TAB}-ui", 8))
     source.change(user_errors(source_changed), [source, network], [network], api_name="adversarial_source_changed",
                   api_visibility="private", **queue(f"{TAB}-ui", 8))
     if isinstance(this_tab, gr.Tab):  # ImageNet's 1000 names need torchvision: loaded when the tab opens
-        this_tab.select(user_errors(target_choices), [network], [target], api_name="adversarial_targets_on_open",
+        this_tab.select(user_errors(target_choices), [network, target], [target], api_name="adversarial_targets_on_open",
                         api_visibility="private", **queue(f"{TAB}-ui", 8))
-    attack_event = run_button.click(
-        user_errors(on_gpu(ATTACK_GPU_S)(attack_image)),
+    attack_event = gr.on(
+        [run_button.click, page.ran.change], user_errors(on_gpu(ATTACK_GPU_S)(attack_image)),
         [source, image, index, network, method, epsilon, steps, step_size, target, random_start, seed],
         [original, perturbation, adversarial, scale, bars, curve, status], api_name="adversarial_attack",
         **queue(TAB, 1))
@@ -557,3 +631,6 @@ def build() -> None:
                       api_visibility="private", **queue(f"{TAB}-ui", 8))
     side_button.click(user_errors(on_gpu(SIDE_GPU_S)(side_by_side)), [side_index, side_epsilon, side_steps, side_seed],
                       [side_picture, side_note], api_name="adversarial_side_by_side", **queue(TAB, 1))
+    page.link({"source": source, "test_image": index, "network": network, "method": method, "epsilon": epsilon,
+               "steps": steps, "alpha": step_size, "target": target, "random": random_start, "seed": seed})
+    return page

@@ -92,6 +92,36 @@ def fashion_test_split():
     return to_float(images), labels
 
 
+def picture(title: str, explanation: str, **kwargs) -> gr.Image:
+    """An output picture with its caption above it and the same words as its alt text (Gradio's own label
+    would sit over the picture's top-left corner, hiding the first row of a grid)."""
+    caption(f"**{title}**: {explanation}")
+    kwargs.setdefault("type", "pil")
+    if kwargs["type"] == "pil":
+        kwargs.setdefault("format", "png")
+    kwargs.setdefault("interactive", False)
+    return gr.Image(label=title, show_label=False, alt_text=f"{title}: {explanation}", **kwargs)
+
+
+def clamped(value, default, low, high, what: str, whole: bool = False):
+    """A setting from a widget, a link or an API call made usable (tabs.common.number) -> (the value used, a
+    sentence saying why it is not the one asked for, or "" when it is). `what` names the setting in a sentence
+    ("the step size"); the sentence starts with it, capitalised, and ends with a space to join the next."""
+    got = number(value, default, low, high, whole=whole)
+    what = what[:1].upper() + what[1:]
+    if value is None:
+        return got, f"{what} was not given, so {got:g} is used. "
+    try:
+        asked = float(value)
+    except (TypeError, ValueError, OverflowError):
+        asked = math.nan
+    if math.isnan(asked):
+        return got, f"{what}: {repr(value)[:40]} is not a number, so {got:g} is used. "
+    if asked == got:
+        return got, ""
+    return got, f"{what} is set to {got:g} (the range is {low:g} … {high:g}). "
+
+
 def clicked_pixel(evt, width: int, height: int, what: str = "the picture") -> tuple[int, int]:
     """The pixel under a click on an image (a gr.SelectData), clamped to the picture: a click on its edge,
     or a hand-made request with odd numbers, counts as the nearest pixel; no [x, y] pair is refused."""
@@ -213,9 +243,22 @@ def queue(tab: str, limit: int = 1) -> dict:
     return {"concurrency_id": tab, "concurrency_limit": limit}
 
 
-def not_built_yet(title: str, what: str, issue: int) -> None:
-    gr.Markdown(f"### {title}\n{what}\n\n**Not built yet** (issue #{issue}). This tab will appear here "
-                "with trained models once that work lands; nothing is faked in the meantime.")
+# Colours that students with any common colour-vision deficiency can tell apart (tests/test_classroom.py checks
+# them under simulated protanopia, deuteranopia and tritanopia). Plots use these, never red against green.
+# Okabe & Ito (2008), "Color Universal Design": for up to 8 lines, voices or groups.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
+# Paul Tol's "muted" scheme, with black as a tenth colour (his pale grey vanished on white maps): the 10
+# Fashion-MNIST classes.
+CLASS_PALETTE = ("#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77", "#CC6677", "#882255",
+                 "#AA4499", "#000000")
+SEQUENTIAL = "viridis"   # heat maps: light/dark order survives every deficiency (and greyscale printing)
+DIVERGING = "PuOr"       # signed maps: matplotlib's PuOr runs orange (low) to purple (high), not red/green
+
+
+def caption(text: str, **kwargs) -> gr.Markdown:
+    """The caption beside a picture or plot: what it shows, what its axes and colours mean. Every output
+    picture has one next to it (tests/test_classroom.py), and a gr.Image also its alt_text for screen readers."""
+    return gr.Markdown(text, elem_classes=["caption"], **kwargs)
 
 
 def pyplot():

@@ -14,7 +14,9 @@ import gradio as gr
 
 from core.registry import ROOT, read_card
 from tabs import stepviewer
-from tabs.common import bench_records, image_upload, number, on_gpu, pyplot, queue, shipped_choices, user_errors
+from tabs.classroom import Code, Lesson, Try, lesson_bar
+from tabs.common import (PALETTE, bench_records, caption, image_upload, number, on_gpu, picture, pyplot, queue,
+                         shipped_choices, user_errors)
 
 TAB = "diffusion"
 VIEW = "diffusion-view"  # scrubbing, playing and noising are cheap: their own, wider slot
@@ -28,13 +30,47 @@ SHOW_PX = 64               # each 32-px image is enlarged to this for display
 GPU_SECONDS = 60           # ZeroGPU: 1000 DDIM steps on 36 images take well under a minute on a GPU
 EXAMPLES = sorted((ROOT / "assets" / "examples" / "diffusion").glob("*.png"))
 
-INTRO = """### Diffusion: learn to remove noise, then start from pure noise
-**Forward process** (fixed, no learning): mix an image with Gaussian noise,
-x_t = signal(t) · x₀ + noise(t) · ε, with signal² + noise² = 1. At t = 0 it is the image, at t = 1 pure noise.
-**Training**: show the U-Net a noised image and its noise level, ask it for the noise ε.
-**Sampling** runs time **backwards**, t = 1 → 0: at each step the network's noise estimate gives a guess of the
-clean image x̂₀; the sampler re-noises that guess a little less than before (DDIM, deterministic at η = 0) or
-adds fresh random noise (DDPM, or DDIM with η = 1), and repeats."""
+INTRO = """**Diffusion: learn to remove noise, then start from pure noise.** Training shows the U-Net an image mixed with noise and asks for the noise; sampling runs time **backwards**
+(t = 1 → 0), each step guessing the clean image x̂₀ and re-noising that guess a little less than before."""
+
+LESSON = Lesson(
+    tab=TAB, main="diffusion-sample", result="diffusion-final",
+    chapters="*Generative Deep Learning* ch. 8 (diffusion models: DDPM, DDIM, the U-Net) · lecture deck: DDPM",
+    equations=(r"Forward (fixed): $x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\varepsilon$, "
+               r"training: $\lVert \varepsilon - \varepsilon_\theta(x_t, t) \rVert^2$ · "
+               r"DDIM step: $\hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\hat\varepsilon)/\sqrt{\bar\alpha_t}$, "
+               r"$x_{t-1} = \sqrt{\bar\alpha_{t-1}}\,\hat x_0 + \sqrt{1-\bar\alpha_{t-1}}\,\hat\varepsilon$"),
+    try_this=(
+        Try("1 step", {"sampler": "DDIM", "steps": 1, "eta": 0},
+            "One jump from pure noise to the network's first guess x̂₀: at t = 1 the signal is about 1 %, so the "
+            "guess's small error is magnified a hundredfold. Compare with 50 steps."),
+        Try("50 steps", {"sampler": "DDIM", "steps": 50, "eta": 0},
+            "The same seed, so the same start noise: scrub the step viewer and watch coarse shapes settle first, "
+            "details last."),
+        Try("DDPM, 20 steps", {"sampler": "DDPM", "steps": 20},
+            "DDPM adds fresh noise at every step: with few steps it cannot remove it all. DDIM at η = 0 adds none."),
+        Try("faces", {"model": "faces32", "steps": 50, "sampler": "DDIM", "eta": 0},
+            "The same sampler and code on colour faces: only the training images differ."),
+    ),
+    misconceptions=(
+        ("Sampling runs the forward process.",
+         "Sampling runs time backwards, t = 1 → 0; the forward process (noising) is only used in training."),
+        ("The network predicts the next, cleaner image.",
+         "It predicts the noise ε in its input; the sampler turns that into the guess x̂₀ and the next x_t."),
+        ("More steps always means a new model.",
+         "Steps are chosen at sampling time: the same network serves 1, 20 or 1000 steps, because it is told "
+         "the noise level, not a step number."),
+        ("DDIM and DDPM are different networks.",
+         "They are two samplers for the same trained network: DDIM (η = 0) is deterministic, DDPM adds noise."),
+    ),
+    code=(Code("one sampling step (DDIM and DDPM)", "core/diffusion.py", ("Sampler.step",),
+               r"$\hat x_0 = (x_t - \sigma_t \hat\varepsilon)/s_t$, then "
+               r"$x_{t-1} = s_{t-1}\hat x_0 + \sqrt{\sigma_{t-1}^2 - \eta^2\tilde\beta}\;\hat\varepsilon + "
+               r"\eta\sqrt{\tilde\beta}\,z$ (signal rate $s=\sqrt{\bar\alpha}$, noise rate $\sigma=\sqrt{1-\bar\alpha}$)"),
+          Code("the training loss", "core/diffusion.py", ("diffusion_loss",),
+               r"$L = \mathbb{E}_{x_0, t, \varepsilon}\,\lVert \varepsilon_\theta(s_t x_0 + \sigma_t \varepsilon, \sigma_t^2) - "
+               r"\varepsilon \rVert^2$")),
+)
 
 
 # --- shipped models ---------------------------------------------------------------------------
@@ -230,8 +266,8 @@ def schedule_plot(schedule, t):
     for name in SCHEDULES:
         signal, noise = schedule_rates(name, grid)
         width, alpha = (2.2, 1.0) if name == schedule else (1.0, 0.35)
-        ax.plot(grid, signal, color="tab:blue", lw=width, alpha=alpha, label=f"signal ({name})" if name == schedule else None)
-        ax.plot(grid, noise, color="tab:red", lw=width, alpha=alpha, label=f"noise ({name})" if name == schedule else None)
+        ax.plot(grid, signal, color=PALETTE[0], lw=width, alpha=alpha, label=f"signal ({name})" if name == schedule else None)
+        ax.plot(grid, noise, color=PALETTE[1], lw=width, alpha=alpha, label=f"noise ({name})" if name == schedule else None)
     ax.axvline(float(t), color="black", ls="--", lw=1)
     ax.set_xlabel("diffusion time t   (sampling runs from 1 back to 0)")
     ax.set_ylabel("rate")
@@ -313,14 +349,8 @@ def interpolation(name, seed_a, seed_b, frames, steps=50):
 
 # --- layout ----------------------------------------------------------------------------------------
 
-def _picture(caption: str, **kwargs) -> gr.Image:
-    """An output image with its caption above it: Gradio draws a label over the image's top-left
-    corner, which hid the first row of every grid."""
-    gr.Markdown(f"**{caption}**", elem_classes=["diffusion-caption"])
-    return gr.Image(label=caption, show_label=False, type="pil", format="png", **kwargs)
-
-
-def build() -> None:
+def build():
+    page = lesson_bar(LESSON)
     gr.Markdown(INTRO)
     choices = model_choices()
     if not choices:
@@ -328,35 +358,40 @@ def build() -> None:
                     "`python -m core.train diffusion --data fashion --minutes 60` (see the README); "
                     "the forward-process view below works without a model.")
     default = choices[0][1] if choices else None
-    with gr.Row():
-        model = gr.Dropdown(choices, value=default, label="model", interactive=bool(choices))
-        card = gr.Markdown(model_card(default) if default else "")
-    model.change(model_card, model, card, api_name="diffusion_model_card", api_visibility="private",
-                 **queue(VIEW, 8))
-
     with gr.Tab("Sample and watch the steps"):
-        with gr.Row():
-            seed = gr.Number(0, label="seed", precision=0, minimum=0)
-            n = gr.Slider(1, MAX_SAMPLES, value=16, step=1, label="samples")
-            sampler = gr.Radio(["DDIM", "DDPM"], value="DDIM", label="sampler")
-            steps = gr.Slider(1, MAX_STEPS, value=50, step=1, label="steps")
-            eta = gr.Slider(0, 1, value=0.0, step=0.05, label="η (DDIM: 0 deterministic … 1 random)")
-            schedule = gr.Dropdown(SCHEDULES, value="cosine", label="schedule used for sampling")
-        with gr.Row():
-            go = gr.Button("Sample", variant="primary", elem_id="diffusion-sample")
-            stop = gr.Button("Stop")
-        note = gr.Markdown()
-        with gr.Row():
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1, min_width=260):
+                model = gr.Dropdown(choices, value=default, label="model", interactive=bool(choices))
+                with gr.Row():
+                    go = gr.Button("Sample", variant="primary", elem_id="diffusion-sample")
+                    stop = gr.Button("Stop")
+                note = gr.Markdown()
+                with gr.Row():
+                    seed = gr.Number(0, label="seed", precision=0, minimum=0, min_width=80)
+                    sampler = gr.Radio(["DDIM", "DDPM"], value="DDIM", label="sampler", min_width=150)
+                n = gr.Slider(1, MAX_SAMPLES, value=16, step=1, label="samples")
+                steps = gr.Slider(1, MAX_STEPS, value=50, step=1, label="steps")
+                with gr.Accordion("η and the schedule", open=False):
+                    eta = gr.Slider(0, 1, value=0.0, step=0.05, label="η (DDIM: 0 deterministic … 1 random)")
+                    schedule = gr.Dropdown(SCHEDULES, value="cosine", label="schedule used for sampling")
+                with gr.Accordion("model card: how it was trained, how good it is", open=False):
+                    card = gr.Markdown(model_card(default) if default else "")
             with gr.Column(scale=1):
-                final = _picture("samples (t = 0)", elem_id="diffusion-final")
+                final = picture("samples (t = 0)", "one image per start noise, in the order they were drawn from the "
+                                 "seed; grey levels are pixel values, black 0 to white 1", elem_id="diffusion-final")
             with gr.Column(scale=2):
                 viewer = stepviewer.build(TAB, "step viewer: x_t (left) and the guess x̂₀ (right)",
                                           "step (0 = pure noise at t = 1 → last = image at t = 0)")
-        run = go.click(user_errors(on_gpu(GPU_SECONDS)(generate)), [model, seed, n, sampler, steps, eta, schedule],
-                       [final, viewer.frames, viewer.position, viewer.picture, viewer.caption, note],
-                       api_name="diffusion_sample", **queue(TAB, 1))
+        run = gr.on([go.click, page.ran.change], user_errors(on_gpu(GPU_SECONDS)(generate)),
+                    [model, seed, n, sampler, steps, eta, schedule],
+                    [final, viewer.frames, viewer.position, viewer.picture, viewer.caption, note],
+                    api_name="diffusion_sample", **queue(TAB, 1))
         stop.click(None, None, None, cancels=[run], api_name="diffusion_stop", api_visibility="private")
+        model.change(model_card, model, card, api_name="diffusion_model_card", api_visibility="private",
+                     **queue(VIEW, 8))
         stepviewer.wire(viewer, TAB, VIEW)
+        page.link({"model": model, "seed": seed, "samples": n, "sampler": sampler, "steps": steps, "eta": eta,
+                   "schedule": schedule})
 
     with gr.Tab("Forward process", elem_id="diffusion-forward-tab") as forward_tab:
         with gr.Row():
@@ -367,10 +402,13 @@ def build() -> None:
                 t = gr.Slider(0, 1, value=0.3, step=0.01, label="t (0 = image, 1 = noise)")
                 fwd_schedule = gr.Dropdown(SCHEDULES, value="cosine", label="schedule")
             with gr.Column():
-                noised = _picture("x_t", elem_id="diffusion-noised")
+                noised = picture("x_t", "the image mixed with noise at time t", elem_id="diffusion-noised")
                 fwd_caption = gr.Markdown()
                 plot = gr.Plot(label="schedule")
-        strip = _picture("the same image and noise at t = 0, 0.1, …, 1", elem_id="diffusion-strip")
+                caption("**The schedule**: time t across (0 = image, 1 = noise); up, the signal rate (blue) and "
+                        "the noise rate (orange) that mix the image and the noise; the dashed line is the chosen t.")
+        strip = picture("the same image and noise at t = 0, 0.1, …, 1",
+                     "left to right, time runs forward: the image fades as the noise grows", elem_id="diffusion-strip")
         inputs, outputs = [example, upload, t, fwd_schedule], [noised, strip, plot, fwd_caption]
         forward = user_errors(forward_process)
         example.change(forward, inputs, outputs, api_name="diffusion_forward_process", **queue(VIEW, 8))
@@ -396,7 +434,8 @@ def build() -> None:
             q_seed = gr.Number(0, label="seed", precision=0, minimum=0)
             rows = gr.Slider(1, 8, value=4, step=1, label="rows (start noises)")
             q_go = gr.Button("Compare", variant="primary")
-        q_image = _picture(f"columns: {', '.join(map(str, QUALITY_STEPS))} steps", elem_id="diffusion-quality")
+        q_image = picture(f"columns: {', '.join(map(str, QUALITY_STEPS))} steps",
+                           "each row starts from one noise; each column decodes it with more DDIM steps", elem_id="diffusion-quality")
         q_note = gr.Markdown()
         q_go.click(user_errors(on_gpu(GPU_SECONDS)(steps_versus_quality)), [model, q_seed, rows], [q_image, q_note],
                    api_name="diffusion_steps_versus_quality", **queue(TAB, 1))
@@ -411,6 +450,8 @@ def build() -> None:
             count = gr.Slider(2, MAX_INTERPOLATION, value=8, step=1, label="frames")
             i_steps = gr.Slider(5, 100, value=50, step=1, label="DDIM steps")
             i_go = gr.Button("Interpolate", variant="primary")
-        i_image = _picture("A → B", elem_id="diffusion-interpolation")
+        i_image = picture("A → B", "left to right: start noises on the great circle from seed A's to seed B's, each "
+                                    "decoded the same way", elem_id="diffusion-interpolation")
         i_go.click(user_errors(on_gpu(GPU_SECONDS)(interpolation)), [model, seed_a, seed_b, count, i_steps], i_image,
                    api_name="diffusion_interpolation", **queue(TAB, 1))
+    return page

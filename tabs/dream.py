@@ -14,12 +14,16 @@ from pathlib import Path
 import gradio as gr
 
 from core.backbone_layers import BACKBONE_LABELS, BACKBONE_NAMES, DREAM_LAYERS, LAYER_NAMES, OFFLINE_DEFAULT
-from tabs.common import image_upload, number, on_gpu, queue, user_errors
+from tabs.classroom import Code, Lesson, Try, lesson_bar
+from tabs.common import SEQUENTIAL, caption, image_upload, number, on_gpu, queue, user_errors
 
 TAB = "dream"
 LAYER_SLOTS = 4  # Inception v3's book setting uses four layers
 BACKBONE_CHOICES = [(BACKBONE_LABELS[n], n) for n in BACKBONE_NAMES]
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples" / "dream"
+# The photo the tab opens with, so that Dream, a "Try this" button and a link (?tab=dream) run without an
+# upload: cloud shapes, where people see faces and animals too (pareidolia), as DeepDream does.
+DEFAULT_PHOTO = EXAMPLES_DIR / "clouds.jpg"
 PREVIEW_EVERY_S = 0.4  # stream the picture this often; every iteration would flood the browser
 RESULT_HEIGHT = 520  # px on the page; the picture is scaled down to fit, never up
 RUNNING = ("Octave ", "Frame ")  # how the status lines of a dream and a zoom in progress begin
@@ -30,12 +34,52 @@ RUNNING = ("Octave ", "Frame ")  # how the status lines of a dream and a zoom in
 # to be at least 20x faster (not measured here; larger networks gain more), and the margin covers a
 # first call's network download (VGG19: 548 MB).
 DREAM_GPU_S, ZOOM_GPU_S = 60, 90
-INTRO = """### DeepDream
-Gradient **ascent** on the pixels: the photo is changed, step by step, so that the chosen layers of an
-ImageNet network fire harder. Whatever those layers faintly detect (eyes, fur, arches) gets drawn in.
-It runs over **octaves**: a small copy first, then larger ones, re-adding the detail lost by shrinking,
-so coarse patterns grow fine texture. The network's weights never change.
-Shallow layers (Lite0 blocks 2-7) paint swirls and textures; middle ones (block 10) paint eyes and animals."""
+INTRO = """**Gradient *ascent* on the pixels of a photo, so that chosen layers of an ImageNet network fire harder:**
+whatever they faintly detect gets drawn in, octave by octave (a small copy first, then larger ones). The network's weights never change."""
+
+LESSON = Lesson(
+    tab=TAB, main="dream-run", result="dream-result",
+    chapters=("*Deep Learning with Python* 2nd ed. §12.2 (DeepDream) · Mordvintsev, Olah & Tyka 2015, "
+              "“Inceptionism: going deeper into neural networks” (Google Research blog)"),
+    equations=(r"Objective: $L(x) = \sum_l w_l\, \mathrm{mean}\big(a_l(x)^2\big)$ · "
+               r"ascent step: $x \leftarrow x + \eta\, \nabla_x L / \mathrm{mean}|\nabla_x L|$ · "
+               r"next octave: $x_{k+1} = \mathrm{up}(x_k) + \big(\mathrm{photo}_{k+1} - "
+               r"\mathrm{up}(\mathrm{photo}_k)\big)$"),
+    try_this=(
+        Try("shallow layer", {"layer1": "block3", "noise": False},
+            "An early block only knows edges, stripes and colour blobs: the clouds vanish under a fine striped "
+            "texture everywhere. Shallow layers paint texture; they have no notion of objects."),
+        Try("deep layer", {"layer1": "block10", "octaves": 3, "noise": False},
+            "A middle-to-deep block responds to parts of objects: eye-like rings, loops and fur-like patterns grow "
+            "where the clouds already looked a little like them. ImageNet is full of dogs and birds, so eyes win."),
+        Try("1 octave", {"layer1": "block10", "octaves": 1, "noise": False},
+            "Dreaming at one size only: the patterns are all the same small size and the clouds keep their shapes. "
+            "Compare with 3 or 5 octaves, where patterns grow at several scales and large structures appear."),
+        Try("from noise", {"layer1": "block10", "noise": True},
+            "No photo at all, only smooth noise: what appears is what the layer itself is tuned to, the eyes and "
+            "loops, filling the whole picture. The photo only decides where they grow."),
+    ),
+    misconceptions=(
+        ("DeepDream trains the network.",
+         "The weights are frozen. The gradient is taken with respect to the pixels, and only the picture changes."),
+        ("It is gradient descent, like training.",
+         "It is gradient ascent: the objective is made larger, which is why the objective curve climbs."),
+        ("The eyes and animals are hidden in the photo.",
+         "They come from the network: it amplifies whatever its chosen layer detects, even faintly, and an "
+         "ImageNet network has many detectors for dogs' and birds' eyes and fur. From noise you get them too."),
+        ("Octaves just enlarge a small dream.",
+         "Each octave enlarges the dream, adds back the photo's detail lost by shrinking, then dreams again at "
+         "that size, so patterns are grown at several scales, not stretched."),
+    ),
+    code=(Code("one gradient-ascent step on the pixels", "core/dream.py", ("activation_objective", "ascent_step"),
+               r"$L(x) = \sum_l w_l\, \mathrm{mean}(a_l^2)$, then $x \leftarrow \mathrm{clip}_{[0,1]}\big(x + "
+               r"\eta\, \nabla_x L / \mathrm{mean}|\nabla_x L|\big)$, with the image shifted by a random jitter "
+               r"before and shifted back after"),
+          Code("the octave loop", "core/dream.py", ("dream",),
+               r"$x_1 = \mathrm{photo}_1$ (the smallest size); "
+               r"$x_{k+1} = \mathrm{up}(x_k) + \big(\mathrm{photo}_{k+1} - \mathrm{up}(\mathrm{photo}_k)\big)$, "
+               r"then the ascent steps at that size")),
+)
 
 
 def layer_slot_values(backbone_name: str) -> list:
@@ -99,12 +143,12 @@ def _config(backbone, requested: str, slot_values, octaves, scale, iterations, s
 
 
 def _heat_overlay(image, energy):
-    """Photo in grey with the activation energy painted over it in 'inferno' colours."""
+    """Photo in grey with the activation energy painted over it in the sequential colours (dark to yellow)."""
     import matplotlib
     import numpy as np
     from PIL import Image
 
-    heat = matplotlib.colormaps["inferno"](energy.clamp(0, 1).numpy())[..., :3]
+    heat = matplotlib.colormaps[SEQUENTIAL](energy.clamp(0, 1).numpy())[..., :3]
     grey = np.asarray(image.convert("L"), dtype=np.float32)[..., None] / 255.0
     return Image.fromarray((255 * (0.35 * grey + 0.65 * heat)).astype(np.uint8))
 
@@ -245,17 +289,20 @@ def change_backbone(backbone_name: str):
 
 # --- layout -----------------------------------------------------------------------------------
 
-def build() -> None:
+def build():
+    page = lesson_bar(LESSON)
     gr.Markdown(INTRO)
     examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    with gr.Row():
-        with gr.Column(scale=1):
-            image = image_upload("photo to dream on", elem_id="dream-image")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=300):
+            with gr.Row():
+                run_button = gr.Button("Dream", variant="primary", elem_id="dream-run")
+                stop_button = gr.Button("Stop", elem_id="dream-stop")
+            image = image_upload("photo to dream on", elem_id="dream-image", height=240,
+                                 value=str(DEFAULT_PHOTO) if DEFAULT_PHOTO.is_file() else None)
             if examples:
                 gr.Examples(examples, inputs=[image], label="examples", api_visibility="private")
             from_noise = gr.Checkbox(value=False, label="start from noise instead of the photo")
-            with gr.Accordion("Guide image (optional): grow its features instead of the layers' loudest", open=False):
-                guide = image_upload("guide", elem_id="dream-guide")
             backbone = gr.Dropdown(BACKBONE_CHOICES, value=OFFLINE_DEFAULT, elem_id="dream-network",
                                    label="network (online ones fall back to Lite0 when they cannot be downloaded)")
             slots = []
@@ -267,32 +314,42 @@ def build() -> None:
                     slots.append(gr.Slider(0, 3, value=defaults[2 * i + 1], step=0.1, label="weight", scale=1))
             with gr.Row():
                 octaves = gr.Slider(1, 6, value=3, step=1, label="octaves")
-                scale = gr.Slider(1.1, 2.0, value=1.4, step=0.05, label="octave scale")
                 iterations = gr.Slider(0, 100, value=20, step=1, label="iterations per octave", elem_id="dream-iterations")
-            with gr.Row():
-                step = gr.Slider(0.002, 0.1, value=0.02, step=0.002, label="step (mean pixel change per iteration)")
-                jitter = gr.Slider(0, 64, value=16, step=1, label="jitter (px)")
-                max_loss = gr.Number(value=0, label="max objective per octave (0 = no limit)")
-            with gr.Row():
-                seed = gr.Number(value=0, precision=0, label="seed")
-                max_side = gr.Slider(128, 1024, value=512, step=32, label="working size (longer side, px)")
-            with gr.Row():
-                run_button = gr.Button("Dream", variant="primary", elem_id="dream-run")
-                stop_button = gr.Button("Stop", elem_id="dream-stop")
+            with gr.Accordion("octave scale, step, jitter, seed, working size", open=False):
+                with gr.Row():
+                    scale = gr.Slider(1.1, 2.0, value=1.4, step=0.05, label="octave scale")
+                    step = gr.Slider(0.002, 0.1, value=0.02, step=0.002, label="step (mean pixel change per iteration)")
+                with gr.Row():
+                    jitter = gr.Slider(0, 64, value=16, step=1, label="jitter (px)")
+                    max_loss = gr.Number(value=0, label="max objective per octave (0 = no limit)")
+                with gr.Row():
+                    seed = gr.Number(value=0, precision=0, label="seed")
+                    max_side = gr.Slider(128, 1024, value=512, step=32, label="working size (longer side, px)")
+            with gr.Accordion("Guide image (optional): grow its features instead of the layers' loudest", open=False):
+                guide = image_upload("guide", elem_id="dream-guide")
         with gr.Column(scale=1):
             # A fixed height: without one the block takes the <img>'s size, and Gradio's lazy <img> is 0 px
             # until it loads, which it never does while the page is scrolled down to the Dream button
             # (open guide accordion) and the picture is replaced every 0.4 s: a 2-px strip.
             result = gr.Image(label="dream (live)", type="pil", format="png", interactive=False, height=RESULT_HEIGHT,
-                              elem_id="dream-result")
+                              elem_id="dream-result", alt_text="the photo after DeepDream: patterns the network's "
+                              "chosen layers detect, amplified into the picture")
+            caption("**The dream**, growing live: the photo after gradient ascent, in its own colours. Whatever the "
+                    "chosen layers detect (textures for shallow layers, eyes and fur for deeper ones) is drawn in.")
             status = gr.Markdown(elem_id="dream-status")
             # One series: Gradio 6.31's LinePlot never draws a colour series that first appears in a
             # streamed update, so colouring by octave would show octave 1 only.
             curve = gr.LinePlot(x="step", y="objective", label="objective per iteration",
-                                title="objective per iteration (it climbs: that is gradient ascent)",
-                                caption="Each jump marks a new octave (a larger copy of the picture); within an octave it climbs.")
+                                title="objective per iteration (it climbs: that is gradient ascent)")
+            caption("**The objective**: every ascent step across (all octaves in a row), the objective up: the "
+                    "weighted mean of the chosen layers' squared activations. Within an octave it climbs; each jump "
+                    "marks a new octave, a larger copy of the picture.")
             why = gr.Markdown()
             maps = gr.Gallery(label="where the chosen layers fire (bright = strong)", columns=2, height=260)
+            caption("**Where the layers fire**, before (the input) and after (the dream): the picture in grey with "
+                    "the chosen layers' activation energy (mean of the squared activations over channels) painted "
+                    "over it, dark purple where they are quiet to bright yellow where they fire hardest; both maps "
+                    "share one colour scale.")
             png = gr.File(label="download PNG")
 
     with gr.Accordion("Zoom animation: dream, zoom in a little, dream again ...", open=False):
@@ -306,7 +363,12 @@ def build() -> None:
             zoom_button = gr.Button("Make the animation", variant="primary")
             zoom_stop = gr.Button("Stop")
         with gr.Row():
-            zoom_frame = gr.Image(label="latest frame", type="pil", interactive=False, height=RESULT_HEIGHT)
+            with gr.Column():
+                zoom_frame = gr.Image(label="latest frame", type="pil", interactive=False, height=RESULT_HEIGHT,
+                                      alt_text="the latest frame of the zoom animation: a dream, enlarged a little "
+                                      "and dreamt on again")
+                caption("**The latest frame**: each frame is the previous one enlarged by the zoom factor (its "
+                        "centre kept) and dreamt on for a few iterations, so new patterns keep growing out of old ones.")
             zoom_status = gr.Markdown()
             animation = gr.File(label="animation")
 
@@ -314,8 +376,8 @@ def build() -> None:
                     api_visibility="private", **queue(f"{TAB}-ui", 8))
     # After a fallback to Lite0 a run also shows that network and its layers in the boxes.
     network_boxes = [backbone, *slots]
-    dream_event = run_button.click(
-        user_errors(on_gpu(DREAM_GPU_S)(run_dream)),
+    dream_event = gr.on(
+        [run_button.click, page.ran.change], user_errors(on_gpu(DREAM_GPU_S)(run_dream)),
         [image, from_noise, guide, backbone, *slots, octaves, scale, iterations, step, jitter, max_loss, seed, max_side],
         [result, status, curve, why, maps, png, *network_boxes], api_name="dream_run", **queue(TAB, 1))
     stop_button.click(None, None, None, cancels=[dream_event], api_name="dream_stop", api_visibility="private")
@@ -331,3 +393,9 @@ def build() -> None:
     zoom_stop.click(None, None, None, cancels=[zoom_event], api_name="dream_zoom_stop", api_visibility="private")
     zoom_event.then(stopped_status, [zoom_status], [zoom_status], api_name="dream_zoom_ended",
                     api_visibility="private", **queue(f"{TAB}-ui", 8))
+    # Not the network: choosing one replaces the layer lists, which a link's layers could not follow.
+    page.link({"noise": from_noise, **{f"{kind}{i + 1}": slot for i in range(LAYER_SLOTS)
+                                       for kind, slot in zip(("layer", "weight"), slots[2 * i:2 * i + 2])},
+               "octaves": octaves, "iterations": iterations, "scale": scale, "step": step, "jitter": jitter,
+               "max_objective": max_loss, "seed": seed, "size": max_side})
+    return page

@@ -8,7 +8,6 @@ heavy is imported until a handler runs, so the app starts fast.
 from __future__ import annotations
 
 import functools
-import math
 import time
 
 import gradio as gr
@@ -17,8 +16,9 @@ from core.data.toy2d import EXTENT
 from core.registry import read_card, shipped_path
 from core.runtime import MAX_SEED
 from tabs import live2d, stepviewer
-from tabs.common import (bench_records, code_of, fashion_test_split, figure_to_image, image_upload, number, on_gpu,
-                         pyplot, queue, user_errors)
+from tabs.classroom import Code, Lesson, Try, lesson_bar
+from tabs.common import (PALETTE, SEQUENTIAL, bench_records, clamped, fashion_test_split, figure_to_image,
+                         image_upload, on_gpu, picture, pyplot, queue, user_errors)
 from tabs.live2d import learning_rate, play, require, steps_per_frame
 
 TAB = "ebm"
@@ -29,6 +29,7 @@ TRAIN_COMMAND = "python -m core.train ebm --epochs 20 --minutes 70 --threads 1"
 MAX_SAMPLES = 36
 MAX_STEPS = 2000
 DEFAULT_STEPS = 200
+DEFAULT_STEP_SIZE, DEFAULT_NOISE = 10.0, 0.005  # the sampler the shipped model trained with
 MAX_STEP_SIZE, MAX_NOISE = 1000.0, 1.0
 SHOW = 2                 # each 32-px image is shown at 64 px
 SCORED = 500             # images per set in the energy histogram
@@ -38,10 +39,62 @@ LABEL_PX = 13
 GPU_SECONDS = 60         # ZeroGPU: 36 samples × 2000 Langevin steps take seconds on a GPU
 LR_LOG_LOW, LR_LOG_HIGH, LR_LOG_DEFAULT = -4.0, 0.0, -2.5
 FAILED_AFTER, FAILED_GAP = 50, 1.0  # live 2-D: energies this far apart this long mean training has failed
-REAL, SAMPLES, PARTICLES, NOISE_COLOUR, FACES = "#0969da", "#fb8500", "#cf222e", "#8c959f", "#8250df"
+# Colour-blind safe (tabs.common.PALETTE): real data blue, the model's samples and particles orange; the live
+# landscape's data in sky blue, which stands out on viridis's dark valleys.
+REAL, SAMPLES, FACES, NOISE_COLOUR = PALETTE[0], PALETTE[1], PALETTE[3], "#999999"
+PARTICLES, LIVE_DATA = PALETTE[1], PALETTE[4]
 
-INTRO = """### Energy-based models: a score for every image, and a walk downhill on it
-An energy-based model is one network E(x) that gives any image a single number, its **energy**: low for
+INTRO = """**One network E(x) gives every image a single number, its energy: low for images like the training clothes, high for
+anything else.** Sampling walks downhill on E from noise (Langevin dynamics); training pushes E down on real images and up on the walk's."""
+
+LESSON = Lesson(
+    tab=TAB, main="ebm-sample", result="ebm-final",
+    chapters="*Generative Deep Learning* ch. 7 (energy-based models: the Boltzmann distribution, Langevin dynamics, "
+             "contrastive divergence, the replay buffer) · Du & Mordatch 2019",
+    equations=(r"$p(x) = e^{-E(x)}/Z$ · Langevin: $x_{k+1} = x_k - \eta\,\nabla_x E(x_k) + \sigma\,\varepsilon$, "
+               r"$\varepsilon \sim \mathcal N(0, I)$ · contrastive divergence: "
+               r"$L = \overline{E(x_{\rm real})} - \overline{E(x^-)} + \alpha\,\big(\overline{E(x_{\rm real})^2} + "
+               r"\overline{E(x^-)^2}\big)$"),
+    try_this=(
+        Try("10 steps", {"steps": 10, "step": 10, "noise": 0.005, "start": "noise"},
+            "After 10 steps the samples are still noise, and their energy is far above the dashed line of real "
+            "clothes: from fresh noise the walk needs a few hundred steps to arrive."),
+        Try("Step η = 1000", {"steps": 200, "step": 1000, "noise": 0.005, "start": "noise"},
+            "A hundred times the trained step slams every pixel to black or white, and the energy rates these blocks "
+            "*lower* than real clothes (the orange line ends below the dashed one): training never showed the model "
+            "such images, so it never learned to push their energy up."),
+        Try("Noise σ = 0.05", {"steps": 200, "step": 10, "noise": 0.05, "start": "noise"},
+            "Ten times the trained noise: every step adds more than the gradient removes, so the garments stay "
+            "grainy and end at a higher energy than with σ = 0.005."),
+        Try("Training chains", {"steps": 50, "step": 10, "noise": 0.005, "start": "chains"},
+            "The chains training kept walking for thousands of steps (its replay buffer): every kind of garment, "
+            "where fresh noise rolls mostly into the widest valley (shirts). An EBM's variety comes from long chains."),
+    ),
+    misconceptions=(
+        ("The network outputs the probability of an image.",
+         "It outputs one unnormalised number, the energy. p(x) = exp(−E(x))/Z needs Z, a sum over every possible "
+         "image that is never computed: Langevin only needs ∇ₓE, and training replaces Z's gradient by the energies "
+         "of the model's own samples."),
+        ("Sampling trains the network.",
+         "During Langevin dynamics only the image moves: the gradient is taken with respect to the pixels and the "
+         "weights stay frozen. Training is a separate step (contrastive divergence) that uses the walk's results."),
+        ("A lower energy means a better image.",
+         "The energy only knows what contrastive divergence showed it: the too-large step's black-and-white blocks "
+         "score lower than real clothes. Low energy means “like what training pushed down”, nothing more."),
+        ("The noise σ is what makes the samples varied.",
+         "At the trained σ = 0.005 it hardly matters: without it the walk ends at nearly the same images (see "
+         "“What goes wrong”). The variety comes from where the chains start, and from training's long chains."),
+    ),
+    code=(Code("Langevin dynamics, the walk downhill", "core/ebm.py", ("langevin",),
+               r"$x_{k+1} = \mathrm{clip}\big(x_k - \eta\,\mathrm{clip}(\nabla_x E(x_k), \pm c) + "
+               r"\sigma\,\varepsilon\big)$, $\varepsilon \sim \mathcal N(0, I)$ (η = `step_size`, σ = `noise`, "
+               r"c = `grad_clip`; pixels clipped to [−1, 1])"),
+          Code("contrastive divergence, the training loss", "core/ebm.py", ("contrastive_divergence",),
+               r"$L = \overline{E(x_{\rm real})} - \overline{E(x^-)} + \alpha\,\big(\overline{E(x_{\rm real})^2} + "
+               r"\overline{E(x^-)^2}\big)$: down on real images, up on the samples $x^-$")),
+)
+
+IDEA = """An energy-based model is one network E(x) that gives any image a single number, its **energy**: low for
 images like the training data, high for anything else. It defines a probability by the Boltzmann
 distribution of physics, **p(x) = exp(−E(x)) / Z**, where Z = ∫ exp(−E(x)) dx sums over every possible image
 and can never be computed. Neither sampling nor training needs it:
@@ -87,7 +140,7 @@ with a **hidden rectangle** (painted flat grey), the pixels outside it are held 
 (inpainting): the energy, a judgement of the whole image, fills the hole with what fits the rest."""
 
 LIVE_TEXT = """A small MLP energy on the plane learns the data in front of you by contrastive divergence. **Left**:
-the energy landscape (dark = low energy = likely), the data (blue) and Langevin particles (red) that walk on
+the energy landscape (dark = low energy = likely), the data (light blue) and Langevin particles (orange) that walk on
 it; as training goes on, a valley forms along the data and the particles settle into it (on the eight
 Gaussians it first digs one ring through all eight, and only later the dips between them). **Right**:
 the mean energy of real points and of the samples: contrastive divergence pulls the first down and the
@@ -152,26 +205,10 @@ def model_card() -> str:
 
 # --- settings from widgets or API calls --------------------------------------------------------------
 
-def _clamped(value, default, low, high, what: str, whole: bool = False):
-    """A setting clamped to its range, and a sentence when it was not the one asked for."""
-    got = number(value, default, low, high, whole=whole)
-    if value is None:
-        return got, ""
-    try:
-        asked = float(value)
-    except (TypeError, ValueError):
-        asked = math.nan
-    if math.isnan(asked):
-        return got, f"{what.capitalize()}: {value!r} is not a number, so {got:g} is used. "
-    if asked == got:
-        return got, ""
-    return got, f"{what.capitalize()} is set to {got:g} (the range is {low:g} … {high:g}). "
-
-
 def _sampler(steps, step_size, noise) -> tuple[int, float, float, str]:
-    steps, a = _clamped(steps, DEFAULT_STEPS, 1, MAX_STEPS, "steps", whole=True)
-    step_size, b = _clamped(step_size, 10.0, 0.0, MAX_STEP_SIZE, "the step size")
-    noise, c = _clamped(noise, 0.005, 0.0, MAX_NOISE, "the noise")
+    steps, a = clamped(steps, DEFAULT_STEPS, 1, MAX_STEPS, "steps", whole=True)
+    step_size, b = clamped(step_size, DEFAULT_STEP_SIZE, 0.0, MAX_STEP_SIZE, "the step size")
+    noise, c = clamped(noise, DEFAULT_NOISE, 0.0, MAX_NOISE, "the noise")
     note = a + b + c
     if step_size == 0:
         note += "With step size 0 the images never move downhill: only the noise changes them. "
@@ -261,7 +298,7 @@ def generate(seed, n, steps, step_size, noise, start_from="noise"):
     from core.runtime import make_generator
 
     model = _model()
-    n, note = _clamped(n, 16, 1, MAX_SAMPLES, "samples", whole=True)
+    n, note = clamped(n, 16, 1, MAX_SAMPLES, "samples", whole=True)
     steps, step_size, noise, sampler_note = _sampler(steps, step_size, noise)
     note += sampler_note
     generator = make_generator(seed)
@@ -419,23 +456,23 @@ def repair(index, kind, amount, top, left, height, width, steps, seed):
     from core.runtime import make_generator
 
     images = _test_images()
-    index, note = _clamped(index, 0, 0, len(images) - 1, "the test image", whole=True)
+    index, note = clamped(index, 0, 0, len(images) - 1, "the test image", whole=True)
     if kind not in CORRUPTIONS:
         raise ValueError(f"Choose a damage: {' or '.join(CORRUPTIONS)}, not {kind!r}.")
-    steps, step_size, noise, sampler_note = _sampler(steps, None, None)
+    steps, step_size, noise, sampler_note = _sampler(steps, DEFAULT_STEP_SIZE, DEFAULT_NOISE)
     note += sampler_note
     model = _model()
     generator = make_generator(seed)
     original = images[index:index + 1]
     side = original.shape[-1]
     if kind == "noise":
-        amount, more = _clamped(amount, 0.5, 0.0, 2.0, "the noise level")
+        amount, more = clamped(amount, 0.5, 0.0, 2.0, "the noise level")
         damaged, known = ebm.corrupt(original, "noise", amount, generator)
     else:
-        top, a = _clamped(top, 8, 0, side - 1, "the top row", whole=True)
-        left, b = _clamped(left, 8, 0, side - 1, "the left column", whole=True)
-        height, c = _clamped(height, 16, 1, side - top, "the height", whole=True)
-        width, d = _clamped(width, 16, 1, side - left, "the width", whole=True)
+        top, a = clamped(top, 8, 0, side - 1, "the top row", whole=True)
+        left, b = clamped(left, 8, 0, side - 1, "the left column", whole=True)
+        height, c = clamped(height, 16, 1, side - top, "the height", whole=True)
+        width, d = clamped(width, 16, 1, side - left, "the width", whole=True)
         more = a + b + c + d
         damaged, known = ebm.corrupt(original, "mask", 0.0, generator, box=(top, left, height, width))
     note += more
@@ -535,18 +572,18 @@ def live_picture(ebm):
     fig, (ax, curve) = plt.subplots(1, 2, figsize=(9, 4.2), dpi=72, gridspec_kw={"width_ratios": [1, 1.1]})
     landscape = np.nan_to_num(ebm.energy_map(60).numpy(), nan=0.0, posinf=0.0, neginf=0.0)
     low, high = np.percentile(landscape, [1, 99])
-    ax.imshow(landscape, extent=(-EXTENT, EXTENT, -EXTENT, EXTENT), cmap="viridis", vmin=low,
+    ax.imshow(landscape, extent=(-EXTENT, EXTENT, -EXTENT, EXTENT), cmap=SEQUENTIAL, vmin=low,
               vmax=max(high, low + 1e-6), interpolation="bilinear")
     ax.contour(np.linspace(-EXTENT, EXTENT, 60), np.linspace(EXTENT, -EXTENT, 60), landscape, levels=8,
                colors="white", linewidths=0.4, alpha=0.6)
     data = ebm.shown_data.numpy()
     particles = ebm.particles.numpy()
     particles = particles[np.isfinite(particles).all(axis=1)]
-    ax.scatter(data[:, 0], data[:, 1], s=2, c=REAL, alpha=0.7)
+    ax.scatter(data[:, 0], data[:, 1], s=2, c=LIVE_DATA, alpha=0.7)
     ax.scatter(particles[:, 0], particles[:, 1], s=3, c=PARTICLES)
     ax.set_xlim(-EXTENT, EXTENT), ax.set_ylim(-EXTENT, EXTENT)
     ax.set_xticks([]), ax.set_yticks([])
-    ax.set_title("energy (dark = low), data (blue), Langevin particles (red)", fontsize=9)
+    ax.set_title("energy (dark = low), data (light blue), Langevin particles (orange)", fontsize=9)
     if ebm.history:
         steps, real, fake = zip(*ebm.history)
         curve.plot(steps, real, color=REAL, linewidth=1, label="E(data)")
@@ -572,51 +609,63 @@ def live_picture(ebm):
 
 # --- layout ----------------------------------------------------------------------------------------------
 
-def build() -> None:
+def build():
+    page = lesson_bar(LESSON)
     gr.Markdown(INTRO)
-    _build_live()
     if not shipped():
         gr.Markdown(f"**No energy model is shipped yet**, so the Fashion-MNIST views are missing: make it with "
-                    f"`{TRAIN_COMMAND}`. The live 2-D EBM above works without it.")
-        return
-    gr.Markdown(model_card())
-    _build_sampling()
+                    f"`{TRAIN_COMMAND}`. The live 2-D EBM below works without it.")
+        _build_live()
+        _build_idea()
+        return page
+    _build_sampling(page)
     _build_compare()
     _build_score()
     _build_repair()
+    _build_live()
+    return page
 
 
-def _build_sampling() -> None:
-    with gr.Accordion("From noise to clothes, step by step", open=True):
-        gr.Markdown(SAMPLE_TEXT)
-        with gr.Row():
-            seed = gr.Number(0, label="seed", precision=0, minimum=0, maximum=MAX_SEED)
-            n = gr.Slider(1, MAX_SAMPLES, 16, step=1, label="samples")
+def _build_idea() -> None:
+    with gr.Accordion("The idea: energy, Langevin dynamics, contrastive divergence", open=False):
+        gr.Markdown(IDEA)
+
+
+def _build_sampling(page) -> None:
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=260):
+            with gr.Row():
+                go = gr.Button("Sample", variant="primary", elem_id="ebm-sample")
+                stop = gr.Button("Stop")
+            note = gr.Markdown(elem_id="ebm-note")
+            with gr.Row():
+                seed = gr.Number(0, label="seed", precision=0, minimum=0, maximum=MAX_SEED, min_width=80)
+                n = gr.Slider(1, MAX_SAMPLES, 16, step=1, label="samples", min_width=150)
             steps = gr.Slider(1, MAX_STEPS, DEFAULT_STEPS, step=1, label="Langevin steps")
-            step_size = gr.Slider(0, MAX_STEP_SIZE, 10, step=0.5, label="step size η")
-            noise = gr.Slider(0, MAX_NOISE, 0.005, step=0.001, label="noise σ")
+            step_size = gr.Slider(0, MAX_STEP_SIZE, DEFAULT_STEP_SIZE, step=0.5, label="step size η")
+            noise = gr.Slider(0, MAX_NOISE, DEFAULT_NOISE, step=0.001, label="noise σ")
             start_from = gr.Radio([(label, key) for key, label in STARTS.items()], value="noise", label="start from")
-        with gr.Row():
-            go = gr.Button("Sample", variant="primary", elem_id="ebm-sample")
-            stop = gr.Button("Stop")
-        note = gr.Markdown(elem_id="ebm-note")
-        with gr.Row():
-            with gr.Column(scale=1):
-                gr.Markdown("**samples (the last step)**")
-                final = gr.Image(label="samples", show_label=False, type="pil", format="png", interactive=False,
-                                 elem_id="ebm-final")
-                plot = gr.Image(label="each sample's energy over the steps", type="pil", format="png",
-                                interactive=False, elem_id="ebm-energy-plot")
-            with gr.Column(scale=1):
-                viewer = stepviewer.build(TAB, "step viewer: the samples at step k",
-                                          "step (0 = uniform noise → last = the samples)")
-        with gr.Accordion("core/ebm.py, langevin: the sampler", open=False):
-            gr.Code(code_of("core/ebm.py", "langevin"), language="python", interactive=False, wrap_lines=True)
-        run = go.click(user_errors(on_gpu(GPU_SECONDS)(generate)), [seed, n, steps, step_size, noise, start_from],
-                       [final, viewer.frames, viewer.position, viewer.picture, viewer.caption, plot, note],
-                       api_name="ebm_sample", **queue(TAB, 1))
-        stop.click(None, None, None, cancels=[run], api_name="ebm_stop", api_visibility="private")
-        stepviewer.wire(viewer, TAB, VIEW)
+            with gr.Accordion("model card: how it was trained, how good it is", open=False):
+                gr.Markdown(model_card())
+            with gr.Accordion("what this view shows", open=False):
+                gr.Markdown(SAMPLE_TEXT)
+        with gr.Column(scale=1):
+            final = picture("samples (the last step)", "one 32×32 garment per chain, in the order the seed drew their "
+                             "start noise; black is pixel value −1, white +1", elem_id="ebm-final")
+            plot = picture("energy over the steps", "across, the Langevin step; up, the energy E(x) (symmetric log "
+                            "scale, lower = more like the data). Thin orange lines: each sample; thick orange: their "
+                            "mean; dashed blue: the mean of real test clothes", elem_id="ebm-energy-plot")
+        with gr.Column(scale=2):
+            viewer = stepviewer.build(TAB, "step viewer: the samples at step k",
+                                      "step (0 = the start → last = the samples)")
+    _build_idea()
+    run = gr.on([go.click, page.ran.change], user_errors(on_gpu(GPU_SECONDS)(generate)),
+                [seed, n, steps, step_size, noise, start_from],
+                [final, viewer.frames, viewer.position, viewer.picture, viewer.caption, plot, note],
+                api_name="ebm_sample", **queue(TAB, 1))
+    stop.click(None, None, None, cancels=[run], api_name="ebm_stop", api_visibility="private")
+    stepviewer.wire(viewer, TAB, VIEW)
+    page.link({"seed": seed, "samples": n, "steps": steps, "step": step_size, "noise": noise, "start": start_from})
 
 
 def _build_compare() -> None:
@@ -626,8 +675,9 @@ def _build_compare() -> None:
             seed = gr.Number(0, label="seed", precision=0, minimum=0, maximum=MAX_SEED)
             go = gr.Button("Compare the samplers", elem_id="ebm-compare")
         note = gr.Markdown()
-        grid = gr.Image(label="five samplers, the same start noise in each column", type="pil", format="png",
-                        interactive=False, elem_id="ebm-compare-grid")
+        grid = picture("five samplers, the same start noise in each column", "one row per sampler (its step size "
+                        "and noise above it, with the row's mean final energy), each after 200 steps; black −1, "
+                        "white +1", elem_id="ebm-compare-grid")
         go.click(user_errors(on_gpu(GPU_SECONDS)(compare_samplers)), seed, [grid, note], api_name="ebm_compare",
                  **queue(TAB, 1))
 
@@ -641,7 +691,9 @@ def _build_score() -> None:
                 seed = gr.Number(0, label="seed (noise and samples)", precision=0, minimum=0, maximum=MAX_SEED)
                 go = gr.Button("Score", elem_id="ebm-score")
         note = gr.Markdown(elem_id="ebm-score-note")
-        histogram = gr.Image(label="energies", type="pil", format="png", interactive=False,
+        histogram = picture("energies", "a histogram: across, the energy E(x) (low = like the training data); up, "
+                             "how many images. Blue: real test clothes; grey: uniform noise; pink: synthetic faces in "
+                             "grey; orange: the model's own samples; a black line: your picture",
                              elem_id="ebm-histogram")
         go.click(user_errors(on_gpu(GPU_SECONDS)(score)), [seed, upload], [histogram, note], api_name="ebm_score",
                  **queue(TAB, 1))
@@ -679,8 +731,10 @@ def _build_live() -> None:
             lr = gr.Slider(LR_LOG_LOW, LR_LOG_HIGH, LR_LOG_DEFAULT, step=0.25,
                            label="learning rate (log10; -2.5 ≈ 0.003)")
         live2d.buttons_row(controls)
-        picture = gr.Image(label="the live EBM", show_label=False, type="pil", format="png", interactive=False,
-                           elem_id="ebm-live-picture")
-        live2d.wire(TAB, live_box, controls, [lr], [picture], live_reset, live_start, live_step, live_play, LIVE)
+        live = picture("the live EBM", f"left, the plane (both axes −{EXTENT:g} … {EXTENT:g}) coloured by the energy, dark purple = "
+                           "low (likely) to yellow = high, with white contour lines, the data in light blue and the "
+                           "Langevin particles in orange; right, across the training steps, the mean energy of the "
+                           "data (blue) and of the particles (orange)", elem_id="ebm-live-picture")
+        live2d.wire(TAB, live_box, controls, [lr], [live], live_reset, live_start, live_step, live_play, LIVE)
         lr.change(user_errors(live_set_learning_rate), [controls.state, lr], controls.state,
                   api_name="ebm_live_learning_rate", api_visibility="private", **queue(LIVE, 4))

@@ -15,7 +15,9 @@ from core.data.toy2d import EXTENT
 from core.registry import read_card, shipped_path
 from core.runtime import MAX_SEED
 from tabs import live2d
-from tabs.common import bench_records, clicked_pixel, code_of, figure_to_image, number, on_gpu, pyplot, queue, user_errors
+from tabs.classroom import Code, Lesson, Try, lesson_bar
+from tabs.common import (PALETTE, bench_records, caption, clicked_pixel, figure_to_image, number, on_gpu, picture,
+                         pyplot, queue, user_errors)
 from tabs.live2d import learning_rate, play, require, steps_per_frame
 
 TAB = "flow"
@@ -27,7 +29,9 @@ LR_LOG_LOW, LR_LOG_HIGH, LR_LOG_DEFAULT = -4.0, 0.0, -2.5
 DENSITY_RESOLUTION = 60  # the heat map's cells per side: 3,600 log-likelihoods per frame
 FRAME_DPI = 72           # the live picture: modest, so a frame draws in about 0.1 s on one CPU thread
 PLANE_PX, PLANE_DPI = 320, 80  # the clickable planes: square, the axes filling every pixel
-DATA, PULLED, GAUSS, PATH = "#0969da", "#fb8500", "#8c959f", "#cf222e"
+# blue, orange and vermillion (red-orange) from the colour-blind-safe palette; grey for the Gaussian's draws
+DATA, PULLED, GAUSS, PATH = PALETTE[0], PALETTE[1], "#8c959f", PALETTE[5]
+LINK_FRAMES = 50         # a link or a "Try this" button: a fresh flow, then this many frames of Play
 MAX_SIDE = 12            # samples per side of a grid
 MIN_T, MAX_T, DEFAULT_T = 0.05, 1.5, 0.7
 TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0, 1.2)
@@ -39,8 +43,55 @@ GPU_SECONDS = 15         # ZeroGPU: 144 samples are one inverse pass, well under
 BITS_LABELS = {"flow": "this flow (upper bound)", "pixelcnn_gated": "gated PixelCNN",
                "pixelcnn_plain": "plain PixelCNN", "vae_iwae": "VAE (IWAE bound)", "vae_elbo": "VAE (ELBO bound)"}
 
-INTRO = """### Normalizing flows: an invertible map to a Gaussian
-A flow is a single invertible function f that turns a data point x into a latent z = f(x) **of the same
+INTRO = """**An invertible map to a Gaussian.** A flow f turns a data point x into a latent z = f(x) of the same size; because
+f is invertible, log p(x) is exact, and sampling is x = f⁻¹(z) with z ~ N(0, I). Below: a flow learning 2-D data live."""
+
+LESSON = Lesson(
+    tab=TAB, main="flow-play", result="flow-live-picture",
+    chapters="*Generative Deep Learning* ch. 6 (normalizing flows: RealNVP, GLOW) · Dinh et al. 2017 (RealNVP)",
+    equations=(r"Change of variables: $\log p(x) = \log p_Z(z) + \log\left|\det \frac{\partial z}{\partial x}\right|$, "
+               r"$z = f(x)$ · affine coupling: $x_a' = x_a$, $x_b' = x_b \odot e^{s(x_a)} + t(x_a)$, "
+               r"$\log\left|\det J\right| = \sum s(x_a)$"),
+    try_this=(
+        Try("learning rate 1", {"data": "moons", "lr": 0, "couplings": DEFAULT_COUPLINGS, "layer": DEFAULT_COUPLINGS},
+            "The flow diverges within a few steps and the status says why: one step this large throws the "
+            "couplings' scales so far that log p(x) is no longer finite. Lower the learning rate and it learns."),
+        Try("one coupling", {"data": "moons", "lr": LR_LOG_DEFAULT, "couplings": 1, "layer": 1},
+            "The bent grid's vertical lines stay straight: one coupling moves only the second coordinate, by "
+            "amounts computed from the first. The moons cannot become a Gaussian and the NLL stalls far above "
+            "eight couplings'; alternating couplings is what lets every coordinate move."),
+        Try("layer 4 of 8", {"data": "moons", "lr": LR_LOG_DEFAULT, "couplings": DEFAULT_COUPLINGS, "layer": 4},
+            "The top-right panel shows the data after 4 of the 8 couplings: halfway from two moons to a round "
+            "Gaussian blob. Drag the layer slider from 0 to 8 to watch space bend one coupling at a time."),
+        Try("checkerboard", {"data": "checkerboard", "lr": LR_LOG_DEFAULT, "couplings": DEFAULT_COUPLINGS,
+                             "layer": DEFAULT_COUPLINGS},
+            "The learned density keeps thin bridges between the squares: a flow is a smooth bijection of one "
+            "Gaussian blob, so it can stretch it thin but never cut it into separate pieces."),
+    ),
+    misconceptions=(
+        ("A flow compresses the data into a smaller code, like a VAE.",
+         "z has exactly as many numbers as x (2 for the points, 256 for a 16×16 image): f is a bijection and "
+         "throws nothing away."),
+        ("The log-determinant needs an expensive determinant of the Jacobian.",
+         "A coupling's Jacobian is triangular, so log|det J| = Σ s(x_a): one sum. The layers are designed for "
+         "exactly that."),
+        ("Inverting a coupling means inverting its networks s and t.",
+         "Never: x_a passes unchanged, so s(x_a) and t(x_a) are simply computed again and only the affine map "
+         "is undone. That is why s and t may be any networks."),
+        ("A flow's likelihood is a bound, like a VAE's ELBO.",
+         "For continuous data it is exact. For images, only dequantisation (adding uniform noise to the discrete "
+         "levels) turns it into a bound on the discrete likelihood."),
+    ),
+    code=(Code("the change of variables", "core/flow.py", ("RealNVP2D.log_prob", "run_steps", "standard_normal_log_prob"),
+               r"$\log p(x) = \log p(z) + \log\left|\det \frac{\partial z}{\partial x}\right|$ with $z = f(x)$; "
+               r"the layers' log-determinants add up, and $\log p(z) = -\tfrac12 \sum_j (z_j^2 + \log 2\pi)$"),
+          Code("the affine coupling (RealNVP)", "core/flow.py",
+               ("AffineCoupling.scale_and_shift", "AffineCoupling.forward", "AffineCoupling.inverse"),
+               r"$x_b' = x_b \odot e^{s(x_a)} + t(x_a)$, $\log\left|\det J\right| = \sum s(x_a)$; inverse: "
+               r"$x_b = (x_b' - t(x_a')) \odot e^{-s(x_a')}$")),
+)
+
+HOW_TEXT = """A flow is a single invertible function f that turns a data point x into a latent z = f(x) **of the same
 size**, trained so that z looks like standard Gaussian noise. Invertible means no probability mass is
 created or lost, only moved, so the density of x follows exactly from the **change of variables**:
 
@@ -65,19 +116,22 @@ infinite spikes on them, so the image flow is trained on y = (k + u)/K with u ~ 
 level over its bin; the density of y then bounds the discrete likelihood, in bits per dimension
 comparable with PixelCNN's."""
 
-LIVE_TEXT = """Eight couplings (ActNorm, then an affine coupling whose s and t are one small MLP) learn the data in
-front of you. **Top left**: the data (blue) and Gaussian draws pulled back through f⁻¹ (orange); when the
-orange covers the blue, the flow generates the data. **Top right**: the data after the first k couplings,
-with a square grid pushed through the same k couplings: drag the **layer** slider from 0 (the data) to the
-last (z = f(x)) to watch space bend into a Gaussian one coupling at a time. **Bottom**: the learned
-density exp(log p(x)), and the negative log-likelihood, which must get below the best single Gaussian's.
-The three squares show the same [−3, 3]², crossed by the axes. Set the learning rate to 1 (log10 = 0) to
-see training fail."""
+LIVE_TEXT = """**The live flow, four panels** (each square is the same [−3, 3]², crossed by the axes). **Top left**, data
+space: the data x (blue) and Gaussian draws pulled back through f⁻¹ (orange); when orange covers blue, the flow
+generates the data. **Top right**: the data after the first k couplings (blue), a square grid bent the same way (grey
+lines) and z ~ N(0, I) for reference (grey dots); the **layer** slider sets k. **Bottom left**: the learned density
+exp(log p(x)), black = 0, brighter = denser (magma). **Bottom right**: the negative log-likelihood in nats per point
+against training steps: training batch (blue), held out (orange), the best single Gaussian (grey, dashed)."""
 
-EXPLORER_TEXT = """Click a point of either plane (or type it and press a button): it is marked, and its path
-through every coupling step is drawn in the other plane, step by step, ending at its image (the star).
-Both planes show [−3, 3]²; the data plane has the learned density behind the data, the latent plane the
-data's z = f(x) and the Gaussian's 1σ, 2σ, 3σ circles. They use the live flow above as it is now."""
+EXPLORER_TEXT = """Click a point of either plane (or type it and press a button): it is marked with a vermillion ring, and its
+path through every coupling step is drawn in the other plane in vermillion, numbered step by step, ending at its image
+(the star). They use the live flow above as it is now."""
+
+DATA_PLANE_CAPTION = """**Data plane x**: the data (blue dots) over the learned density in grey (white = none, darker = denser),
+[−3, 3]², x across and y up; vermillion: the clicked point or the path back from the latent plane."""
+
+LATENT_PLANE_CAPTION = """**Latent plane z**: the data's images z = f(x) (grey dots) and the standard Gaussian's 1σ, 2σ, 3σ circles,
+[−3, 3]²; vermillion: the clicked point or the path from the data plane, ending at the star."""
 
 
 # --- the live 2-D flow ------------------------------------------------------------------------
@@ -177,6 +231,19 @@ def live_play(live, steps, lr_log, couplings, layer):
     sliders take effect while it plays (their events update the state every frame reads)."""
     _apply(live, lr_log, layer)
     yield from play(_advance, live, steps)
+
+
+def live_run(live, distribution, seed, per_frame, lr_log, couplings, layer):
+    """A link or a "Try this" button: a fresh flow with these settings, then Play for LINK_FRAMES frames
+    (the settings may change the data or the couplings, so the flow shown must start from them) ->
+    streams (state, picture, layer slider, status)."""
+    live, picture, slider, status = live_reset(distribution, seed, lr_log, couplings, layer)
+    yield live, picture, slider, status
+    frame = None
+    for frame in play(_advance, live, per_frame, frames=LINK_FRAMES):
+        yield frame
+    if frame is not None and not live.diverged:
+        yield gr.skip(), gr.skip(), gr.skip(), f"{frame[3]} Paused after {LINK_FRAMES} frames: press ▶ Play to go on."
 
 
 def live_layer(live, layer):
@@ -337,11 +404,6 @@ def live_picture(live):
     return live.picture.render(live)
 
 
-def coupling_source() -> str:
-    """AffineCoupling's scale_and_shift, forward and inverse as they stand in core/flow.py."""
-    return code_of("core/flow.py", *(f"AffineCoupling.{m}" for m in ("scale_and_shift", "forward", "inverse")))
-
-
 # --- the click explorer: one point through every coupling -----------------------------------------
 
 def pixel_to_point(px: float, py: float, size: int = PLANE_PX) -> tuple[float, float]:
@@ -367,7 +429,7 @@ def _point(x, y) -> tuple[float, float, str]:
 
 def _plane(live, which: str, marked=None, path=None):
     """One square plane, the axes filling the image so that pixel_to_point holds exactly: `marked` (the
-    clicked point) as a red ring, `path` (the steps from the other plane) as a numbered line ending in a star."""
+    clicked point) as a vermillion ring, `path` (the steps from the other plane) as a numbered line ending in a star."""
     import math
 
     import numpy as np
@@ -381,7 +443,8 @@ def _plane(live, which: str, marked=None, path=None):
     ax.set_axis_off()
     if which == "data":
         density, top = _density(flow)
-        ax.imshow(density, extent=(-EXTENT, EXTENT, -EXTENT, EXTENT), cmap="Blues", vmin=0, vmax=top * 1.6,
+        # grey behind the blue data: "gray" on the negated density, so no density is white and the peak light grey
+        ax.imshow(-density, extent=(-EXTENT, EXTENT, -EXTENT, EXTENT), cmap="gray", vmin=-top * 1.6, vmax=0,
                   interpolation="bilinear", aspect="auto")
         points = flow.shown_data.numpy()
     else:
@@ -635,12 +698,13 @@ def image_card() -> str:
 
 # --- layout -----------------------------------------------------------------------------------
 
-def build() -> None:
+def build():
     from gradio.context import Context
 
     this_tab = Context.block  # the gr.Tab app.build_app opened around build()
+    page = lesson_bar(LESSON)
     gr.Markdown(INTRO)
-    controls, settings, picture = _build_live()
+    controls, settings, picture = _build_live(page)
     point, explorer = _build_explorer(controls.state)
     if isinstance(this_tab, gr.Tab):  # the live panel starts open, so its expand event never fires: start on opening
         layer = settings[-1]
@@ -649,45 +713,58 @@ def build() -> None:
                         api_visibility="private", **queue(LIVE, 4)) \
             .then(user_errors(to_latent), [controls.state, *point], explorer, api_name="flow_explorer_on_open",
                   api_visibility="private", **queue(LIVE, 4))
+    with gr.Accordion("How a flow works: change of variables, coupling layers, sampling, dequantisation", open=False):
+        gr.Markdown(HOW_TEXT)
     if shipped():
         _build_images()
     else:
         gr.Markdown(f"**No image flow is shipped yet**, so the Fashion-MNIST views are missing: make it with "
                     f"`{TRAIN_COMMAND}`. The live 2-D flow above works without it.")
+    return page
 
 
-def _build_live():
-    """The live panel -> (its controls, the tab's own settings [learning rate, couplings, layer], the picture)."""
+def _build_live(page):
+    """The live panel -> (its controls, the tab's own settings [learning rate, couplings, layer], the picture).
+    Play is the main action: a link or a "Try this" button starts a fresh flow with its settings and plays."""
     with gr.Accordion("Watch a flow learn (2-D)", open=True, elem_id="flow-live-box") as live_box:
-        gr.Markdown(LIVE_TEXT)
-        with gr.Row():
-            controls = live2d.settings_row("moons")
-            lr = gr.Slider(LR_LOG_LOW, LR_LOG_HIGH, LR_LOG_DEFAULT, step=0.25,
-                           label="learning rate (log10; -2.5 ≈ 0.003)")
-            couplings = gr.Slider(1, MAX_COUPLINGS, DEFAULT_COUPLINGS, step=1,
-                                  label="coupling layers (changing it resets)")
-        live2d.buttons_row(controls)
-        with gr.Row():
-            with gr.Column(scale=3):
-                # No label: it would sit on the panels' titles, which say what each panel shows.
-                picture = gr.Image(label="the live flow", show_label=False, type="pil", format="png",
-                                   interactive=False, elem_id="flow-live-picture")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=2, min_width=320):
+                buttons = gr.Column()  # filled below, once the settings exist: the buttons stay at the top
+                controls = live2d.settings_row("moons")
+                lr = gr.Slider(LR_LOG_LOW, LR_LOG_HIGH, LR_LOG_DEFAULT, step=0.25,
+                               label="learning rate (log10; -2.5 ≈ 0.003)")
+                couplings = gr.Slider(1, MAX_COUPLINGS, DEFAULT_COUPLINGS, step=1,
+                                      label="coupling layers (changing it resets)")
                 layer = gr.Slider(0, DEFAULT_COUPLINGS, DEFAULT_COUPLINGS, step=1, elem_id="flow-layer",
                                   label="layer k: the top-right panel shows the data after the first k couplings")
-            with gr.Column(scale=2):
-                gr.Code(coupling_source(), language="python", interactive=False, wrap_lines=True,
-                        label="core/flow.py, AffineCoupling: the coupling, its log-determinant and its inverse")
+            with buttons:
+                live2d.buttons_row(controls)
+            controls.play.elem_id = "flow-play"
+            with gr.Column(scale=3):
+                picture = gr.Image(label="the live flow", show_label=False, type="pil", format="png",
+                                   interactive=False, elem_id="flow-live-picture",
+                                   alt_text="A normalizing flow learning 2-D data: the data and pulled-back Gaussian "
+                                            "draws, the data bent towards a Gaussian, the learned density, the NLL curve")
+                caption(LIVE_TEXT)
         settings = [lr, couplings, layer]
         live2d.wire(TAB, live_box, controls, settings, [picture, layer], live_reset, live_start, live_step, live_play,
                     LIVE)
-        couplings.change(user_errors(live_reset), [controls.distribution, controls.seed, *settings],
-                         [controls.state, picture, layer, controls.status], api_name="flow_live_reset_from_couplings",
-                         api_visibility="undocumented", trigger_mode="always_last", **queue(LIVE, 4))
+        # .input, not .change: a link or a "Try this" button sets it too, and live_run resets then.
+        couplings.input(user_errors(live_reset), [controls.distribution, controls.seed, *settings],
+                        [controls.state, picture, layer, controls.status], api_name="flow_live_reset_from_couplings",
+                        api_visibility="undocumented", trigger_mode="always_last", **queue(LIVE, 4))
         # .input, not .change: Reset sets the slider too, and that must not draw the picture twice.
         layer.input(user_errors(live_layer), [controls.state, layer], picture, api_name="flow_live_layer",
                     trigger_mode="always_last", **queue(LIVE, 4))
         lr.change(user_errors(live_set_learning_rate), [controls.state, lr], controls.state,
                   api_name="flow_live_learning_rate", api_visibility="private", **queue(LIVE, 4))
+        run = page.ran.change(user_errors(live_run), [controls.state, controls.distribution, controls.seed,
+                                                      controls.per_frame, *settings],
+                              [controls.state, picture, layer, controls.status], api_name="flow_live_run",
+                              api_visibility="private", **queue(LIVE, 4))
+        controls.pause.click(None, None, None, cancels=[run], api_name="flow_live_pause_run", api_visibility="private")
+        page.link({"data": controls.distribution, "seed": controls.seed, "steps": controls.per_frame, "lr": lr,
+                   "couplings": couplings, "layer": layer})
     return controls, settings, picture
 
 
@@ -696,10 +773,17 @@ def _build_explorer(state):
     with gr.Accordion("Follow one point through the flow", open=True):
         gr.Markdown(EXPLORER_TEXT)
         with gr.Row():
-            data_plane = gr.Image(label="data plane x (click)", type="pil", format="png", interactive=False,
-                                  elem_id="flow-data-plane", height=PLANE_PX, width=PLANE_PX)
-            latent_plane = gr.Image(label="latent plane z (click)", type="pil", format="png", interactive=False,
-                                    elem_id="flow-latent-plane", height=PLANE_PX, width=PLANE_PX)
+            with gr.Column():
+                data_plane = gr.Image(label="data plane x (click)", type="pil", format="png", interactive=False,
+                                      elem_id="flow-data-plane", height=PLANE_PX, width=PLANE_PX,
+                                      alt_text="The data plane: the data over the learned density; click a point")
+                caption(DATA_PLANE_CAPTION)
+            with gr.Column():
+                latent_plane = gr.Image(label="latent plane z (click)", type="pil", format="png", interactive=False,
+                                        elem_id="flow-latent-plane", height=PLANE_PX, width=PLANE_PX,
+                                        alt_text="The latent plane: the data's images z = f(x) and the Gaussian's "
+                                                 "circles; click a point")
+                caption(LATENT_PLANE_CAPTION)
         with gr.Row():
             x = gr.Number(-0.8, label="x (first coordinate)", minimum=-EXTENT, maximum=EXTENT)
             y = gr.Number(1.2, label="y (second coordinate)", minimum=-EXTENT, maximum=EXTENT)
@@ -719,16 +803,18 @@ def _build_explorer(state):
 def _build_images() -> None:
     gpu = on_gpu(GPU_SECONDS)
     with gr.Accordion("Images: a flow on Fashion-MNIST (16×16, 4 levels)", open=True):
-        gr.Markdown(image_card())
         gr.Markdown("A multi-scale RealNVP with GLOW's ActNorm and invertible 1×1 convolutions, trained on "
                     "dequantised images. Every sample is one pass backwards through the flow: x = f⁻¹(τ · z).")
+        with gr.Accordion("model card: how it was trained, its bits per dimension beside the other models", open=False):
+            gr.Markdown(image_card())
         with gr.Row():
             seed = gr.Number(0, label="seed", precision=0, minimum=0, maximum=MAX_SEED)
             side = gr.Slider(1, MAX_SIDE, 8, step=1, label="images per side")
             temperature = gr.Slider(MIN_T, MAX_T, DEFAULT_T, step=0.05, label="temperature τ (z ~ N(0, τ²I))")
         go = gr.Button("Generate", variant="primary", elem_id="flow-generate")
         note = gr.Markdown(elem_id="flow-note")
-        grid = gr.Image(label="samples", type="pil", format="png", interactive=False, elem_id="flow-samples")
+        grid = picture("samples", "new 16×16 images x = f⁻¹(τ · z), one per latent drawn from the seed, shown at "
+                        "the data's 4 grey levels (black 0 to white 3)", elem_id="flow-samples")
         go.click(user_errors(gpu(samples)), [seed, side, temperature], [grid, note], api_name="flow_samples",
                  **queue(TAB, 2))
 
@@ -739,7 +825,8 @@ def _build_images() -> None:
             t_seed = gr.Number(0, label="seed", precision=0, minimum=0, maximum=MAX_SEED)
             rows = gr.Slider(1, MAX_ROWS, 4, step=1, label="latents (rows)")
             t_go = gr.Button("Draw")
-        t_grid = gr.Image(label="one latent per row; τ above each column", type="pil", format="png", interactive=False)
+        t_grid = picture("one latent per row, τ above each column", "left to right the same z scaled by τ = "
+                          + ", ".join(f"{t:g}" for t in TEMPERATURES) + " and decoded; grey levels black 0 to white 3")
         t_go.click(user_errors(gpu(temperature_grid)), [t_seed, rows], t_grid, api_name="flow_temperatures",
                    **queue(TAB, 2))
 
@@ -752,6 +839,7 @@ def _build_images() -> None:
             steps = gr.Slider(2, MAX_STEPS, 8, step=1, label="steps")
             i_go = gr.Button("Interpolate")
         i_note = gr.Markdown()
-        strip = gr.Image(label="A, the path, B", type="pil", format="png", interactive=False)
+        strip = picture("A, the path, B", "left: test image A; then f⁻¹((1 − w)·f(A) + w·f(B)) for w from 0 to 1; "
+                         "right: test image B; grey levels black 0 to white 3")
         i_go.click(user_errors(gpu(interpolation)), [index_a, index_b, steps], [strip, i_note],
                    api_name="flow_interpolate", **queue(TAB, 2))

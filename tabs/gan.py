@@ -15,7 +15,9 @@ import gradio as gr
 from core.registry import read_card, shipped_path
 from core.runtime import MAX_SEED
 from tabs import live2d
-from tabs.common import figure_to_image, number, on_gpu, pyplot, queue, shipped_choices, user_errors
+from tabs.classroom import Code, Lesson, Try, lesson_bar
+from tabs.common import (DIVERGING, PALETTE, figure_to_image, number, on_gpu, picture, pyplot, queue,
+                         shipped_choices, user_errors)
 from tabs.live2d import learning_rate, play, require, steps_per_frame
 
 TAB = "gan"
@@ -31,13 +33,52 @@ SHOW_PX = 96       # each image is enlarged to this many pixels for display
 GAME_DATA = ("ring", "grid", "eight_gaussians", "spiral", "moons")  # the live game's data sets
 GPU_SECONDS = 20   # ZeroGPU: a grid or a walk takes well under a second on a GPU
 
-INTRO = """### GANs: the forger and the art dealer
-A **generator** turns random noise into images; a **discriminator** (a *critic* in a WGAN) learns to
-tell them from real ones. Each is trained against the other, until the forgeries pass.
-**DCGAN** uses transposed convolutions, batch norm and a real/fake cross-entropy. **WGAN-GP** replaces
-the yes/no answer with a score whose real-minus-fake gap estimates the Wasserstein distance, kept honest
-by a gradient penalty. The **conditional GAN** is told the class (a one-hot vector appended to the noise and
-given to the critic as extra channels), so you can ask for a sneaker."""
+INTRO = ("**The forger and the art dealer.** A **generator** turns noise into images and a **discriminator** (a WGAN's "
+         "*critic*) learns to tell them from real ones; each trains against the other. **DCGAN**: real/fake "
+         "cross-entropy. **WGAN-GP**: a score kept 1-Lipschitz by a gradient penalty. **Conditional GAN**: told the class.")
+
+LESSON = Lesson(
+    tab=TAB, main="gan-generate", result="gan-samples",
+    chapters="*Deep Learning with Python* 2nd ed. §12.5 (GANs) · *Generative Deep Learning* 2nd ed. ch. 4 "
+             "(DCGAN, WGAN-GP, conditional GAN)",
+    equations=(r"GAN: $\min_G \max_D\ \mathbb E_x[\log D(x)] + \mathbb E_z[\log(1 - D(G(z)))]$ · "
+               r"WGAN-GP critic: $L_D = \mathbb E_z[D(G(z))] - \mathbb E_x[D(x)] + "
+               r"\lambda\,\mathbb E_{\hat x}\big[(\lVert \nabla_{\hat x} D(\hat x) \rVert_2 - 1)^2\big]$, "
+               r"$\hat x = \epsilon x + (1 - \epsilon) G(z)$"),
+    try_this=(
+        Try("Truncation ψ 0.3", {"truncation": 0.3},
+            "The same seed with every noise component kept within ±0.9: the images become more typical and "
+            "more alike. Truncation trades variety for quality; the generator is unchanged."),
+        Try("Ask for sneakers", {"model": "cgan_fashion", "class": "Sneaker", "truncation": 1.0},
+            "The conditional GAN is given the class as an input: every image is a sneaker, and the noise only "
+            "chooses which sneaker."),
+        Try("Every class", {"model": "cgan_fashion", "class": ALL_CLASSES, "truncation": 1.0},
+            "One row per class, named on the left: the label decides the kind of garment, the noise its shape "
+            "and shading."),
+        Try("Faces (WGAN-GP)", {"model": "wgangp_faces", "truncation": 1.0},
+            "The same kind of generator trained with a critic and a gradient penalty on 32-px colour faces. "
+            "Open the training story below to see its Wasserstein estimate fall."),
+    ),
+    misconceptions=(
+        ("The discriminator's loss tells you how good the images are.",
+         "The shipped DCGAN's discriminator loss rises and then levels off while its images keep improving (see "
+         "the training story). Only a WGAN's critic gap estimates a distance, and only within one run."),
+        ("The generator copies training images.",
+         "It never sees one: its only signal is the discriminator's gradient. It can still collapse onto a few "
+         "modes, which is a different failure."),
+        ("A GAN gives the likelihood of an image.",
+         "It has no density at all: it only draws samples. Judge it by samples and measures such as FID."),
+        ("The gradient penalty clips the critic's weights.",
+         "That was the first WGAN. WGAN-GP asks the gradient's norm to be 1 at random points between real and "
+         "fake images, a soft version of the 1-Lipschitz constraint."),
+    ),
+    code=(Code("the gradient penalty (WGAN-GP)", "core/gan.py", ("gradient_penalty",),
+               r"$\hat x = \epsilon x + (1-\epsilon)\tilde x,\ \epsilon \sim U[0, 1]$; "
+               r"$\mathrm{GP} = \mathbb E_{\hat x}\big[(\lVert \nabla_{\hat x} D(\hat x) \rVert_2 - 1)^2\big]$"),
+          Code("one training step: critic, then generator", "core/gan.py", ("train_step",),
+               r"DCGAN: $L_D = -\log \sigma(D(x)) - \log(1 - \sigma(D(G(z))))$, $L_G = -\log \sigma(D(G(z)))$ · "
+               r"WGAN-GP: $L_D = D(G(z)) - D(x) + \lambda\,\mathrm{GP}$, $L_G = -D(G(z))$")),
+)
 
 
 # --- shipped models --------------------------------------------------------------------------
@@ -228,8 +269,8 @@ def loss_curves(name):
         ([("loss_d", "discriminator loss"), ("loss_g", "generator loss")], [("d_real", "D(real)"), ("d_fake", "D(fake)")])
     fig, axes = plt.subplots(1, 2, figsize=(9, 3), dpi=90)
     for ax, panel in zip(axes, panels):
-        for key, label in panel:
-            ax.plot(steps, [c.get(key) for c in curves], label=label, linewidth=1)
+        for colour, (key, label) in zip(PALETTE, panel):  # blue, then orange
+            ax.plot(steps, [c.get(key) for c in curves], label=label, linewidth=1, color=colour)
         ax.set_xlabel("generator step")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
@@ -297,25 +338,26 @@ def live_status(live) -> str:
 
 
 def live_picture(live):
-    """Decision map with real (green) and generated (purple) points, and both losses."""
+    """D's decision map (DIVERGING: orange = "fake", purple = "real") with the real (black) and generated
+    (blue) points, and both losses (blue D, orange G)."""
     from core.data.toy2d import EXTENT
 
     plt = pyplot()
 
     fig, (ax_map, ax_loss) = plt.subplots(1, 2, figsize=(9, 4.2), dpi=80, gridspec_kw={"width_ratios": [1, 1.15]})
-    ax_map.imshow(live.decision_map(60).numpy(), extent=(-EXTENT, EXTENT, -EXTENT, EXTENT), cmap="PiYG",
+    ax_map.imshow(live.decision_map(60).numpy(), extent=(-EXTENT, EXTENT, -EXTENT, EXTENT), cmap=DIVERGING,
                   vmin=0, vmax=1, interpolation="bilinear")
     real, fake = live.real_points().numpy(), live.fake_points().numpy()
-    ax_map.scatter(real[:, 0], real[:, 1], s=4, c="#1a7f37", label="real")
-    ax_map.scatter(fake[:, 0].clip(-EXTENT, EXTENT), fake[:, 1].clip(-EXTENT, EXTENT), s=4, c="#8250df",
-                   label="generated")
+    ax_map.scatter(real[:, 0], real[:, 1], s=4, c=PALETTE[7], label="real")
+    ax_map.scatter(fake[:, 0].clip(-EXTENT, EXTENT), fake[:, 1].clip(-EXTENT, EXTENT), s=5, c=PALETTE[0],
+                   edgecolors="white", linewidths=0.3, label="generated")
     ax_map.set_xlim(-EXTENT, EXTENT), ax_map.set_ylim(-EXTENT, EXTENT)
-    ax_map.set_title("D's map: green = 'real', pink = 'fake'", fontsize=9)
+    ax_map.set_title("D's map: purple = 'real', orange = 'fake', white = unsure", fontsize=9)
     ax_map.legend(loc="lower right", fontsize=7, markerscale=3)
     if live.history:
         steps, loss_d, loss_g = zip(*live.history)
-        ax_loss.plot(steps, loss_d, label="discriminator", linewidth=0.8, color="#1a7f37")
-        ax_loss.plot(steps, loss_g, label="generator", linewidth=0.8, color="#8250df")
+        ax_loss.plot(steps, loss_d, label="discriminator", linewidth=0.8, color=PALETTE[0])
+        ax_loss.plot(steps, loss_g, label="generator", linewidth=0.8, color=PALETTE[1])
         ax_loss.legend(fontsize=8)
     ax_loss.set_xlabel("step")
     ax_loss.set_title("losses", fontsize=9)
@@ -326,46 +368,54 @@ def live_picture(live):
 
 # --- layout ----------------------------------------------------------------------------------
 
-def build() -> None:
+def build():
+    page = lesson_bar(LESSON)
     gr.Markdown(INTRO)
     choices = model_choices()
     if choices:
-        _build_models(choices)
+        _build_models(choices, page)
     else:
         gr.Markdown("**No trained GAN is shipped yet** (`python -m core.train gan --help` makes one). "
                     "The live 2-D GAN below works without one.")
     _build_live()
+    return page
 
 
-def _build_models(choices) -> None:
+def _build_models(choices, page) -> None:
     names = [value for _, value in choices]
     class_options = [ALL_CLASSES] + next((_class_names(n) for n in names if _class_names(n)), [])
     conditional = bool(_class_names(names[0]))  # the default model (the DCGAN) has no classes: box disabled
     gpu = on_gpu(GPU_SECONDS)  # sampling handlers: on ZeroGPU the model's GPU exists only inside these calls
-    with gr.Accordion("Samples", open=True):
-        with gr.Row():
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=280):
+            with gr.Row():
+                go = gr.Button("Generate", variant="primary", elem_id="gan-generate")
+                fresh = gr.Button("New samples (random seed)")
             model = gr.Dropdown(choices, value=names[0], label="model", min_width=240, elem_id="gan-model")
-            seed = gr.Number(0, label="seed", precision=0, minimum=0, maximum=MAX_SEED)
-            grid = gr.Slider(1, MAX_GRID, 8, step=1, label="grid size (images per side)")
+            with gr.Row():
+                seed = gr.Number(0, label="seed", precision=0, minimum=0, maximum=MAX_SEED, min_width=90)
+                grid = gr.Slider(1, MAX_GRID, 8, step=1, label="grid size (images per side)", min_width=160)
             klass = gr.Dropdown(class_options, value=ALL_CLASSES, interactive=conditional,
                                 label="class (conditional GAN only)", min_width=200, elem_id="gan-class")
-        truncation = gr.Slider(0.05, 1.0, 1.0, step=0.05, label="truncation ψ",
-                               info="below 1, each noise component beyond ±3ψ is redrawn (BigGAN's truncation "
-                                    "trick): more typical, less varied images")
-        with gr.Row():
-            go = gr.Button("Generate", variant="primary", elem_id="gan-generate")
-            fresh = gr.Button("New samples (random seed)")
-        note = gr.Markdown(elem_id="gan-note")
-        image = gr.Image(label="samples", type="pil", format="png", elem_id="gan-samples")
-        inputs = [model, seed, grid, klass, truncation]
-        go.click(user_errors(gpu(samples)), inputs, [image, note], api_name="gan_samples", **queue(TAB, 2))
-        model.change(user_errors(gpu(model_samples)), inputs, [klass, image, note], api_name="gan_samples_from_model",
-                     api_visibility="undocumented", **queue(TAB, 2))
-        # .input, not .change: a class box reset by a model change must not draw the grid a second time.
-        klass.input(user_errors(gpu(samples)), inputs, [image, note], api_name="gan_samples_from_class",
-                    api_visibility="undocumented", **queue(TAB, 2))
-        fresh.click(user_errors(gpu(new_samples)), [model, grid, klass, truncation], [seed, image, note],
-                    api_name="gan_new_samples", **queue(TAB, 2))
+            truncation = gr.Slider(0.05, 1.0, 1.0, step=0.05, label="truncation ψ",
+                                   info="below 1, each noise component beyond ±3ψ is redrawn (BigGAN's truncation "
+                                        "trick): more typical, less varied images")
+            note = gr.Markdown(elem_id="gan-note")
+        with gr.Column(scale=2):
+            image = picture("samples", "one new image per noise vector drawn from the seed, row by row (a "
+                             "conditional grid of every class: one named row per class); shown enlarged",
+                             elem_id="gan-samples")
+    inputs = [model, seed, grid, klass, truncation]
+    gr.on([go.click, page.ran.change], user_errors(gpu(samples)), inputs, [image, note], api_name="gan_samples",
+          **queue(TAB, 2))
+    model.change(user_errors(gpu(model_samples)), inputs, [klass, image, note], api_name="gan_samples_from_model",
+                 api_visibility="undocumented", **queue(TAB, 2))
+    # .input, not .change: a class box reset by a model change must not draw the grid a second time.
+    klass.input(user_errors(gpu(samples)), inputs, [image, note], api_name="gan_samples_from_class",
+                api_visibility="undocumented", **queue(TAB, 2))
+    fresh.click(user_errors(gpu(new_samples)), [model, grid, klass, truncation], [seed, image, note],
+                api_name="gan_new_samples", **queue(TAB, 2))
+    page.link({"model": model, "seed": seed, "grid": grid, "class": klass, "truncation": truncation})
     with gr.Accordion("Latent walk", open=True):
         gr.Markdown("Walk from one seed's noise to another's. **slerp** follows the sphere where Gaussian noise "
                     "lives; **lerp** cuts through its middle, where mid-way images often fade.")
@@ -379,8 +429,9 @@ def _build_models(choices) -> None:
             steps = gr.Slider(2, MAX_WALK, 10, step=1, label="steps")
             mode = gr.Radio(["slerp", "lerp"], value="slerp", label="path")
         walk_button = gr.Button("Walk", variant="primary")
-        strip = gr.Image(label="the walk, left to right", type="pil", format="png")
-        gif = gr.Image(label="as an animation", type="filepath")
+        strip = picture("the walk, left to right", "images from noise vectors on the path from the first seed's "
+                         "noise (left) to the second's (right)")
+        gif = picture("as an animation", "the same walk played there and back again", type="filepath")
         walk_model.change(user_errors(class_box), [walk_model, walk_class], walk_class, api_name="gan_walk_class_box",
                           api_visibility="private", **queue(TAB, 2))
         walk_button.click(user_errors(gpu(latent_walk)),
@@ -390,32 +441,39 @@ def _build_models(choices) -> None:
         story = gr.Dropdown(choices, value=names[0], label="model")
         frames = len(read_card("gan", names[0])["timeline"]["steps"])
         scrub = gr.Slider(0, frames - 1, frames - 1, step=1, label="timeline (drag: from noise to clothes)")
-        caption = gr.Markdown()
-        frame = gr.Image(label="the same noise, during training", type="pil", format="png")
-        curves = gr.Image(label="losses during training", type="pil", format="png")
-        card = gr.Markdown(card_markdown(names[0]))
-        scrub.change(user_errors(story_frame), [story, scrub], [frame, caption], api_name="gan_story_frame",
+        frame_caption = gr.Markdown()
+        frame = picture("the same noise, during training", "the generator's images for one fixed batch of noise "
+                         "at the training step the slider names")
+        curves = picture("losses during training", "generator steps across; left: the two networks' losses "
+                          "(blue D or the critic, orange G); right: D(real) in blue and D(fake) in orange for a "
+                          "DCGAN, the Wasserstein estimate in blue and the gradient penalty in orange for a WGAN-GP")
+        with gr.Accordion("model card", open=False):
+            card = gr.Markdown(card_markdown(names[0]))
+        scrub.change(user_errors(story_frame), [story, scrub], [frame, frame_caption], api_name="gan_story_frame",
                      **queue(TAB + "-story", 8))
-        story.change(user_errors(story_model), story, [scrub, frame, caption, curves, card],
+        story.change(user_errors(story_model), story, [scrub, frame, frame_caption, curves, card],
                      api_name="gan_story_model", **queue(TAB, 2))
         # Drawn when first opened: the curves need matplotlib, which start-up must not import.
-        story_box.expand(user_errors(story_model), story, [scrub, frame, caption, curves, card],
+        story_box.expand(user_errors(story_model), story, [scrub, frame, frame_caption, curves, card],
                          api_name="gan_story_model_on_open", api_visibility="undocumented", **queue(TAB, 2))
 
 
 def _build_live() -> None:
     with gr.Accordion("Watch a GAN learn (2-D)", open=False) as live_box:
         gr.Markdown("A tiny generator (2-D noise → 2-D point) against a tiny discriminator, trained live. "
-                    "The background is the discriminator's verdict; watch the purple forgeries slide towards the "
-                    "green data and the map fade to one colour as it can no longer tell. Push a learning rate to 1 "
+                    "The background is the discriminator's verdict; watch the blue forgeries slide towards the "
+                    "black data and the map fade to white as it can no longer tell. Push a learning rate to 1 "
                     "or more to see the game fall apart.")
         with gr.Row():
             controls = live2d.settings_row("ring", names=GAME_DATA)
             lr_g = gr.Slider(-5, 1, -3, step=0.25, label="generator learning rate (log10; -3 = 0.001)")
             lr_d = gr.Slider(-5, 1, -3, step=0.25, label="discriminator learning rate (log10)")
         live2d.buttons_row(controls)
-        picture = gr.Image(label="real vs generated points, and the losses", type="pil", format="png")
-        live2d.wire("gan", live_box, controls, [lr_g, lr_d], [picture], live_reset, live_start, live_step,
+        live = picture("real vs generated points, and the losses",
+                           "left, the plane (x across, y up): D's probability that a point is real as the background "
+                           "(purple = real, orange = fake, white = 0.5, can't tell), real points black, generated "
+                           "points blue; right, the losses against the training step (blue D, orange G)")
+        live2d.wire("gan", live_box, controls, [lr_g, lr_d], [live], live_reset, live_start, live_step,
                     live_play, LIVE)
         for slider, which in ((lr_g, "generator"), (lr_d, "discriminator")):  # page only: Step and Play read them too
             slider.change(user_errors(live_set_learning_rates), [controls.state, lr_g, lr_d], controls.state,

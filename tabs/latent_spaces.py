@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from core.registry import RECON_VS_DIMS, list_shipped
-from tabs.common import clicked_pixel, number, queue, user_errors
+from tabs.common import CLASS_PALETTE, caption, clicked_pixel, number, queue, user_errors
 
 TAB, CLICKS = "vae", "vae_sliders"  # the VAE tab's queues (tabs/vae.py): clicks and sliders never wait behind a job
 SPACES = {"PCA": "pca_32d", "autoencoder": "plain_2d", "VAE": "fashion_2d"}
@@ -22,8 +22,8 @@ MAP_PX = 300             # each of the three maps
 SAMPLES = 16             # random codes per space
 EIGEN_SHOWN, EIGEN_SLIDERS = 16, 8
 DECODED_PX = 160
-CLASS_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-                 (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+# The 10 classes' colours as RGB: tabs.common.CLASS_PALETTE, told apart with any common colour-vision deficiency.
+CLASS_COLOURS = [tuple(int(hex_[i:i + 2], 16) for i in (1, 3, 5)) for hex_ in CLASS_PALETTE]
 ABOUT = {
     "PCA": "linear: the first two principal directions. Every point decodes to a blend of eigen-clothes.",
     "autoencoder": "the VAE's own encoder and decoder, trained only to reconstruct. Codes spread into streaks "
@@ -80,7 +80,7 @@ def draw_codes(codes, labels, window: Window, size: int, legend: list[str] | Non
     draw = ImageDraw.Draw(image)
     for i, name in enumerate(legend or []):
         top = 12 + 22 * i
-        draw.rectangle([size + 10, top, size + 24, top + 14], fill=CLASS_COLOURS[i])
+        draw.rectangle([size + 10, top, size + 24, top + 14], fill=CLASS_COLOURS[i], outline=(90, 90, 90))
         draw.text((size + 30, top + 1), name, fill=(0, 0, 0))
     for z in ([] if points is None else points.tolist()):
         x, y = window.to_pixel(z, size)
@@ -312,6 +312,17 @@ def _shipped_figure(suffix: str) -> str | None:
     return str(path) if path.is_file() else None
 
 
+def _image(label: str, explanation: str, **kwargs) -> gr.Image:
+    """An output picture with its caption above it and the same words as its alt text."""
+    caption(f"**{label}**: {explanation}")
+    kwargs.setdefault("type", "pil")
+    return gr.Image(label=label, show_label=False, interactive=False, alt_text=f"{label}: {explanation}", **kwargs)
+
+
+MAP_CAPTION = ("one dot per test image at its 2-D code (z1 across, z2 up; the grey lines cross at the space's "
+               "centre), coloured by class as in the legend below; click to decode a point")
+
+
 def build() -> None:
     gr.Markdown("### From PCA to autoencoder to VAE: three 2-D latent spaces of the same clothes\n"
                 "Each map shows where the 10,000 Fashion-MNIST test images land in one model's two-dimensional "
@@ -330,38 +341,53 @@ def build() -> None:
     with gr.Row():
         for name in SPACES:
             with gr.Column(min_width=MAP_PX):
-                maps[name] = gr.Image(label=f"{name} (click to decode)", type="pil", interactive=False,
-                                      height=MAP_PX, elem_id=f"spaces-map-{name.lower()}")
+                maps[name] = _image(f"{name} (click to decode)", MAP_CAPTION, height=MAP_PX,
+                                    elem_id=f"spaces-map-{name.lower()}")
                 with gr.Row():
-                    decoded[name] = gr.Image(label="decoded point", type="pil", interactive=False, height=DECODED_PX)
+                    with gr.Column(min_width=DECODED_PX):
+                        decoded[name] = _image("decoded point", f"what {name}'s decoder makes of the clicked code "
+                                               "(black ring on the map); grey levels are pixel values",
+                                               height=DECODED_PX)
                     codes[name] = gr.Textbox(label="code", interactive=False)
     legend = gr.HTML()
     with gr.Row():
         for name in SPACES:
-            grids[name] = gr.Image(label=f"{name}: decoded grid", type="pil", interactive=False)
+            with gr.Column():
+                grids[name] = _image(f"{name}: decoded grid", "codes spaced at equal probability steps of the "
+                                     "space's Gaussian: z1 grows to the right, z2 grows upwards")
     with gr.Row():
         seed = gr.Number(value=0, label="seed", precision=0, minimum=0)
         sample = gr.Button(f"Sample {SAMPLES} random codes in each space", elem_id="spaces-sample")
     samples = {}
     with gr.Row():
         for name in SPACES:
-            samples[name] = gr.Image(label=f"{name}: decoded random codes", type="pil", interactive=False)
+            with gr.Column():
+                samples[name] = _image(f"{name}: decoded random codes", f"{SAMPLES} codes drawn from the space's "
+                                       "Gaussian (the black crosses on its map above), decoded")
     verdict = gr.Markdown(elem_id="spaces-verdict")
 
     gr.Markdown("#### Reconstruction error against the size of the code\nPCA is the best *linear* code of each "
                 "size; the autoencoder's non-linear decoder does better with few dimensions. " + figure_table())
     with gr.Row():
-        gr.Image(value=_shipped_figure(".png"), label="test error against latent dimensions", interactive=False)
-        gr.Image(value=_shipped_figure(".examples.png"), interactive=False,
-                 label="top row: test images; then PCA and autoencoder reconstructions with 1, 2, 4, 8, 16, 32 dims")
+        with gr.Column():
+            _image("test error against latent dimensions", "mean squared error per pixel on the test images (up) "
+                   "against the number of latent dimensions (across), for PCA and the autoencoder",
+                   value=_shipped_figure(".png"), type="numpy")
+        with gr.Column():
+            _image("reconstructions", "top row: test images; below, PCA and autoencoder reconstructions with 1, 2, "
+                   "4, 8, 16 and 32 dimensions", value=_shipped_figure(".examples.png"), type="numpy")
 
     gr.Markdown("#### Eigen-clothes\nPCA's first directions drawn as images (grey 0, light +, dark -). A PCA "
                 "image is the mean image plus a weighted sum of them; each slider moves along one direction, in "
                 "standard deviations of the training images' codes.")
     with gr.Row():
-        eigen = gr.Image(label=f"the first {EIGEN_SHOWN} principal directions", type="pil", interactive=False)
-        eigen_image = gr.Image(label="mean + your weights", type="pil", interactive=False, height=192,
-                               elem_id="spaces-eigen-image")
+        with gr.Column(scale=2):
+            eigen = _image(f"the first {EIGEN_SHOWN} principal directions", "one image per direction, first to last "
+                           "left to right then down; mid-grey is 0, lighter pixels positive, darker negative")
+        with gr.Column(scale=1):
+            eigen_image = _image("mean + your weights", "the mean training image moved along each direction by "
+                                 "its slider's number of standard deviations", height=192,
+                                 elem_id="spaces-eigen-image")
     eigen_note = gr.Markdown()
     with gr.Row():
         eigen_sliders = [gr.Slider(-3, 3, value=0, step=0.1, label=f"direction {i + 1}") for i in range(EIGEN_SLIDERS)]
@@ -375,10 +401,14 @@ def build() -> None:
         sigma = gr.Slider(0, 1, value=0.3, step=0.05, label="noise std")
         noise_seed = gr.Number(value=0, label="noise seed", precision=0, minimum=0)
         denoise_button = gr.Button("Corrupt and reconstruct", elem_id="spaces-denoise")
+    pictures = []
     with gr.Row():
-        clean, noisy, plain, denoised = (gr.Image(label=label, type="pil", interactive=False, height=DECODED_PX)
-                                         for label in ("clean", "noisy input", "plain autoencoder",
-                                                       "denoising autoencoder"))
+        for label, explanation in (("clean", "the test image"), ("noisy input", "the test image plus Gaussian noise"),
+                                   ("plain autoencoder", "its reconstruction of the noisy input"),
+                                   ("denoising autoencoder", "its reconstruction of the noisy input")):
+            with gr.Column(min_width=DECODED_PX):
+                pictures.append(_image(label, explanation, height=DECODED_PX))
+    clean, noisy, plain, denoised = pictures
     denoise_note = gr.Markdown(elem_id="spaces-denoise-note")
 
     draw.click(user_errors(show_spaces), [n], [*maps.values(), *grids.values(), legend], api_name="vae_show_spaces",

@@ -15,20 +15,19 @@ import gradio as gr
 from core import audio as sound
 from core.data.chorales import DEFAULT_INSTRUMENTS, MAX_TEMPO, MIN_TEMPO, PROGRAMS, VOICES
 from core.registry import list_shipped, read_card
-from tabs.common import number, queue, user_errors
+from tabs.common import PALETTE, caption, number, queue, user_errors
 
 TAB = "musegan"
 MODEL = "chorales"
 UI_MAX_BARS = 8
-VOICE_COLOURS = ("#d62728", "#ff9f1c", "#2ca02c", "#1f77b4")  # soprano red, alto orange, tenor green, bass blue
+# Okabe-Ito, readable with any colour vision: soprano blue, alto orange, tenor bluish green, bass reddish
+# purple (the piano roll's caption names them)
+VOICE_COLOURS = PALETTE[:4]
+VOICE_COLOUR_NAMES = ("blue", "orange", "green", "purple")
 PROMPT_COLOUR = "#b0b0b0"  # the bars a model was given, not the ones it wrote
 TRANSFORMER = "chorales"   # the shipped Music Transformer (tabs/music_transformer.py), a column of the measures
-INTRO = """### MuseGAN: Bach-style chorales in four voices
-The generator writes soprano, alto, tenor and bass bar by bar from four kinds of random input:
-**chords** (one vector, unfolded over the bars by a small recurrent network: the harmony's path),
-**style** (one vector, the same in every bar and voice), **melody** (one vector per voice, unfolded over the
-bars: how that voice moves) and **groove** (one vector per voice, the same in every bar: its rhythm and texture).
-Re-roll one and listen to what changes; the others stay exactly as they were."""
+INTRO = ("Four kinds of random input: **chords** and **style** (one vector each for the piece), **melody** and "
+         "**groove** (one per voice). Re-roll one and listen to what changes; the others stay exactly as they were.")
 NO_INSTRUMENTS = ("**The instruments are not audible here:** FluidSynth or a General MIDI SoundFont is not installed, "
                   "so every voice plays the same synthesized tone and the instrument menus change only the MIDI and "
                   "MusicXML files. Install Debian's `fluidsynth` and `timgm6mb-soundfont` and pip's `pyfluidsynth` "
@@ -237,9 +236,13 @@ def instrument_menus(prefix: str) -> list:
     return menus
 
 
-def result_views(prefix: str, plot_label: str, measures: str) -> tuple:
+def result_views(prefix: str, plot_label: str, measures: str, prompt: bool = False) -> tuple:
     """The views render() fills, in its order after the note: (note, piano roll, audio, files, measures)."""
     note = gr.Markdown(elem_id=f"{prefix}-note")
+    voices = ", ".join(f"{voice} {colour}" for voice, colour in zip(VOICES, VOICE_COLOUR_NAMES))
+    caption(f"**{plot_label.capitalize()}**: one bar per note, across in beats (quarter notes; thin grey lines "
+            f"are bar lines), up in MIDI pitch (60 = middle C). Voices: {voices}"
+            + ("; the prompt's notes grey, a dashed line where the new music starts." if prompt else "."))
     plot = gr.Plot(label=plot_label, elem_id=f"{prefix}-plot")
     audio = gr.Audio(label="listen", type="numpy", elem_id=f"{prefix}-audio")
     files = gr.File(label="MIDI and MusicXML", file_count="multiple")
@@ -247,39 +250,35 @@ def result_views(prefix: str, plot_label: str, measures: str) -> tuple:
     return note, plot, audio, files, gr.Markdown(elem_id=f"{prefix}-metrics")
 
 
-def build() -> None:
+def build(ran=None) -> dict | None:
+    """The MuseGAN panel. `ran` (the Music tab's lesson trigger): a change makes a new piece, as the button does.
+    Returns the widgets a link may set (None when no model is shipped)."""
     gr.Markdown(INTRO)
     if not _model_ready():
         gr.Markdown(f"**Not ready:** no trained MuseGAN is shipped yet. Train one with "
                     f"`python -m core.train musegan` (it writes assets/checkpoints/musegan/{MODEL}.pt).")
-        return
-    card = _card()
-    continued = len(card.get("resumed_with", []))
-    shipped_step = card.get("selected_step", card["steps"])
-    earlier = card.get("fine_tuned_from")
-    steps = (f"{earlier.get('selected_step', earlier.get('steps')):,} generator steps, then {card['steps']:,} more "
-             "from that generator with a fresh critic" if earlier else f"{card['steps']:,} generator steps")
-    gr.Markdown(f"Model trained for {steps} ({card['wall_time_s'] / 60:.0f} min, {card['hardware']}) "
-                f"with `{card['command']}`"
-                + (f", continued {continued} times (the model card lists every command)" if continued else "")
-                + f"; these weights are the generator's average at step {shipped_step}"
-                + (" of the last run" if earlier else "") + ", the one closest to the training chorales' metrics.")
+        return None
     state = gr.State(None)
-    with gr.Row():
-        seed = gr.Number(value=0, label="seed", precision=0)
-        n_bars = gr.Slider(1, UI_MAX_BARS, value=4, step=1, label="bars")
-        tempo = gr.Slider(MIN_TEMPO, MAX_TEMPO, value=90, step=1, label="tempo (quarter notes per minute)")
-    instruments = instrument_menus("musegan")
-    with gr.Row():
-        new_button = gr.Button("New piece (all inputs from the seed)", variant="primary", elem_id="musegan-new")
-        chords_button = gr.Button("Re-roll chords")
-        style_button = gr.Button("Re-roll style")
-    with gr.Row():
-        voice = gr.Radio([v.capitalize() for v in VOICES], value="Soprano", label="voice")
-        melody_button = gr.Button("Re-roll this voice's melody")
-        groove_button = gr.Button("Re-roll this voice's groove")
-    note, plot, audio, files, metrics = result_views("musegan", "piano roll", "Metrics: this sample next to the "
-                                                     "chorales and to both models")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=300):
+            new_button = gr.Button("New piece (all inputs from the seed)", variant="primary", elem_id="musegan-new")
+            with gr.Row():
+                chords_button = gr.Button("Re-roll chords", size="sm")
+                style_button = gr.Button("Re-roll style", size="sm")
+            voice = gr.Radio([v.capitalize() for v in VOICES], value="Soprano", label="voice")
+            with gr.Row():
+                melody_button = gr.Button("Re-roll its melody", size="sm")
+                groove_button = gr.Button("Re-roll its groove", size="sm")
+            with gr.Row():
+                seed = gr.Number(value=0, label="seed", precision=0, min_width=80)
+                n_bars = gr.Slider(1, UI_MAX_BARS, value=4, step=1, label="bars", min_width=120)
+            tempo = gr.Slider(MIN_TEMPO, MAX_TEMPO, value=90, step=1, label="tempo (quarter notes per minute)")
+            instruments = instrument_menus("musegan")
+            with gr.Accordion("model card: how it was trained", open=False):
+                gr.Markdown(_card_text())
+        with gr.Column(scale=2):
+            note, plot, audio, files, metrics = result_views("musegan", "piano roll", "Metrics: this sample next to "
+                                                             "the chorales and to both models")
     with gr.Accordion("Interpolate: one input walks to a new value while the music plays on", open=False):
         with gr.Row():
             interp_kind = gr.Radio(["Style", "Chords"], value="Style", label="walk")
@@ -294,18 +293,35 @@ def build() -> None:
     piece_outputs = [state, plot, audio, files, metrics, note]
     view_outputs = [plot, audio, files, metrics, note]
     render_args = [n_bars, tempo, *instruments]
-    new_button.click(user_errors(new_piece), [seed, *render_args], piece_outputs, api_name="musegan_new_piece",
-                     **queue(TAB, 2))
+    gr.on([new_button.click] + ([ran.change] if ran is not None else []), user_errors(new_piece),
+          [seed, *render_args], piece_outputs, api_name="musegan_new_piece", **queue(TAB, 2))
     for button, kind in ((chords_button, "chords"), (style_button, "style"),
                          (melody_button, "melody"), (groove_button, "groove")):
         button.click(user_errors(_reroller(kind)), [state, voice, *render_args], piece_outputs,
                      api_name=f"musegan_reroll_{kind}", **queue(TAB, 2))
-    # One action, six widgets: one public name, the other wirings undocumented.
+    # One action, six widgets: one public name, the other wirings undocumented. On .input (a user's change),
+    # not .change: a link or a "Try this" button that sets these makes a whole new piece anyway.
     for i, (control, widget) in enumerate(zip((n_bars, tempo, *instruments), ("bars", "tempo", *VOICES))):
-        control.change(user_errors(replay_if_made), [state, *render_args], piece_outputs,
-                       api_name="musegan_replay" if i == 0 else f"musegan_replay_from_{widget}",
-                       api_visibility="public" if i == 0 else "undocumented", **queue(TAB, 2))
+        control.input(user_errors(replay_if_made), [state, *render_args], piece_outputs,
+                      api_name="musegan_replay" if i == 0 else f"musegan_replay_from_{widget}",
+                      api_visibility="public" if i == 0 else "undocumented", trigger_mode="always_last",
+                      **queue(TAB, 2))
     interp_button.click(user_errors(interpolate), [state, interp_kind, segments, bars_per_segment, tempo, *instruments],
                         view_outputs, api_name="musegan_interpolate", **queue(TAB, 2))
     upload_button.click(user_errors(analyse_upload), [upload, tempo, *instruments], view_outputs,
                         api_name="musegan_analyse_upload", **queue(TAB, 2))
+    return {"seed": seed, "bars": n_bars, "tempo": tempo}
+
+
+def _card_text() -> str:
+    card = _card()
+    continued = len(card.get("resumed_with", []))
+    shipped_step = card.get("selected_step", card["steps"])
+    earlier = card.get("fine_tuned_from")
+    steps = (f"{earlier.get('selected_step', earlier.get('steps')):,} generator steps, then {card['steps']:,} more "
+             "from that generator with a fresh critic" if earlier else f"{card['steps']:,} generator steps")
+    return (f"Model trained for {steps} ({card['wall_time_s'] / 60:.0f} min, {card['hardware']}) "
+            f"with `{card['command']}`"
+            + (f", continued {continued} times (the model card lists every command)" if continued else "")
+            + f"; these weights are the generator's average at step {shipped_step}"
+            + (" of the last run" if earlier else "") + ", the one closest to the training chorales' metrics.")

@@ -13,7 +13,7 @@ import gradio as gr
 
 from core.data.chorales import MAX_TEMPO, MIN_TEMPO, VOICES
 from core.registry import list_shipped, read_card
-from tabs.common import figure_to_image, number, queue, user_errors
+from tabs.common import PALETTE, caption, figure_to_image, number, queue, user_errors
 
 TAB = "music"
 MODEL = "chorales"
@@ -21,12 +21,9 @@ UPLOAD = "my file (upload below)"
 PROMPT_BARS = 2
 UI_MAX_BARS = 8
 ALL_HEADS = "all heads"
-INTRO = """### A Transformer that continues chorales
-The same chorales as MuseGAN, written as one stream of tokens: for every 16th note the soprano's, alto's,
-tenor's and bass's pitch (or a rest), so a bar is 64 tokens and the model reads at most 8 bars. A small GPT
-(4 layers of causal self-attention, 4 heads each) learned to predict the next token; music comes out one
-token at a time, each one drawn from its predicted distribution (temperature and top-k shape it). MuseGAN
-writes every bar at once from noise; the Transformer *continues* what it is given, so it starts from a prompt."""
+INTRO = ("The same chorales as one stream of tokens, soprano, alto, tenor and bass for every 16th note (64 a bar); a "
+         "small GPT continues a 2-bar prompt one token at a time, each drawn with the temperature and top-k you set.")
+MARK = PALETTE[4]  # sky blue: the token being chosen, and where the prompt ends, on the magma heat map
 
 
 def _ready() -> bool:
@@ -104,9 +101,9 @@ def attention_figure(state, layer, head, position):
         ax.imshow(picture, aspect="auto", cmap="magma", interpolation="nearest",
                   extent=(first / mt.TOKENS_PER_STEP, first / mt.TOKENS_PER_STEP + steps, 3.5, -0.5))
         step, voice = divmod(chosen, mt.TOKENS_PER_STEP)
-        ax.plot(step + 0.5, voice, marker="s", mfc="none", mec="#00e5ff", mew=2, ms=9)  # the token being chosen
+        ax.plot(step + 0.5, voice, marker="s", mfc="none", mec=MARK, mew=2, ms=9)  # the token being chosen
         if start / mt.TOKENS_PER_STEP > first / mt.TOKENS_PER_STEP:
-            ax.axvline(start / mt.TOKENS_PER_STEP, color="#00e5ff", lw=1, ls="--")
+            ax.axvline(start / mt.TOKENS_PER_STEP, color=MARK, lw=1, ls="--")
         ax.set_yticks(range(4), [v[0].upper() for v in VOICES])
         ax.set_ylabel(f"head {h + 1}")
         ax.set_xlim(first / mt.TOKENS_PER_STEP, step + 1)
@@ -130,7 +127,10 @@ def _head_index(head, model) -> int:
 
 # --- layout ---------------------------------------------------------------------------------------------
 
-def build() -> None:
+def build(ran=None) -> dict | None:
+    """The Transformer panel. `ran` (a State the Music tab bumps for a link or a "Try this" button of this
+    panel): a change continues the prompt, as the button does. Returns the widgets a link may set (None when
+    no model is shipped)."""
     from tabs.musegan import instrument_menus, result_views
 
     gr.Markdown(INTRO)
@@ -138,45 +138,55 @@ def build() -> None:
         gr.Markdown(f"**Not ready:** no Music Transformer is shipped yet. Train one with "
                     "`python -m core.train music_transformer` (it writes "
                     f"assets/checkpoints/music_transformer/{MODEL}.pt).")
-        return
+        return None
     card = read_card("music_transformer", MODEL)
     config = card["config"]
-    gr.Markdown(f"Model: {config['n_layer']} layers, {config['n_head']} heads, width {config['n_embd']}; trained for "
-                f"{card['steps']:,} steps ({card['wall_time_s'] / 60:.0f} min, {card['hardware']}) with "
-                f"`{card['command']}`; held-out loss {card['metrics']['valid_loss_nats_per_token']:.3f} nats per "
-                "token (a uniform guess: 4.431).")
     state = gr.State(None)
-    with gr.Row():
-        names = prompt_names()
-        prompt = gr.Dropdown(names + [UPLOAD], value=names[0], label="prompt (2 bars)",
-                             elem_id="music-prompt")
-        bars = gr.Slider(1, UI_MAX_BARS, value=4, step=1, label="bars to write")
-        temperature = gr.Slider(0, 2, value=0.8, step=0.05, label="temperature (0: always the likeliest token)")
-        top_k = gr.Slider(0, 84, value=0, step=1, label="top-k (0: off)")
-        seed = gr.Number(value=0, label="seed", precision=0, minimum=0)
-    tempo = gr.Slider(MIN_TEMPO, MAX_TEMPO, value=90, step=1, label="tempo (quarter notes per minute)")
-    instruments = instrument_menus("music")
-    with gr.Accordion("Your own prompt: a four-part MIDI or MusicXML file (its first 2 bars)", open=False):
-        upload = gr.File(label="four-part file", file_types=[".mid", ".midi", ".xml", ".musicxml", ".mxl"],
-                         type="filepath", elem_id="music-upload")
-    go = gr.Button("Continue the prompt", variant="primary", elem_id="music-continue")
-    note, plot, audio, files, metrics = result_views("music", "piano roll (grey: the prompt)",
-                                                     "Measures: the new bars next to Bach and to both models")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=300):
+            go = gr.Button("Continue the prompt", variant="primary", elem_id="music-continue")
+            names = prompt_names()
+            prompt = gr.Dropdown(names + [UPLOAD], value=names[0], label="prompt (2 bars)", elem_id="music-prompt")
+            with gr.Row():
+                bars = gr.Slider(1, UI_MAX_BARS, value=4, step=1, label="bars to write", min_width=120)
+                seed = gr.Number(value=0, label="seed", precision=0, minimum=0, min_width=80)
+            temperature = gr.Slider(0, 2, value=0.8, step=0.05, label="temperature (0: always the likeliest token)")
+            top_k = gr.Slider(0, 84, value=0, step=1, label="top-k (0: off)")
+            tempo = gr.Slider(MIN_TEMPO, MAX_TEMPO, value=90, step=1, label="tempo (quarter notes per minute)")
+            instruments = instrument_menus("music")
+            with gr.Accordion("Your own prompt: a four-part MIDI or MusicXML file (its first 2 bars)", open=False):
+                upload = gr.File(label="four-part file", file_types=[".mid", ".midi", ".xml", ".musicxml", ".mxl"],
+                                 type="filepath", elem_id="music-upload")
+            with gr.Accordion("model card: how it was trained", open=False):
+                gr.Markdown(f"Model: {config['n_layer']} layers, {config['n_head']} heads, width {config['n_embd']}; "
+                            f"trained for {card['steps']:,} steps ({card['wall_time_s'] / 60:.0f} min, "
+                            f"{card['hardware']}) with `{card['command']}`; held-out loss "
+                            f"{card['metrics']['valid_loss_nats_per_token']:.3f} nats per token (a uniform guess: "
+                            "4.431).")
+        with gr.Column(scale=2):
+            note, plot, audio, files, metrics = result_views("music", "piano roll (grey: the prompt)",
+                                                             "Measures: the new bars next to Bach and to both models",
+                                                             prompt=True)
 
     gr.Markdown("#### Attention: what the model looked at to write each note\nPick a new token; every head of "
-                "the chosen layer shows its weights over the earlier tokens, laid out like the score (rows: "
-                "soprano, alto, tenor, bass; columns: 16th notes).")
+                "the chosen layer shows its weights over the earlier tokens, laid out like the score.")
     with gr.Row():
         position = gr.Slider(1, 256, value=1, step=1, label="new token", elem_id="music-position")
         layer = gr.Slider(1, config["n_layer"], value=1, step=1, label="layer")
         head = gr.Dropdown([ALL_HEADS] + [f"head {h + 1}" for h in range(config["n_head"])], value=ALL_HEADS,
                            label="head")
+    explained = ("one strip per head; rows: soprano, alto, tenor, bass; across: 16th notes from the start of the "
+                 "piece. Brightness (magma: black, purple, orange, pale yellow) is the weight the head gave each "
+                 "earlier token; the sky-blue square is the token being chosen, the dashed sky-blue line where "
+                 "the prompt ends")
+    caption(f"**Attention over the earlier tokens**: {explained}.")
     attention = gr.Image(label="attention over the earlier tokens", type="pil", interactive=False,
-                         elem_id="music-attention")
+                         elem_id="music-attention", alt_text=f"Attention heat maps: {explained}.")
     attention_note = gr.Markdown(elem_id="music-attention-note")
 
-    go.click(user_errors(continue_music), [prompt, upload, bars, temperature, top_k, seed, tempo, *instruments],
-             [state, plot, audio, files, metrics, note, position], api_name="music_continue", **queue(TAB, 2)).then(
+    gr.on([go.click] + ([ran.change] if ran is not None else []), user_errors(continue_music),
+          [prompt, upload, bars, temperature, top_k, seed, tempo, *instruments],
+          [state, plot, audio, files, metrics, note, position], api_name="music_continue", **queue(TAB, 2)).then(
         user_errors(attention_figure), [state, layer, head, position], [attention, attention_note],
         api_name="music_attention_after_continue", api_visibility="undocumented", **queue(TAB, 2))
     for i, control in enumerate((position, layer, head)):
@@ -184,3 +194,4 @@ def build() -> None:
             {"api_name": f"music_attention_from_{('layer', 'head')[i - 1]}", "api_visibility": "undocumented"}
         control.input(user_errors(attention_figure), [state, layer, head, position], [attention, attention_note],
                       trigger_mode="always_last", show_progress="hidden", **api, **queue(TAB, 2))
+    return {"prompt": prompt, "bars": bars, "temperature": temperature, "top_k": top_k, "seed": seed}

@@ -14,7 +14,9 @@ import gradio as gr
 
 from core.registry import read_card
 from core.runtime import MAX_SEED
-from tabs.common import figure_to_image, image_upload, number, on_gpu, pyplot, queue, shipped_choices, user_errors
+from tabs.classroom import Code, Lesson, Try, lesson_bar
+from tabs.common import (PALETTE, caption, figure_to_image, image_upload, number, on_gpu, picture, pyplot, queue,
+                         shipped_choices, user_errors)
 
 TAB = "pixelcnn"
 VIEW = "pixelcnn-view"  # clicks and previews are cheap: their own, wider slot
@@ -35,14 +37,62 @@ MIN_UPLOAD_SIDE = 8     # smaller pictures hold too little to complete (a 1×1 i
 PENDING = ((0.62, 0.77, 0.95), (0.53, 0.69, 0.90))  # not drawn yet, or hidden: a pale blue checkerboard
 GPU_SECONDS = 60        # ZeroGPU: 16 samples (256 network calls) take a few seconds on a GPU
 INSPECT_GPU_SECONDS = 15  # one forward pass and two backward passes
-# receptive-field colours
-AFTER, SEES, BLIND, ITSELF, BEYOND = ((0.80, 0.80, 0.80), (0.18, 0.64, 0.31), (0.98, 0.52, 0.0), (0.81, 0.13, 0.18),
+
+
+def _rgb(colour: str) -> tuple[float, float, float]:
+    return tuple(int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5))
+
+
+# receptive-field colours (colour-blind safe: blue, orange and vermillion from tabs.common.PALETTE, greys)
+AFTER, SEES, BLIND, ITSELF, BEYOND = ((0.80, 0.80, 0.80), _rgb(PALETTE[0]), _rgb(PALETTE[1]), _rgb(PALETTE[5]),
                                       (0.98, 0.96, 0.90))
 
-INTRO = """### PixelCNN: an image as a sequence of pixels
-The network reads pixels in raster order (row by row, left to right) and predicts each one from those
-before it, as a softmax over K = 4 grey levels. Sampling draws one pixel, feeds it back, and draws the
-next: one network call per pixel, which is why it is slow and why you can watch it fill in."""
+INTRO = """**An image as a sequence of pixels.** The network predicts each pixel, in raster order (row by row, left to right), from
+the pixels before it, as a softmax over K = 4 grey levels; sampling draws a pixel, feeds it back and draws the next."""
+
+LESSON = Lesson(
+    tab=TAB, main="pixelcnn-generate", result="pixelcnn-samples",
+    chapters="*Generative Deep Learning* ch. 5 (autoregressive models: PixelCNN) · van den Oord et al. 2016 "
+             "(the gated PixelCNN)",
+    equations=(r"Chain rule: $p(x) = \prod_{i=1}^{H W} p(x_i \mid x_1, \dots, x_{i-1})$ · "
+               r"each factor a softmax over the K levels, sampled at temperature T: "
+               r"$p_T(x_i = k \mid x_{<i}) \propto \exp(\ell_{ik} / T)$ · test loss: "
+               r"$-\log_2 p(x) / (H W)$ bits per pixel, exact"),
+    try_this=(
+        Try("T = 0 (greedy)", {"temperature": 0},
+            "Every sample is black: at each pixel the likeliest level is the background, so always taking the "
+            "likeliest pixel never starts a garment. The most likely next pixel is not a typical image."),
+        Try("T = 0.5", {"temperature": 0.5},
+            "Sharper softmaxes: the shapes that do appear are clean, but many samples stay empty or stop part "
+            "way, because background keeps winning. Low temperature trades variety for safety."),
+        Try("T = 2", {"temperature": 2},
+            "Flattened softmaxes: unlikely levels are drawn often and each bad pixel is fed back as if true, so "
+            "the errors compound into speckle."),
+        Try("gated model", {"model": GATED, "temperature": 1},
+            "The gated PixelCNN sees every earlier pixel (no blind spot): fewer broken garments, a slightly "
+            "lower test loss (model card), and the same 256 network calls per grid, each slower (two stacks)."),
+    ),
+    misconceptions=(
+        ("A PixelCNN paints the whole image at once, like a GAN.",
+         "Training is parallel (the masks let one pass compute every pixel's prediction), but sampling is "
+         "sequential: one network call per pixel, 256 for a 16×16 image, however many images share the batch."),
+        ("The mask hides the future only in the first layer.",
+         "Every layer is masked. Mask A (first layer) also hides the centre pixel itself; mask B (later layers) "
+         "lets the centre through, because by then it holds features of earlier pixels only."),
+        ("Temperature 0 gives the best image.",
+         "It gives the single likeliest choice at each step, which here is black background all the way: "
+         "greedy choices add up to an unusual image, not the most typical one."),
+        ("A deep enough plain PixelCNN sees every earlier pixel.",
+         "Stacked masked 3×3 kernels never reach a wedge above and to the right (the blind spot), however deep; "
+         "the gated PixelCNN's vertical and horizontal stacks fix that."),
+    ),
+    code=(Code("the masked convolution", "core/pixelcnn.py", ("raster_mask", "MaskedConv2d.forward"),
+               r"$y_i = \sum_j (W \odot M)_{j}\, x_{i+j}$ with $M = 0$ on pixel $i$ (mask A) and after it, so "
+               r"logits $\ell_i$ depend only on $x_{<i}$: $p(x) = \prod_i \mathrm{softmax}(\ell_i)_{x_i}$"),
+          Code("the sampling loop", "core/pixelcnn.py", ("pixel_distribution", "complete"),
+               r"for $i = 1 \dots H W$ in raster order: $x_i \sim \mathrm{softmax}(\ell_i(x_{<i}) / T)$, "
+               r"then feed $x_i$ back (one network call per pixel)")),
+)
 
 
 # --- shipped models ---------------------------------------------------------------------------
@@ -413,20 +463,21 @@ def distribution_picture(probs, actual: int, row: int, col: int, label: str):
         ax.text(i, p + 0.02, f"{p:.2f}", ha="center", fontsize=8)
     ax.set_ylim(0, 1.12)
     ax.set_xticks(range(k), [f"level {i}" for i in range(k)], fontsize=8)
-    ax.set_title(f"p(pixel ({row}, {col}) | pixels before it), {label}\nred outline: the image's level",
+    ax.set_title(f"p(pixel ({row}, {col}) | pixels before it), {label}\nvermillion outline: the image's level",
                  fontsize=9)
     fig.tight_layout()
     return figure_to_image(fig)
 
 
 def _marked(canvas, k: int, row: int, col: int):
-    """The clickable image, with the chosen pixel outlined in red."""
+    """The clickable image, with the chosen pixel outlined in vermillion (ITSELF)."""
     from PIL import ImageDraw
 
     image = _tile(_render(canvas, k)[0], CLICK_SCALE)
     draw = ImageDraw.Draw(image)
     s = CLICK_SCALE
-    draw.rectangle([col * s, row * s, col * s + s - 1, row * s + s - 1], outline=(207, 34, 46), width=3)
+    draw.rectangle([col * s, row * s, col * s + s - 1, row * s + s - 1],
+                   outline=tuple(round(255 * v) for v in ITSELF), width=3)
     return image
 
 
@@ -475,7 +526,7 @@ def click_pixel(name, index, upload, evt: gr.SelectData):
 
 def masks_picture():
     """The 0/1 masks of every layer type: white = the weight is used, dark = masked to 0; the
-    centre (the output pixel's own position) outlined in red."""
+    centre (the output pixel's own position) outlined in vermillion."""
     from matplotlib.patches import Rectangle
 
     from core.pixelcnn import horizontal_mask, raster_mask, vertical_mask
@@ -526,35 +577,49 @@ earlier pixel within reach. Click a pixel of the image below: orange marks the p
 
 # --- layout -------------------------------------------------------------------------------------
 
-def build() -> None:
-    gr.Markdown(INTRO)
+def build():
+    page = lesson_bar(LESSON)
     choices = model_choices()
-    for sentence in missing_models():
-        gr.Markdown(sentence)
     if not choices:
+        gr.Markdown(INTRO)
+        for sentence in missing_models():
+            gr.Markdown(sentence)
         gr.Markdown(why_text())
-        return
+        return page
     default = choices[0][1]
     gpu = on_gpu(GPU_SECONDS)
-    with gr.Row():
-        model = gr.Dropdown(choices, value=default, label="model", elem_id="pixelcnn-model", min_width=280)
-        card = gr.Markdown(model_card(default))
-    model.change(model_card, model, card, api_name="pixelcnn_model_card", api_visibility="private", **queue(VIEW, 8))
+    with gr.Row(equal_height=False):
+        gr.Markdown(INTRO, scale=3)
+        with gr.Column(scale=2, min_width=280):
+            model = gr.Dropdown(choices, value=default, label="model (every view below uses it)",
+                                elem_id="pixelcnn-model")
+    for sentence in missing_models():
+        gr.Markdown(sentence)
 
     with gr.Tab("Generate"):
-        with gr.Row():
-            n = gr.Slider(1, MAX_SAMPLES, MAX_SAMPLES, step=1, label="samples")
-            temperature = gr.Slider(0, MAX_TEMPERATURE, 1.0, step=0.05, label="temperature (0 = greedy)")
-            seed = gr.Number(0, label="seed", precision=0, minimum=0, maximum=MAX_SEED)
-        with gr.Row():
-            go = gr.Button("Generate", variant="primary", elem_id="pixelcnn-generate")
-            stop = gr.Button("Stop")
-        status = gr.Markdown(elem_id="pixelcnn-status")
-        grid = gr.Image(label="samples (pale blue: not drawn yet)", type="pil", format="png", interactive=False,
-                        elem_id="pixelcnn-samples")
-        run = go.click(user_errors(gpu(generate)), [model, n, temperature, seed], [grid, status],
-                       api_name="pixelcnn_generate", **queue(TAB, 2))
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1, min_width=280):
+                with gr.Row():
+                    go = gr.Button("Generate", variant="primary", elem_id="pixelcnn-generate")
+                    stop = gr.Button("Stop")
+                status = gr.Markdown(elem_id="pixelcnn-status")
+                temperature = gr.Slider(0, MAX_TEMPERATURE, 1.0, step=0.05, label="temperature T (0 = greedy)")
+                n = gr.Slider(1, MAX_SAMPLES, MAX_SAMPLES, step=1, label="samples")
+                seed = gr.Number(0, label="seed", precision=0, minimum=0, maximum=MAX_SEED)
+                with gr.Accordion("model card: how it was trained, its test likelihood", open=False):
+                    card = gr.Markdown(model_card(default))
+            with gr.Column(scale=2):
+                grid = gr.Image(label="samples", show_label=False, type="pil", format="png", interactive=False,
+                                elem_id="pixelcnn-samples", alt_text="PixelCNN samples: 16×16 grey images drawn pixel "
+                                                                     "by pixel; pale blue where not drawn yet")
+                caption("**Samples**: new 16×16 images, drawn pixel by pixel in raster order; grey levels are the "
+                        "K = 4 levels, black 0 to white 3; the pale blue checkerboard is not drawn yet.")
+        run = gr.on([go.click, page.ran.change], user_errors(gpu(generate)), [model, n, temperature, seed],
+                    [grid, status], api_name="pixelcnn_generate", **queue(TAB, 2))
         stop.click(None, None, None, cancels=[run], api_name="pixelcnn_stop", api_visibility="private")
+        page.link({"model": model, "temperature": temperature, "samples": n, "seed": seed})
+        model.change(model_card, model, card, api_name="pixelcnn_model_card", api_visibility="private",
+                     **queue(VIEW, 8))
 
     with gr.Tab("Complete an image") as complete_tab:
         gr.Markdown("Hide part of an image and let the model draw it again, several times. Each hidden pixel is "
@@ -566,7 +631,8 @@ def build() -> None:
                 upload = image_upload("…or upload your own (made grey, cropped to 16×16, 4 levels)",
                                       sources=["upload"], elem_id="pixelcnn-upload")
             with gr.Column():
-                shown = gr.Image(label="the image; hidden in pale blue", type="pil", format="png", interactive=False)
+                shown = picture("the image to complete", "16×16 at 4 grey levels (black 0 to white 3); the pale "
+                                 "blue checkerboard is the hidden region the model will draw again")
                 shown_note = gr.Markdown()
         with gr.Row():
             row_from = gr.Slider(0, 16, 8, step=1, label="hide rows from")
@@ -581,8 +647,11 @@ def build() -> None:
             c_go = gr.Button("Complete", variant="primary", elem_id="pixelcnn-complete")
             c_stop = gr.Button("Stop")
         c_status = gr.Markdown(elem_id="pixelcnn-complete-status")
-        gallery = gr.Gallery(label="original, hidden, completions", columns=MAX_COMPLETIONS + 2, height=220,
-                             object_fit="contain", format="png", elem_id="pixelcnn-completions")
+        caption("**Original, hidden, completions**: first the original (with the classifier's label), then the "
+                "hidden region in pale blue, then each completion: the known pixels kept, the hidden ones drawn "
+                "again row by row, each labelled by the Fashion-MNIST classifier.")
+        gallery = gr.Gallery(label="original, hidden, completions", show_label=False, columns=MAX_COMPLETIONS + 2,
+                             height=220, object_fit="contain", format="png", elem_id="pixelcnn-completions")
         source = [model, index, upload]
         hide = [row_from, row_to, col_from, col_to]
         c_run = c_go.click(user_errors(gpu(complete_image)), [*source, *hide, count, c_temperature, c_seed],
@@ -596,18 +665,24 @@ def build() -> None:
                     "influence it in each model, computed from gradients.")
         with gr.Row():
             with gr.Column(scale=1):
-                clickable = gr.Image(label="click a pixel", type="pil", format="png", interactive=False,
+                clickable = picture("click a pixel", "the image at 16× (one pixel = a 16×16 block, grey levels "
+                                     "black 0 to white 3); the chosen pixel is outlined in vermillion (red-orange)",
                                      elem_id="pixelcnn-clickable")
                 with gr.Row():
                     row = gr.Number(8, label="row", precision=0, minimum=0, maximum=15)
                     col = gr.Number(8, label="column", precision=0, minimum=0, maximum=15)
                     inspect_button = gr.Button("Inspect")
             with gr.Column(scale=1):
-                distribution = gr.Image(label="predicted distribution", type="pil", format="png", interactive=False)
+                distribution = picture("predicted distribution", "one bar per grey level, its height the "
+                                        "probability the model gives that level from the pixels before this one; "
+                                        "the level the image really has is outlined in vermillion")
         sentence = gr.Markdown()
-        fields = gr.Image(label="receptive fields: plain and gated", type="pil", format="png", interactive=False,
+        fields = picture("receptive fields: plain and gated", "for the chosen pixel (vermillion), which pixels can "
+                          "change its prediction: blue = before it and seen, orange = before it but never seen (the "
+                          "blind spot), cream = before it but beyond reach, grey = after it (masked)",
                           elem_id="pixelcnn-fields")
-        masks = gr.Image(label="the masks of each layer type", type="pil", format="png", interactive=False)
+        masks = picture("the masks of each layer type", "each kernel's weights: white = used, dark = multiplied "
+                         "by 0; the vermillion square is the output pixel's own position")
         outputs = [clickable, distribution, fields, sentence]
         inspect = user_errors(on_gpu(INSPECT_GPU_SECONDS)(inspect_pixel))
         inspect_button.click(inspect, [*source, row, col], outputs, api_name="pixelcnn_inspect_pixel", **queue(VIEW, 4))
@@ -626,3 +701,4 @@ def build() -> None:
     for which, trigger in triggers.items():  # page only: Complete reads the same widgets
         trigger(show, [*source, *hide], [shown, clickable, shown_note], api_name=f"pixelcnn_preview_{which}",
                 api_visibility="private", **queue(VIEW, 8))
+    return page

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from tabs import common
 from tabs.common import number, queue, user_errors
 
 MAX_FRAMES = 101  # frames kept per run: the start and up to 100 steps, evenly spread
@@ -83,8 +84,8 @@ def build(prefix: str, title: str, slider_label: str) -> Viewer:
     would sit over the picture's top-left corner), the caption, the step slider, Play / Pause / Make GIF."""
     gr.Markdown(f"**{title}**")
     picture = gr.Image(label=title, show_label=False, type="pil", format="png", interactive=False,
-                       elem_id=f"{prefix}-viewer")
-    caption = gr.Markdown()
+                       elem_id=f"{prefix}-viewer", alt_text=title)
+    caption = common.caption("")  # filled per frame: which step, which time, what the picture shows
     position = gr.Slider(0, 1, value=0, step=1, label=slider_label, elem_id=f"{prefix}-viewer-step")
     with gr.Row():
         play_button = gr.Button("▶ Play")

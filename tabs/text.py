@@ -18,7 +18,8 @@ import unicodedata
 import gradio as gr
 
 from core.registry import list_shipped, read_card
-from tabs.common import number, on_gpu, queue, user_errors
+from tabs.classroom import Code, Lesson, Try, lesson_bar
+from tabs.common import PALETTE, caption, number, on_gpu, queue, user_errors
 
 TAB = "text"
 OWN_MODEL = "own"  # the dropdown value of the model a user trained in this session
@@ -33,14 +34,66 @@ PLOT_EVERY_S = 1.0
 TOP_CHARS = 20
 EXAMPLE_PROMPTS = ["ROMEO:\n", "First Citizen:\nBefore we proceed any further, ", "To be, or not to be",
                    "the meaning of life is", "What is truth? "]
-INTRO = """### Character language models and temperature
-The model reads the text so far and outputs a probability for **every possible next character**.
-Generating is repeating one step: draw a character from that distribution, append it, predict again.
-**Temperature** reshapes the distribution before the draw, p<sup>1/T</sup> renormalised: T < 1 makes likely
-characters likelier (safe, repetitive text), T > 1 flattens it (surprising, then nonsense), T = 0 always takes
-the most likely character. **Top-k** keeps only the k likeliest characters, **top-p** the smallest set
-holding probability p. Two models: an **LSTM** (a recurrent network whose hidden state is its memory) and a
-small **GPT** (a transformer that attends over the last characters)."""
+INTRO = """**A character language model gives every possible next character a probability; writing is one step repeated: draw a
+character, append it, predict again.** Temperature T reshapes that distribution before each draw; top-k and top-p cut off its tail."""
+
+LESSON = Lesson(
+    tab=TAB, main="text-generate", result="text-output",
+    chapters=("*Deep Learning with Python* 2nd ed. §12.1 (text generation, sampling with a softmax temperature) · "
+              "*Generative Deep Learning* 2nd ed. ch. 5 (autoregressive models: the LSTM) and ch. 9 (Transformers: GPT)"),
+    equations=(r"Temperature: $p_T(i) = \dfrac{e^{z_i/T}}{\sum_j e^{z_j/T}} \propto p(i)^{1/T}$ "
+               r"($T \to 0$: the argmax; $T \to \infty$: uniform) · "
+               r"training: $L = -\frac{1}{N}\sum_t \log p_\theta(x_{t+1} \mid x_{\le t})$ · "
+               r"entropy: $H = -\sum_i p_i \log p_i$"),
+    try_this=(
+        Try("temperature 0", {"model": "lstm_shakespeare", "temperature": 0, "top_k": 0, "top_p": 1},
+            "Greedy decoding always takes the single likeliest character, so once a line comes round again the "
+            "model is in the same state and writes the same line forever: the LSTM loops within about 100 "
+            "characters. The likeliest character at each step is not the likeliest text."),
+        Try("temperature 2", {"model": "lstm_shakespeare", "temperature": 2, "top_k": 0, "top_p": 1},
+            "The distribution is flattened towards uniform, so rare characters are drawn often: invented words, "
+            "stray capitals and punctuation, about 4 bits of surprise per character instead of under 2. "
+            "The orange bars in the distribution plot are almost level."),
+        Try("T 2 + top-k 5", {"model": "lstm_shakespeare", "temperature": 2, "top_k": 5, "top_p": 1},
+            "The same high temperature, but top-k keeps only the 5 likeliest characters: the long tail of "
+            "unlikely characters is cut, so the text stays varied yet is mostly words again (about 2.4 bits of "
+            "surprise per character instead of 4.4)."),
+        Try("Nietzsche, T 0.5", {"model": "lstm_nietzsche", "prompt": "the meaning of life is", "temperature": 0.5,
+                                 "top_k": 0, "top_p": 1},
+            "The same code and the same kind of network trained on other text: long philosophical sentences "
+            "instead of speakers' names. A language model only knows the characters and style of its corpus."),
+    ),
+    misconceptions=(
+        ("A higher temperature makes the model more creative.",
+         "Temperature only flattens the distribution the model already has (p^(1/T), renormalised). Nothing new "
+         "is learned; above T ≈ 1.5 the extra surprise is mostly misspelling."),
+        ("Temperature 0 gives the best text.",
+         "It gives the likeliest character at each step, which is not the likeliest text: greedy decoding "
+         "falls into loops, repeating a line it has written before."),
+        ("Temperature changes the model.",
+         "It is applied at sampling time to the same logits: the blue bars (the model at T = 1) do not move "
+         "when you change T, only the orange ones (what is sampled from) do."),
+        ("The model writes words.",
+         "It predicts one character at a time. Words emerge because once a word has begun its end is nearly "
+         "certain: in the surprise view word beginnings are coloured, word endings almost white."),
+    ),
+    code=(Code("temperature, top-k and top-p: the distribution a character is drawn from", "core/text.py",
+               ("apply_temperature", "top_k_filter", "top_p_filter", "sampling_distribution"),
+               r"$p_T(i) = \mathrm{softmax}(z/T)_i \propto p(i)^{1/T}$, then keep the $k$ likeliest, or the "
+               r"smallest set whose mass reaches $p$, and renormalise"),
+          Code("writing: draw a character, append it, predict again", "core/text.py", ("sample",),
+               r"$x_{t+1} \sim p_T(\,\cdot \mid x_{\le t})$, with $x_{t+1} = \arg\max_i z_i$ when $T = 0$")),
+)
+
+
+def _rgb(colour: str) -> str:
+    """A palette colour as "red, green, blue" (0-255) for an rgba() shade: #0072B2 gives 0, 114, 178."""
+    return ", ".join(str(int(colour[i:i + 2], 16)) for i in (1, 3, 5))
+
+
+SURPRISE_RGB = _rgb(PALETTE[1])   # orange: how surprised the model was by a character
+ATTENTION_RGB = _rgb(PALETTE[0])  # blue: how much a head attended to a character
+CHOSEN = PALETTE[1]               # orange: the character being chosen
 
 
 def display_char(c: str) -> str:
@@ -149,14 +202,14 @@ def _clamp_options(length, temperature, top_k, top_p):
 
 def surprise_html(prompt: str, chars: list[str], model_probs: list[float]) -> str:
     """The text with each generated character shaded by its surprise, -log2 p under the model (T = 1):
-    white where the model was sure, deep red where it was surprised. Hover for the numbers."""
+    white where the model was sure, deep orange where it was surprised. Hover for the numbers."""
     parts = [f'<span style="color:#888">{html.escape(prompt)}</span>']
     for c, p in zip(chars, model_probs):
         bits = -math.log2(max(p, 1e-12))
         strength = min(bits / 8, 1.0)  # 8 bits (p = 1/256) or more is the full colour
         shown = "⏎\n" if c == "\n" else html.escape(c)
         parts.append(f'<span title="{html.escape(display_char(c))}: p = {p:.3f}, surprise {bits:.1f} bits" '
-                     f'style="background: rgba(220, 40, 40, {strength:.2f})">{shown}</span>')
+                     f'style="background: rgba({SURPRISE_RGB}, {strength:.2f})">{shown}</span>')
     return ('<div style="white-space: pre-wrap; font-family: monospace; line-height: 1.5">'
             + "".join(parts) + "</div>")
 
@@ -174,14 +227,14 @@ def distribution_figure(model_probs, probs, chars: str, temperature: float, chos
     x = range(len(order))
     fig = Figure(figsize=(7.5, 3.2), layout="constrained")
     ax = fig.add_subplot()
-    ax.bar([i - 0.2 for i in x], [float(model_probs[i]) for i in order], width=0.4, color="#9aa5b1",
+    ax.bar([i - 0.2 for i in x], [float(model_probs[i]) for i in order], width=0.4, color=PALETTE[0],
            label=f"T = 1 (the model), entropy {float(entropy(model_probs)):.2f} nats")
-    ax.bar([i + 0.2 for i in x], [float(probs[i]) for i in order], width=0.4, color="#d9480f",
+    ax.bar([i + 0.2 for i in x], [float(probs[i]) for i in order], width=0.4, color=PALETTE[1],
            label=f"T = {temperature:g} (+ top-k/top-p), entropy {float(entropy(probs)):.2f} nats")
     ax.set_xticks(list(x), labels)
     for tick, i in zip(ax.get_xticklabels(), order):
         if chosen is not None and chars[i] == chosen:
-            tick.set_color("#d9480f")
+            tick.set_color(PALETTE[1])
             tick.set_fontweight("bold")
     ax.set_ylabel("probability")
     ax.set_title(title, fontsize=10)
@@ -198,10 +251,10 @@ def entropy_figure(logits, temperature: float, vocab_size: int):
     values = entropy_by_temperature(logits, ENTROPY_TEMPERATURES)
     fig = Figure(figsize=(6, 3), layout="constrained")
     ax = fig.add_subplot()
-    ax.plot(ENTROPY_TEMPERATURES, values, color="#1c7ed6")
+    ax.plot(ENTROPY_TEMPERATURES, values, color=PALETTE[0])
     ax.axhline(math.log(vocab_size), color="#888", linestyle=":", label=f"uniform over {vocab_size} characters")
     chosen = entropy_by_temperature(logits, [temperature])[0]
-    ax.plot([temperature], [chosen], "o", color="#d9480f", label=f"T = {temperature:g}: {chosen:.2f} nats")
+    ax.plot([temperature], [chosen], "o", color=PALETTE[1], label=f"T = {temperature:g}: {chosen:.2f} nats")
     ax.set_xlabel("temperature")
     ax.set_ylabel("entropy of the next character (nats)")
     ax.legend(fontsize=8)
@@ -307,11 +360,11 @@ def attention_html(name, own, steps, index, layer):
     rows = []
     for head, row in enumerate(weights[layer - 1, 0, :, -1].float().cpu()):  # the last position's query
         strongest = row.max().item()
-        cells = "".join(f'<span title="{html.escape(display_char(c))}: {w:.3f}" style="background: rgba(31, 119, 180, '
+        cells = "".join(f'<span title="{html.escape(display_char(c))}: {w:.3f}" style="background: rgba({ATTENTION_RGB}, '
                         f'{w / strongest:.2f})">{"⏎" if c == chr(10) else html.escape(c)}</span>'
                         for c, w in zip(context, row.tolist()))
         rows.append(f'<div><b>head {head + 1}</b> (strongest weight {strongest:.2f})<br>{cells}'
-                    f'<span style="outline: 2px solid #d62728">{html.escape(display_char(steps["chars"][index - 1]))}'
+                    f'<span style="outline: 2px solid {CHOSEN}">{html.escape(display_char(steps["chars"][index - 1]))}'
                     "</span></div>")
     return (f'<div style="white-space: pre-wrap; font-family: monospace; line-height: 1.6">'
             f"<p>Layer {layer}, choosing character {index} (outlined): each head's weights over the "
@@ -419,7 +472,8 @@ def train_own(upload, kind, minutes, seed):
 
 # --- layout ------------------------------------------------------------------------------------
 
-def build() -> None:
+def build():
+    page = lesson_bar(LESSON)
     gr.Markdown(INTRO)
     choices = model_choices()
     if len(choices) == 1:
@@ -427,47 +481,58 @@ def build() -> None:
                     "you can still train your own below.")
     own = gr.State(None)
     steps = gr.State(None)
-    with gr.Row():
-        with gr.Column(scale=1):
-            model = gr.Dropdown(choices, value=choices[0][1], label="model", elem_id="text-model")
-            card = gr.Markdown(describe_model(choices[0][1]))
-            prompt = gr.Textbox(value="ROMEO:\n", lines=3, label="prompt (empty: start from a newline)",
-                                elem_id="text-prompt")
-            gr.Examples([[p] for p in EXAMPLE_PROMPTS], inputs=[prompt], label="example prompts",
-                        api_visibility="private")
-            length = gr.Slider(1, MAX_LENGTH, value=300, step=1, label="characters to generate")
-            temperature = gr.Slider(0, 2, value=0.8, step=0.05, label="temperature T (0 = greedy)")
-            with gr.Row():
-                top_k = gr.Slider(0, 100, value=0, step=1, label="top-k (0 = off)")
-                top_p = gr.Slider(0, 1, value=1.0, step=0.01, label="top-p (1 = off)")
-                seed = gr.Number(value=0, precision=0, label="seed")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=300):
             with gr.Row():
                 run_button = gr.Button("Generate", variant="primary", elem_id="text-generate")
                 stop_button = gr.Button("Stop")
+            model = gr.Dropdown(choices, value=choices[0][1], label="model", elem_id="text-model")
+            temperature = gr.Slider(0, 2, value=0.8, step=0.05, label="temperature T (0 = greedy)")
+            prompt = gr.Textbox(value="ROMEO:\n", lines=2, label="prompt (empty: start from a newline)",
+                                elem_id="text-prompt")
+            with gr.Row():
+                top_k = gr.Slider(0, 100, value=0, step=1, label="top-k (0 = off)")
+                top_p = gr.Slider(0, 1, value=1.0, step=0.01, label="top-p (1 = off)")
+            with gr.Row():
+                length = gr.Slider(1, MAX_LENGTH, value=300, step=1, label="characters to generate", scale=3)
+                seed = gr.Number(value=0, precision=0, label="seed", scale=1, min_width=80)
+            with gr.Accordion("example prompts", open=False):
+                gr.Examples([[p] for p in EXAMPLE_PROMPTS], inputs=[prompt], label="example prompts",
+                            api_visibility="private")
+            with gr.Accordion("model card: how it was trained, how good it is", open=False):
+                card = gr.Markdown(describe_model(choices[0][1]))
         with gr.Column(scale=1):
-            output = gr.Textbox(label="text (streams in as it is sampled)", lines=10, interactive=False,
+            output = gr.Textbox(label="text (streams in as it is sampled)", lines=12, interactive=False,
                                 elem_id="text-output")
             notes = gr.Markdown(elem_id="text-notes")
     with gr.Accordion("Why it works: how sure was the model of each character?", open=True):
         surprise = gr.HTML(label="generated text coloured by surprise")
-        gr.Markdown("Grey: the prompt. Red: characters the model found unlikely (surprise = -log₂ p at T = 1; "
-                    "hover a character for its probability). Word beginnings are red, word endings white: "
-                    "once a word has started, the model knows how it ends.")
+        caption("**The text coloured by surprise**: grey is the prompt; each generated character is shaded orange by "
+                "how unlikely the model found it (surprise = −log₂ p at T = 1: white at 0 bits, deeper with every bit, "
+                "full orange at 8 bits or more; hover a character for its probability). Word beginnings are orange, word endings "
+                "white: once a word has started, the model knows how it ends.")
         distribution = gr.Plot(label="next-character distribution: the model (T = 1) vs what was sampled from",
                                elem_id="text-distribution")
+        caption("**One step's next-character distribution**: the likeliest characters across (⏎ newline, ␣ space), "
+                "their probability up. Blue: the model's own distribution (T = 1); orange: the one the character "
+                "was drawn from (after temperature, top-k and top-p); the drawn character's label is orange and bold. "
+                "Entropies in the legend.")
         inspect = gr.Slider(1, MAX_LENGTH, value=1, step=1, label="inspect step (after generating)", interactive=False)
     with gr.Accordion("Attention (GPT): which earlier characters each head looked at for the inspected step",
                       open=False):
-        gr.Markdown("Every head of a layer spreads its query's attention over the characters before it (a causal "
-                    "mask hides the later ones); the weights sum to 1. Some heads look at the previous character "
-                    "or two, some at the start of the word or line, some at a speaker's name.")
+        caption("**Attention, one row per head**: the characters the GPT could see when it chose the inspected "
+                "one (outlined in orange), each shaded blue by that head's attention weight, relative to the head's "
+                "strongest (hover for the number). A causal mask hides the later characters; each head's weights "
+                "sum to 1. Some heads look at the previous character or two, some at the start of the word or line, "
+                "some at a speaker's name.")
         attention_layer = gr.Slider(1, 4, value=1, step=1, label="layer")
         attention = gr.HTML(elem_id="text-attention")
     with gr.Accordion("Entropy versus temperature, for the next character after the prompt", open=False):
-        gr.Markdown("Entropy measures how spread out the distribution is: 0 nats when one character is certain, "
-                    "log(alphabet size) when all are equally likely. Temperature moves it between the two.")
         entropy_button = gr.Button("Plot entropy for this prompt")
         entropy_plot = gr.Plot(label="entropy vs temperature")
+        caption("**Entropy against temperature**: temperature across (0 to 2), the entropy of the next character "
+                "after the prompt up, in nats: 0 when one character is certain, log(alphabet size) (dotted grey) when "
+                "all are equally likely. Blue: the curve; the orange dot: the temperature chosen above.")
     with gr.Accordion("Compare temperatures: one prompt, one seed, side by side", open=False):
         with gr.Row():
             compare_temps = [gr.Number(value=t, minimum=0, maximum=2, step=0.1, label="T") for t in COMPARE_TEMPERATURES]
@@ -488,15 +553,20 @@ def build() -> None:
                     train_stop = gr.Button("Stop")
         train_status = gr.Markdown()
         loss_curve = gr.LinePlot(x="step", y="loss", color="split", label="loss (nats/char)",
+                                 color_map={"train (one batch)": PALETTE[0], "validation (last 10%)": PALETTE[1]},
                                  title="loss while training (it falls: the model is learning your text)")
+        caption("**Loss while training**: training steps across, the loss up in nats per character (the average "
+                "−ln p of the true next character). Blue: one training batch at a time; orange: the last 10 % of "
+                "your text, which the model never trains on. It starts near ln(alphabet size), uniform guessing.")
 
     model.change(describe_model, [model], [card], api_name="text_describe_model", **queue(TAB + "-fast", 8))
     for i, (t, box) in enumerate(zip(compare_temps, compare_outputs)):
         t.change(lambda v: gr.Textbox(label=f"T = {v:g}" if v is not None else "T"), [t], [box],
                  api_name=f"text_compare_label_{i + 1}", api_visibility="private", **queue(TAB + "-fast", 8))
-    generating = run_button.click(generate, [model, own, prompt, length, temperature, top_k, top_p, seed],
-                                  [output, surprise, distribution, notes, steps, inspect], api_name="text_generate",
-                                  **queue(TAB, 2))
+    generating = gr.on([run_button.click, page.ran.change], generate,
+                       [model, own, prompt, length, temperature, top_k, top_p, seed],
+                       [output, surprise, distribution, notes, steps, inspect], api_name="text_generate",
+                       **queue(TAB, 2))
     stop_button.click(None, cancels=[generating], api_visibility="private")
     inspect.release(inspect_step, [steps, inspect], [distribution], api_name="text_inspect_step",
                     **queue(TAB + "-fast", 8))
@@ -515,3 +585,6 @@ def build() -> None:
     training = train_button.click(train_own, [upload, own_kind, own_minutes, seed], [loss_curve, train_status, own],
                                   api_name="text_train", **queue(TAB + "-train", 1))
     train_stop.click(None, cancels=[training], api_visibility="private")
+    page.link({"model": model, "prompt": prompt, "length": length, "temperature": temperature, "top_k": top_k,
+               "top_p": top_p, "seed": seed})
+    return page

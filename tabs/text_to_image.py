@@ -17,8 +17,9 @@ import gradio as gr
 
 from core.registry import read_card, shipped_path
 from tabs import stepviewer
-from tabs.common import (code_of, figure_to_image, image_upload, number, on_gpu, pyplot, queue, shipped_choices,
-                          user_errors)
+from tabs.classroom import Code, Lesson, Try, lesson_bar
+from tabs.common import (DIVERGING, PALETTE, SEQUENTIAL, caption, clamped, figure_to_image, image_upload, number,
+                         on_gpu, picture, pyplot, queue, shipped_choices, user_errors)
 
 TAB = "text_to_image"
 VIEW = "text_to_image-view"  # scrubbing, playing, the card and the CLIP views are cheap: their own, wider slot
@@ -62,15 +63,68 @@ SHOW = 3                   # each 32-px image is enlarged 3× in the viewer and 
 STRIP_SHOW = 4
 GPU_SECONDS = 60
 
-INTRO = """### Text to image: a miniature Stable Diffusion
-Three parts, as in Stable Diffusion: a **text encoder** (the text half of a tiny CLIP, below, trained on captions of
+INTRO = """**A miniature Stable Diffusion: a text encoder turns the prompt into a vector c, and the Diffusion tab's U-Net, told c at
+every step, denoises with classifier-free guidance.** The viewer shows at each step what the prompt pulls towards."""
+
+LESSON = Lesson(
+    tab=TAB, main="t2i-generate", result="t2i-final",
+    chapters="*Generative Deep Learning* ch. 13 (multimodal models: DALL.E 2, Imagen, Stable Diffusion, CLIP) and "
+             "ch. 8 (diffusion) · Ho & Salimans 2022 (classifier-free guidance) · Radford et al. 2021 (CLIP)",
+    equations=(r"Classifier-free guidance: $\tilde\varepsilon = \varepsilon_\theta(x_t \mid \varnothing) + "
+               r"w\,\big(\varepsilon_\theta(x_t \mid c) - \varepsilon_\theta(x_t \mid \varnothing)\big)$ · "
+               r"CLIP: similarity $\cos(u, v) = u \cdot v$ of unit embeddings, trained so each face's $u$ is "
+               r"closest to its own caption's $v$"),
+    try_this=(
+        Try("w = 0: no prompt", {"model": "faces32_captions", "prompt": HELD_OUT_PROMPTS[0], "negative": "",
+                                 "w": 0, "seed": 1},
+            "w = 0 keeps only ε(x|∅): the unconditional model, so the prompt is ignored and the faces have any hair. "
+            "The pull in the viewer is still computed, but multiplied by 0."),
+        Try("w = 1: plain", {"model": "faces32_captions", "prompt": HELD_OUT_PROMPTS[0], "negative": "",
+                             "w": 1, "seed": 1},
+            "The same start noise with the plain conditional model, ε(x|c): red hair appears, glasses mostly not. "
+            "No training face had red hair with glasses (a held-out pair)."),
+        Try("w = 7.5: strong", {"model": "faces32_captions", "prompt": HELD_OUT_PROMPTS[0], "negative": "",
+                                "w": 7.5, "seed": 1},
+            "Guidance steps 7.5 times along the pull: red hair and, on most faces, glasses, a pair it never saw "
+            "together (the bench finds both in 60 % of faces at w = 7.5, 3 % at w = 0). Colours saturate, and "
+            "other seeds give faces that look alike."),
+        Try("Fashion: sneaker", {"model": "fashion32_classes", "prompt": "a sneaker", "negative": "", "w": 3},
+            "The same pipeline and guidance with c a class one-hot instead of a caption embedding: every image a "
+            "sneaker (the classifier reads the asked class in 97 % of images at w = 3, 68 % at w = 1)."),
+    ),
+    misconceptions=(
+        ("Guidance needs a separate classifier.",
+         "Classifier-free guidance uses one U-Net, trained with the caption dropped to the empty caption ∅ for a "
+         "share of the examples, so it predicts the noise both with and without the prompt; their difference plays "
+         "the classifier's part."),
+        ("A larger w is always better.",
+         "w trades variety for faithfulness: past w ≈ 3 the faces and clothes look alike and over-saturate, and FID "
+         "is worse at 7.5 than at 3 on both models (the bench)."),
+        ("A model can only draw combinations it was trained on.",
+         "The faces model never saw red hair with glasses in one caption, yet draws both together on a third to "
+         "more than half of its faces at w = 3 to 7.5: it composes facts it learned separately."),
+        ("CLIP draws the picture.",
+         "CLIP only encodes: its text half turns the prompt into the vector c. The picture comes from the U-Net "
+         "and the DDIM sampler, exactly as in the Diffusion tab."),
+    ),
+    code=(Code("classifier-free guidance: both predictions in one call, then mixed", "core/text_to_image.py",
+               ("guided_noise",),
+               r"$\tilde\varepsilon = \varepsilon(x_t \mid \varnothing) + w\,\big(\varepsilon(x_t \mid c) - "
+               r"\varepsilon(x_t \mid \varnothing)\big)$ (a negative prompt n takes the place of ∅)"),
+          Code("training: the caption dropped to ∅ for a share of each batch", "core/diffusion.py",
+               ("pick_conditions",),
+               r"$c' = \varnothing$ with probability $p$ (the card's `caption_dropout`), else $c' = c$; then the usual "
+               r"$\lVert \varepsilon - \varepsilon_\theta(x_t, t, c') \rVert^2$")),
+)
+
+HOW = """Three parts, as in Stable Diffusion: a **text encoder** (the text half of a tiny CLIP, below, trained on captions of
 the synthetic faces) turns the prompt into a vector c; a **U-Net** predicts the noise in x_t given the noise level
 *and* c (the Diffusion tab's U-Net, with c added to every block's noise-level embedding); a **sampler** (DDIM) walks
 from noise to image. Fashion-MNIST's model takes a class one-hot for c instead (“a sneaker”). A few attribute
 *combinations* were never in the training captions (red hair with glasses, blond hair with dark skin, gray hair with
 a smile): prompting for one tests whether the model composes what it learned separately."""
 
-GUIDANCE = """### Classifier-free guidance
+GUIDANCE = """**Classifier-free guidance.**
 The U-Net was trained with the caption replaced by the empty caption ∅ for a share of the examples (the card's
 `caption_dropout`), so the one network predicts the noise both ways, **ε(x_t | c)** and **ε(x_t | ∅)**.
 Guidance steps *past* the conditional prediction, away from the unconditional one:
@@ -82,7 +136,7 @@ more faithful, less varied, and at large w over-saturated. The difference ε(x_t
 **pull** the viewer shows as a heat map. A **negative prompt** n takes the place of ∅: a step towards c and away
 from n. Each step is one network call on a batch of 2n images (x_t with c, x_t with ∅)."""
 
-CLIP_INTRO = """### CLIP: one space for faces and captions
+CLIP_INTRO = """**CLIP: one space for faces and captions.**
 Two encoders, one for 32×32 faces and one for captions, map both into the same 64-number space, trained on
 batches of (face, caption) pairs so that each face's embedding is closest to its own caption's (the symmetric
 contrastive loss; Radford et al., 2021). Its text encoder is what the faces model above is conditioned on.
@@ -199,18 +253,6 @@ def _pipeline(name):
 
 # --- argument checks: clamp with a note, refuse only what cannot be used ---------------------------
 
-def _clamped(value, default, low, high, what: str, notes: list[str], whole: bool = False):
-    result = number(value, default, low, high, whole=whole)
-    try:
-        raw = float(value)
-    except (TypeError, ValueError, OverflowError):
-        raw = math.nan
-    if not (math.isfinite(raw) and low <= raw <= high):
-        shown = "nothing" if value is None else str(value)[:20]
-        notes.append(f"{what} must be a number from {low:g} to {high:g}, not {shown}; using {result:g}.")
-    return result
-
-
 def _text(text, what: str, notes: list[str]) -> str:
     text = "" if text is None else str(text)
     if len(text) > MAX_PROMPT_CHARS:
@@ -263,16 +305,16 @@ def _grid(images, factor: int = SHOW):
 
 
 def heat_map(pull, factor: int = SHOW):
-    """A signed [C, H, W] map, averaged over channels, as a picture: red where positive, blue where
-    negative, white at zero, scaled to its largest magnitude -> (PIL image, that magnitude)."""
+    """A signed [C, H, W] map, averaged over channels, as a picture on the DIVERGING colour map scaled to its
+    largest magnitude: purple where positive, orange where negative, white at zero -> (PIL image, that magnitude)."""
     import numpy as np
+    from matplotlib import colormaps
     from PIL import Image
 
     m = pull.float().mean(0).numpy()
     scale = float(np.abs(m).max())
     v = m / scale if scale > 0 else m
-    pos, neg = np.clip(v, 0, 1), np.clip(-v, 0, 1)
-    rgb = np.stack([1 - neg, 1 - pos - neg, 1 - pos], -1)
+    rgb = colormaps[DIVERGING]((v + 1) / 2)[..., :3]  # −1 → the orange end, 0 → white, +1 → the purple end
     picture = Image.fromarray((rgb * 255).round().astype(np.uint8))
     return picture.resize((picture.width * factor, picture.height * factor), Image.NEAREST), scale
 
@@ -286,15 +328,15 @@ def _panels(pictures: list, titles: list[tuple[str, str]]):
     canvas = Image.new("RGB", (width, max(p.height for p in pictures) + top), "white")
     draw = ImageDraw.Draw(canvas)
     left = 0
-    for picture, (line_1, line_2) in zip(pictures, titles):
-        canvas.paste(picture, (left, top))
+    for panel, (line_1, line_2) in zip(pictures, titles):
+        canvas.paste(panel, (left, top))
         draw.text((left + 2, 2), line_1, fill="black")
         draw.text((left + 2, 15), line_2, fill=(90, 90, 90))
-        left += picture.width + gap
+        left += panel.width + gap
     return canvas
 
 
-def _frame_picture(x_t, x0, x0_c, x0_u, pull, t: float, weight: float, negative: bool):
+def _framepicture(x_t, x0, x0_c, x0_u, pull, t: float, weight: float, negative: bool):
     from core.diffusion import to_unit
 
     heat, scale = heat_map(pull)
@@ -318,7 +360,7 @@ def _caption(step: int, steps: int, t: float, weight: float, pull_rms: float = 0
             f"the noise estimate {weight:g} × {pull_rms:.3f} = {weight * pull_rms:.3f} from ε(x_t | {empty}). "
             f"Panels, first image: x_t after the step; three guesses of the clean image x̂₀ from the x_t the step "
             f"started at (guided, from ε(x_t | c) alone, from ε(x_t | {empty}) alone); the pull averaged over colour "
-            f"channels: red where the prompt predicts more noise (that spot gets darker), blue less (lighter), "
+            f"channels: purple where the prompt predicts more noise (that spot gets darker), orange less (lighter), "
             f"full colour = ±{scale:.3f}.")
 
 
@@ -335,9 +377,10 @@ def generate(name, prompt, negative, weight, steps, seed, n):
     pipeline = _pipeline(name)
     notes: list[str] = []
     prompt, negative = _text(prompt, "prompt", notes), _text(negative, "negative prompt", notes)
-    weight = _clamped(weight, DEFAULT_WEIGHT, *GUIDANCE_RANGE, "The guidance weight w", notes)
-    steps = _clamped(steps, DEFAULT_STEPS, MIN_STEPS, MAX_STEPS, "Steps", notes, whole=True)
-    n = _clamped(n, 4, 1, MAX_IMAGES, "The number of images", notes, whole=True)
+    weight, a = clamped(weight, DEFAULT_WEIGHT, *GUIDANCE_RANGE, "the guidance weight w")
+    steps, b = clamped(steps, DEFAULT_STEPS, MIN_STEPS, MAX_STEPS, "DDIM steps", whole=True)
+    n, c = clamped(n, 4, 1, MAX_IMAGES, "the number of images", whole=True)
+    notes += [said.strip() for said in (a, b, c) if said]
     seed = clamp_seed(seed)
     condition, empty = read_prompts(pipeline, prompt, negative, notes)
     _warn(notes)
@@ -346,7 +389,7 @@ def generate(name, prompt, negative, weight, steps, seed, n):
     x = diffusion.start_noise(n, model.config, make_generator(seed))
     has_negative = bool(negative.strip())
     grey = torch.zeros_like(x[0])
-    picture, _ = _frame_picture(x[0], grey, grey, grey, grey, 1.0, weight, has_negative)
+    picture, _ = _framepicture(x[0], grey, grey, grey, grey, 1.0, weight, has_negative)
     frames = [(picture, _caption(0, steps, 1.0, weight, negative=has_negative))]
     status = lambda text: " ".join([*notes, text])  # noqa: E731
     yield None, frames, stepviewer.at_last(frames), frames[0][0], frames[0][1], status("Sampling…")
@@ -354,7 +397,7 @@ def generate(name, prompt, negative, weight, steps, seed, n):
     weights = text_to_image.check_weight(weight)
     for frame in text_to_image.guided_denoise(model, sampler, x, condition, empty, weights, make_generator(seed)):
         pull = frame.pull[0]
-        picture, scale = _frame_picture(frame.x_t[0], frame.x0[0], frame.x0_conditional[0],
+        picture, scale = _framepicture(frame.x_t[0], frame.x0[0], frame.x0_conditional[0],
                                         frame.x0_unconditional[0], pull, frame.t, weight, has_negative)
         frames.append((picture, _caption(frame.step, steps, frame.t, weight, float(pull.pow(2).mean().sqrt()), scale,
                                          has_negative)))
@@ -405,7 +448,8 @@ def guidance_strip(name, prompt, negative, steps, seed):
     pipeline = _pipeline(name)
     notes: list[str] = []
     prompt, negative = _text(prompt, "prompt", notes), _text(negative, "negative prompt", notes)
-    steps = _clamped(steps, DEFAULT_STEPS, MIN_STEPS, MAX_STEPS, "Steps", notes, whole=True)
+    steps, said = clamped(steps, DEFAULT_STEPS, MIN_STEPS, MAX_STEPS, "DDIM steps", whole=True)
+    notes += [said.strip()] if said else []
     seed = clamp_seed(seed)
     read_prompts(pipeline, prompt, negative, notes)
     _warn(notes)
@@ -544,7 +588,7 @@ def describe_face(upload, index):
 def _tag_chart(tags: list[str], similarities: list[float], true: list[bool] | None):
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 5.6), dpi=90)
-    colours = ["#999999"] * len(tags) if true is None else ["#009E73" if t else "#BBBBBB" for t in true]
+    colours = ["#999999"] * len(tags) if true is None else [PALETTE[2] if t else "#BBBBBB" for t in true]
     ax.barh(range(len(tags)), similarities, color=colours)
     ax.set_yticks(range(len(tags)), tags, fontsize=8)
     ax.invert_yaxis()
@@ -572,7 +616,7 @@ def similarity_matrix(seed):
     grid = fig.add_gridspec(MATRIX_SIZE, 3, width_ratios=[1, MATRIX_SIZE, 0.3], wspace=0.05, hspace=0.08,
                             left=0.02, right=0.92, top=0.94, bottom=0.13)
     heat = fig.add_subplot(grid[:, 1])
-    shown = heat.imshow(matrix, cmap="viridis", aspect="auto", vmin=min(0.0, float(matrix.min())),
+    shown = heat.imshow(matrix, cmap=SEQUENTIAL, aspect="auto", vmin=min(0.0, float(matrix.min())),
                         vmax=float(matrix.max()))
     for row in range(MATRIX_SIZE):
         for column in range(MATRIX_SIZE):
@@ -598,75 +642,72 @@ def similarity_matrix(seed):
 
 # --- layout ----------------------------------------------------------------------------------------
 
-def _picture(caption: str, **kwargs) -> gr.Image:
-    """An output image with its caption above it (Gradio's label would cover the picture's corner)."""
-    gr.Markdown(f"**{caption}**")
-    return gr.Image(label=caption, show_label=False, type="pil", format="png", interactive=False, **kwargs)
-
-
-def build() -> None:
+def build():
+    page = lesson_bar(LESSON)
     gr.Markdown(INTRO)
     choices = model_choices()
     if not choices:
         gr.Markdown("**No text-to-image model is shipped yet.** Train them with "
                     + " and ".join(f"`{c}`" for c in TRAIN_COMMANDS.values()) + " (see the README); "
-                    "the CLIP part below works on its own.")
+                    "the CLIP part works on its own.")
     default = choices[0][1] if choices else None
-    with gr.Row():
-        model = gr.Dropdown(choices, value=default, label="model", interactive=bool(choices), elem_id="t2i-model")
-        with gr.Column():
-            card = gr.Markdown(model_card(default))
-            with gr.Accordion("How it was trained", open=False):
-                details = gr.Markdown(model_details(default))
 
     with gr.Tab("Generate and watch the guidance"):
-        with gr.Row():
-            with gr.Column(scale=3):
-                prompt = gr.Textbox(value=FASHION_PROMPTS[0] if MODELS.get(default) == "classes" else HELD_OUT_PROMPTS[0],
-                                    lines=2, label="prompt (empty: any picture)",
-                                    elem_id="t2i-prompt")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1, min_width=280):
                 with gr.Row():
+                    go = gr.Button("Generate", variant="primary", elem_id="t2i-generate")
+                    stop = gr.Button("Stop")
+                note = gr.Markdown(elem_id="t2i-note")
+                prompt = gr.Textbox(value=FASHION_PROMPTS[0] if MODELS.get(default) == "classes" else HELD_OUT_PROMPTS[0],
+                                    lines=2, label="prompt (empty: any picture)", elem_id="t2i-prompt")
+                weight = gr.Slider(*GUIDANCE_RANGE, value=DEFAULT_WEIGHT, step=0.5, label="guidance weight w")
+                with gr.Row():
+                    seed = gr.Number(0, label="seed", precision=0, minimum=0, min_width=80)
+                    model = gr.Dropdown(choices, value=default, label="model", interactive=bool(choices),
+                                        elem_id="t2i-model", min_width=160)
+                with gr.Accordion("example prompts", open=False):
                     gr.Examples([[p] for p in HELD_OUT_PROMPTS], inputs=[prompt], api_visibility="private",
                                 label="faces: combinations never seen in training (held out)")
                     gr.Examples([[p] for p in SEEN_PROMPTS], inputs=[prompt], api_visibility="private",
                                 label="faces: the same colours in pairs seen in training")
-                gr.Examples([[p] for p in FASHION_PROMPTS], inputs=[prompt], api_visibility="private",
-                            label="Fashion-MNIST: class names")
-                negative = gr.Textbox(value="", lines=1, label="negative prompt (replaces ∅; empty: none)")
-            with gr.Column(scale=2):
-                words = gr.Markdown(vocabulary(default), elem_id="t2i-vocabulary")
-        with gr.Row():
-            weight = gr.Slider(*GUIDANCE_RANGE, value=DEFAULT_WEIGHT, step=0.5, label="guidance weight w")
-            steps = gr.Slider(MIN_STEPS, MAX_STEPS, value=DEFAULT_STEPS, step=1, label="DDIM steps")
-            seed = gr.Number(0, label="seed", precision=0, minimum=0)
-            n = gr.Slider(1, MAX_IMAGES, value=4, step=1, label="images")
-        with gr.Row():
-            go = gr.Button("Generate", variant="primary", elem_id="t2i-generate")
-            stop = gr.Button("Stop")
-        note = gr.Markdown(elem_id="t2i-note")
-        with gr.Row():
+                    gr.Examples([[p] for p in FASHION_PROMPTS], inputs=[prompt], api_visibility="private",
+                                label="Fashion-MNIST: class names")
+                with gr.Accordion("negative prompt, steps, images", open=False):
+                    negative = gr.Textbox(value="", lines=1, label="negative prompt (replaces ∅; empty: none)")
+                    steps = gr.Slider(MIN_STEPS, MAX_STEPS, value=DEFAULT_STEPS, step=1, label="DDIM steps")
+                    n = gr.Slider(1, MAX_IMAGES, value=4, step=1, label="images")
+                with gr.Accordion("words it knows", open=False):
+                    words = gr.Markdown(vocabulary(default), elem_id="t2i-vocabulary")
+                with gr.Accordion("model card: how it was trained", open=False):
+                    card = gr.Markdown(model_card(default))
+                    details = gr.Markdown(model_details(default))
             with gr.Column(scale=1):
-                final = _picture("images (t = 0)", elem_id="t2i-final")
+                final = picture("images (t = 0)", "one per start noise of the seed; the viewer follows the first",
+                                 elem_id="t2i-final")
             with gr.Column(scale=3):
                 viewer = stepviewer.build(TAB, "step viewer, first image: x_t · guided x̂₀ · x̂₀ with the prompt · "
                                                "x̂₀ without · the pull ε(x|c) − ε(x|∅)",
                                           "step (0 = pure noise at t = 1 → last = image at t = 0)")
-        with gr.Row():
-            with gr.Column():
+                caption("**The pull** (the last panel): ε(x|c) − ε(x|∅) averaged over the colour channels, on a "
+                        "purple-white-orange scale set by its largest value this step: purple where the prompt "
+                        "predicts more noise (that spot turns darker), orange less (lighter), white no difference.")
+        with gr.Accordion("How it works: the text encoder, the U-Net, classifier-free guidance", open=False):
+            with gr.Row():
+                gr.Markdown(HOW)
                 gr.Markdown(GUIDANCE)
-            with gr.Column():
-                gr.Markdown("**The code beside the picture**: both predictions in one batched call, then mixed "
-                            "(core/text_to_image.py)")
-                gr.Code(code_of("core/text_to_image.py", "guided_noise"), language="python", interactive=False,
-                        wrap_lines=True)
-        run = go.click(user_errors(on_gpu(GPU_SECONDS)(generate)), [model, prompt, negative, weight, steps, seed, n],
-                       [final, viewer.frames, viewer.position, viewer.picture, viewer.caption, note],
-                       api_name="text_to_image_generate", **queue(TAB, 1))
+        run = gr.on([go.click, page.ran.change], user_errors(on_gpu(GPU_SECONDS)(generate)),
+                    [model, prompt, negative, weight, steps, seed, n],
+                    [final, viewer.frames, viewer.position, viewer.picture, viewer.caption, note],
+                    api_name="text_to_image_generate", **queue(TAB, 1))
         stop.click(None, None, None, cancels=[run], api_name="text_to_image_stop", api_visibility="private")
         stepviewer.wire(viewer, TAB, VIEW)
+        page.link({"model": model, "prompt": prompt, "negative": negative, "w": weight, "steps": steps, "seed": seed,
+                   "images": n})
 
     with gr.Tab("Same seed, four weights"):
-        gr.Markdown(f"The prompt above, the same seed and the same start noise, at w = "
+        gr.Markdown(f"The prompt, negative prompt and model of the first panel, the same seed and the same start "
+                    f"noise, at w = "
                     f"{', '.join(f'{w:g}' for w in STRIP_WEIGHTS)}: no prompt, the plain conditional model, guided, "
                     "strongly guided. On the faces, each picture is labelled with what the face-attribute classifier "
                     "(a separate network, trained on the faces' exact labels) reads of each attribute you asked for.")
@@ -674,6 +715,8 @@ def build() -> None:
             strip_steps = gr.Slider(MIN_STEPS, MAX_STEPS, value=DEFAULT_STEPS, step=1, label="DDIM steps")
             strip_seed = gr.Number(0, label="seed", precision=0, minimum=0)
             strip_go = gr.Button("Compare the weights", variant="primary", elem_id="t2i-strip-go")
+        caption("**w = 0, 1, 3, 7.5, left to right**: one picture per guidance weight from the same start noise; "
+                "under each, w and the classifier's reading of what the prompt asked (✓ it sees it, ✗ it does not).")
         strip = gr.Gallery(label="w = 0, 1, 3, 7.5", columns=len(STRIP_WEIGHTS), height=340, object_fit="contain",
                            format="png", elem_id="t2i-strip")
         strip_note = gr.Markdown()
@@ -690,6 +733,8 @@ def build() -> None:
         with gr.Row():
             query = gr.Textbox(value="a person with red hair and glasses", label="caption", scale=3)
             search_go = gr.Button("Search the test faces", variant="primary", elem_id="t2i-clip-search", scale=1)
+        caption(f"**The {TOP_FACES} closest test faces**, most similar first; under each, its number in the test "
+                "faces and the cosine similarity of its embedding and the caption's (1: the same direction).")
         found = gr.Gallery(label=f"the {TOP_FACES} closest test faces", columns=TOP_FACES, height=200,
                            object_fit="contain", format="png", elem_id="t2i-clip-found")
         found_note = gr.Markdown()
@@ -702,10 +747,11 @@ def build() -> None:
                 index = gr.Number(0, label=f"…or test face # (0–{TEST_FACES - 1})", precision=0, minimum=0,
                                   maximum=TEST_FACES - 1)
                 describe_go = gr.Button("Rank the captions", variant="primary", elem_id="t2i-clip-describe")
-                face = gr.Image(label="the face", type="pil", format="png", interactive=False)
+                face = picture("the face", "the 32×32 face the CLIP reads, enlarged six times")
             with gr.Column(scale=2):
-                tags = gr.Image(label="tags ranked", type="pil", format="png", interactive=False,
-                                elem_id="t2i-clip-tags")
+                tags = picture("tags ranked", "one bar per single fact (“red hair”, “no glasses”), longest first: "
+                                "across, the cosine similarity of the face's embedding and the tag's; for a test face, "
+                                "green bars are true of it and grey ones are not", elem_id="t2i-clip-tags")
             with gr.Column(scale=2):
                 described = gr.Markdown()
         describe_go.click(user_errors(on_gpu(GPU_SECONDS)(describe_face)), [upload, index], [face, tags, described],
@@ -716,11 +762,16 @@ def build() -> None:
                                    precision=0, minimum=0)
             matrix_go = gr.Button("Draw the matrix", variant="primary", elem_id="t2i-clip-matrix")
         with gr.Row():
-            matrix = gr.Image(label="similarity matrix", type="pil", format="png", interactive=False,
-                              elem_id="t2i-clip-matrix-image")
+            with gr.Column(scale=3):
+                matrix = picture("similarity matrix", "rows: eight test faces (drawn at the left); columns: their "
+                                  "eight captions, in the same order (listed beside); each cell the cosine "
+                                  "similarity, on the viridis scale, dark purple low to yellow high: a bright "
+                                  "diagonal means each face is closest to its own caption",
+                                  elem_id="t2i-clip-matrix-image")
             matrix_note = gr.Markdown()
         matrix_go.click(user_errors(on_gpu(GPU_SECONDS)(similarity_matrix)), batch_seed, [matrix, matrix_note],
                         api_name="text_to_image_clip_matrix", **queue(VIEW, 4))
 
     model.change(describe_model, [model, prompt], [card, details, words, prompt], api_name="text_to_image_model_card",
                  api_visibility="private", **queue(VIEW, 8))
+    return page

@@ -10,7 +10,8 @@ import gradio as gr
 
 from core.registry import list_shipped, read_card
 from tabs import latent_spaces
-from tabs.common import BENCH_RESULTS, bench_records, clicked_pixel, image_upload, number, queue, user_errors
+from tabs.classroom import Code, Lesson, Try, lesson_bar
+from tabs.common import BENCH_RESULTS, bench_records, clicked_pixel, image_upload, number, picture, queue, user_errors
 
 TAB = "vae"
 SLIDERS = "vae_sliders"          # slider drags get their own queue slot, so they never wait behind a morph
@@ -18,6 +19,55 @@ FASHION, FACES = "fashion_2d", "faces_200d"
 MAP_SIZE, MAP_LEGEND = 480, 150  # pixels of the scatter and of the legend beside it
 SHOW = 256                       # decoded images are shown enlarged to this many pixels
 N_DIM_SLIDERS = 8
+Z_LIMIT = 4.0                    # the z1, z2 sliders: ±4 prior standard deviations
+
+INTRO = ("An encoder maps each image to a Gaussian over codes and a decoder maps codes back; the **KL term** pulls "
+         "every image's Gaussian towards the prior N(0, I), so the codes fill one round blob and points between "
+         "them decode to something plausible. Set a code (z1, z2) or click the map to decode it.")
+
+LESSON = Lesson(
+    tab=TAB, main="vae-draw-map", result="vae-map",
+    chapters="*Deep Learning with Python* 2nd ed. §12.4 (VAEs) · *Generative Deep Learning* 2nd ed. ch. 3 "
+             "(autoencoders, VAEs, latent-space arithmetic on faces)",
+    equations=(r"Loss per image: $-\log p_\theta(x \mid z) + \beta\,\mathrm{KL}\big(\mathcal N(\mu, \sigma^2)\,\Vert\,"
+               r"\mathcal N(0, I)\big)$ with $\mathrm{KL} = \tfrac12\sum_j (\mu_j^2 + \sigma_j^2 - 1 - \log\sigma_j^2)$ · "
+               r"reparameterisation: $z = \mu + \sigma \odot \varepsilon,\ \varepsilon \sim \mathcal N(0, I)$"),
+    try_this=(
+        Try("Between clusters", {"z1": 1.0, "z2": -1.2},
+            "The ring sits in the gap between the trousers (right) and the sandals and sneakers (below left): "
+            "no test image has this code, yet the decoder draws one picture, half trouser, half sandal. Drag z2 up and "
+            "down to watch one class turn into the other."),
+        Try("Prior centre", {"z1": 0.0, "z2": 0.0},
+            "z = (0, 0) is the most likely code under the prior, yet few test images land there: it decodes to a "
+            "dim, average garment. The prior says where codes should be, not where each class is."),
+        Try("Far corner", {"z1": 2.8, "z2": -2.8},
+            "A code the KL term rarely lets any image use: the decoder never learned what goes there and "
+            "draws an odd hybrid. Random codes from N(0, I) seldom land this far out."),
+        Try("5 × 5 grid", {"grid": 5, "z1": 0.0, "z2": 0.0},
+            "The grid decodes the plane at equal steps of probability (the inverse normal CDF): every class "
+            "appears, and neighbouring cells change smoothly. Compare with a 25 × 25 grid."),
+    ),
+    misconceptions=(
+        ("The KL term is a penalty on image quality.",
+         "It is the price, in nats, of describing each image's code relative to the prior: it organises the "
+         "space so that random codes decode well. Blur comes mostly from the decoder's per-pixel likelihood."),
+        ("A VAE's encoder outputs one code per image.",
+         "It outputs a Gaussian, a mean μ and a spread σ; training samples z = μ + σε from it, so nearby codes must "
+         "decode to similar images. The tab draws each test image at its mean μ."),
+        ("The reparameterisation trick changes the model.",
+         "It only moves the randomness into ε, an input, so gradients can flow through μ and σ; the distribution "
+         "of z is exactly the same."),
+        ("Every class gets its own region because the VAE was told the classes.",
+         "The VAE never saw a label: the clusters form because similar images get similar codes. Colours are "
+         "added afterwards, for us."),
+    ),
+    code=(Code("the reparameterisation trick", "core/vae.py", ("reparameterize",),
+               r"$z = \mu + \sigma \odot \varepsilon$, $\sigma = e^{\frac12 \log\sigma^2}$, "
+               r"$\varepsilon \sim \mathcal N(0, I)$"),
+          Code("the loss: reconstruction + β · KL", "core/vae.py", ("kl_per_dimension", "vae_loss"),
+               r"$L = \mathbb E_x\big[-\log p_\theta(x \mid z) + \beta \sum_j \tfrac12 (\mu_j^2 + \sigma_j^2 - 1 - "
+               r"\log\sigma_j^2)\big]$")),
+)
 
 
 def _enlarge(image, size=SHOW):
@@ -59,19 +109,16 @@ def draw_map(marker=None):
     return image
 
 
-def decode_map_click(evt: gr.SelectData):
-    """Decode the point of the map that was clicked; return the map with a marker, the image and its code."""
-    import torch
-
-    from core.vae import decode
-
+def _clicked_code(evt: gr.SelectData) -> tuple[float, float]:
     x, y = clicked_pixel(evt, MAP_SIZE + MAP_LEGEND, MAP_SIZE, "the map")
     if x >= MAP_SIZE:
         raise ValueError("That is the legend: click inside the map, on the left.")
-    model, _, window = _fashion_map()
-    z = window.to_code(x, y, MAP_SIZE)
-    image = decode(model, torch.tensor([z], dtype=torch.float32))
-    return draw_map(z), _tensor_image(image, 192), f"z = ({z[0]:+.2f}, {z[1]:+.2f})"
+    return _fashion_map()[2].to_code(x, y, MAP_SIZE)
+
+
+def decode_map_click(evt: gr.SelectData):
+    """Decode the point of the map that was clicked; return the map with a marker, the image and its code."""
+    return decode_point(*_clicked_code(evt))
 
 
 def decode_plane(n):
@@ -85,8 +132,35 @@ def decode_plane(n):
     return image_grid(images, nrow=n, padding=1, pad_value=1.0)
 
 
-def show_fashion(n):
-    return draw_map(), decode_plane(n)
+def _code(z1, z2) -> tuple[float, float]:
+    return number(z1, 0.0, -Z_LIMIT, Z_LIMIT), number(z2, 0.0, -Z_LIMIT, Z_LIMIT)
+
+
+def decode_point(z1=0.0, z2=0.0):
+    """Decode the code (z1, z2): the map with a ring there, the image, and the code as text."""
+    import torch
+
+    from core.vae import decode
+
+    z = _code(z1, z2)
+    model, _, window = _fashion_map()
+    image = decode(model, torch.tensor([z], dtype=torch.float32))
+    where = f"z = ({z[0]:+.2f}, {z[1]:+.2f})"
+    if max(abs(z[0]), abs(z[1])) > window.half:
+        where += f": outside the map (±{window.half:.1f}), where almost no test image lands"
+    return draw_map(z), _tensor_image(image, 192), where
+
+
+def show_fashion(n, z1=0.0, z2=0.0):
+    """The tab's main view: the map with the code (z1, z2) ringed, the n x n decoded plane, the decoded code."""
+    fashion_map, decoded, where = decode_point(z1, z2)
+    return fashion_map, decode_plane(n), decoded, where
+
+
+def decode_map_click_to_sliders(evt: gr.SelectData):
+    """A click on the map: decode it, and move the z1, z2 sliders there (so "Copy link" keeps the point)."""
+    z = _clicked_code(evt)
+    return (*decode_point(*z), round(z[0], 2), round(z[1], 2))
 
 
 # --- faces ---------------------------------------------------------------------------------------
@@ -260,28 +334,40 @@ _CARD = _faces_card()
 ATTRIBUTES = list(_CARD["latent"]["attribute_names"]) if _CARD else []
 
 
-def _fashion_section() -> None:
-    gr.Markdown("### Fashion-MNIST in two dimensions\nEvery test image encoded to its mean code, coloured by "
-                "class. The KL term packs the codes into a round N(0, I) blob; click anywhere, even between "
-                "clusters, to decode that point. The grid decodes the plane at evenly spaced *probabilities* "
-                "(inverse normal CDF), so every cell covers the same prior mass.")
-    with gr.Row():
+def _fashion_section(page) -> None:
+    """The tab's main view (first screen): controls on the left, the latent map on the right."""
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=260):
+            show = gr.Button("Draw the map and decode z", variant="primary", elem_id="vae-draw-map")
+            z1 = gr.Slider(-Z_LIMIT, Z_LIMIT, value=0.0, step=0.05, label="z1 (across)", elem_id="vae-z1")
+            z2 = gr.Slider(-Z_LIMIT, Z_LIMIT, value=0.0, step=0.05, label="z2 (up)", elem_id="vae-z2")
+            decoded = picture("decoded point", "the image the decoder makes from the code (z1, z2), the black "
+                               "ring on the map; grey levels are pixel values, black 0 to white 1", height=200,
+                               elem_id="vae-decoded")
+            where = gr.Textbox(label="code", interactive=False, elem_id="vae-code")
+            n = gr.Slider(3, 25, value=15, step=1, label="grid size n (n x n decoded images, below the map)",
+                          elem_id="vae-grid-size")
         with gr.Column(scale=3):
-            fashion_map = gr.Image(label="latent map (click to decode)", type="pil", interactive=False, elem_id="vae-map")
-            show = gr.Button("Draw the map and the grid", variant="primary", elem_id="vae-draw-map")
-        with gr.Column(scale=1):
-            decoded = gr.Image(label="decoded point", type="pil", interactive=False, height=200)
-            where = gr.Textbox(label="code", interactive=False)
-    with gr.Row():
-        n = gr.Slider(3, 25, value=15, step=1, label="grid size n (n x n decoded images)", elem_id="vae-grid-size")
-    grid = gr.Image(label="decoded latent plane", type="pil", interactive=False, elem_id="vae-grid")
-    show.click(user_errors(show_fashion), [n], [fashion_map, grid], api_name="vae_show_fashion", **queue(TAB, 2))
-    fashion_map.select(user_errors(decode_map_click), None, [fashion_map, decoded, where], api_name="vae_decode_point",
-                       **queue(SLIDERS, 4))
+            fashion_map = picture("latent map of the 10,000 Fashion-MNIST test images (click to decode)",
+                                   "each dot is one image's mean code, z1 across and z2 up, coloured by class as "
+                                   "in the legend on the right; the grey lines cross at the prior's centre "
+                                   "(0, 0); the black ring is the decoded code", elem_id="vae-map")
+    grid = picture("decoded latent plane", "an n x n grid of codes at equal steps of probability under N(0, I) "
+                    "(inverse normal CDF): z1 grows to the right, z2 upwards, as on the map", elem_id="vae-grid")
+    gr.on([show.click, page.ran.change], user_errors(show_fashion), [n, z1, z2], [fashion_map, grid, decoded, where],
+          api_name="vae_show_fashion", **queue(TAB, 2))
+    fashion_map.select(user_errors(decode_map_click_to_sliders), None, [fashion_map, decoded, where, z1, z2],
+                       api_name="vae_decode_point", **queue(SLIDERS, 4))
+    for slider, name in ((z1, "z1"), (z2, "z2")):
+        slider.input(user_errors(decode_point), [z1, z2], [fashion_map, decoded, where],
+                     api_name="vae_decode_code" if name == "z1" else "vae_decode_code_from_z2",
+                     **({} if name == "z1" else {"api_visibility": "undocumented"}),
+                     trigger_mode="always_last", show_progress="hidden", **queue(SLIDERS, 4))
     # .input fires on drags and on typing in the slider's number box (.release only on drags and blur);
     # always_last runs the latest value once the current grid is drawn, never a queue of stale ones.
     n.input(user_errors(decode_plane), [n], [grid], api_name="vae_decode_plane", trigger_mode="always_last",
             **queue(SLIDERS, 4))
+    page.link({"z1": z1, "z2": z2, "grid": n})
 
 
 def _faces_section() -> None:
@@ -303,9 +389,12 @@ def _faces_section() -> None:
         index = gr.Number(value=0, label="test face #", precision=0, minimum=0, maximum=99_999)
         dataset_button = gr.Button("Face from the dataset")
     with gr.Row():
-        original = gr.Image(label="original (64x64, enlarged)", type="pil", interactive=False, height=SHOW)
-        face = gr.Image(label="decoded with your edits", type="pil", interactive=False, height=SHOW,
-                        elem_id="vae-face")
+        with gr.Column():
+            original = picture("original (64x64, enlarged)", "the face as it was given: a test face or your "
+                                "photo, cropped to a square (empty for a random code)", height=SHOW)
+        with gr.Column():
+            face = picture("decoded with your edits", "the decoder's face from the code, with the attribute "
+                            "vectors and dimension sliders below applied", height=SHOW, elem_id="vae-face")
         with gr.Column():
             upload = image_upload("or encode a photo (centre-cropped to a square)", sources=["upload"], height=180,
                                   elem_id="vae-upload")
@@ -323,16 +412,21 @@ def _faces_section() -> None:
                            for d, kl in zip(dims, kls)]
     gr.Markdown("**Morph** between two faces")
     with gr.Row():
-        keep_a, keep_b = gr.Button("Keep as A"), gr.Button("Keep as B")
-        face_a = gr.Image(label="A", type="pil", interactive=False, height=128)
-        face_b = gr.Image(label="B", type="pil", interactive=False, height=128)
+        with gr.Column(min_width=140):
+            keep_a = gr.Button("Keep as A")
+            face_a = picture("A", "the face kept as the morph's start", height=128)
+        with gr.Column(min_width=140):
+            keep_b = gr.Button("Keep as B")
+            face_b = picture("B", "the face kept as the morph's end", height=128)
         with gr.Column():
             steps = gr.Slider(2, 16, value=8, step=1, label="frames")
             mode = gr.Radio(["slerp", "lerp"], value="slerp", label="path")
             t = gr.Slider(0, 1, value=0.5, step=0.01, label="position from A (0) to B (1)")
             morph_button = gr.Button("Morph", variant="primary")
-    strip = gr.Image(label="A -> B", type="pil", interactive=False)
-    between = gr.Image(label="face at the chosen position", type="pil", interactive=False, height=SHOW)
+    strip = picture("A -> B", "left to right, the faces decoded from codes on the path from A's code to B's "
+                     "(slerp: along the sphere; lerp: the straight line)")
+    between = picture("face at the chosen position", "the face decoded at the position slider's point of the "
+                       "path (0 = A, 1 = B)", height=SHOW)
     morph_note = gr.Markdown()
 
     sliders = attribute_sliders + dim_sliders
@@ -361,15 +455,16 @@ def _faces_section() -> None:
             show_progress="hidden", api_name="vae_morph_position", **queue(SLIDERS, 4))
 
 
-def build() -> None:
-    gr.Markdown("## Variational autoencoders\nAn encoder maps each image to a Gaussian over codes, a decoder "
-                "maps codes back; the KL term keeps the codes near N(0, I), so *every* point decodes to "
-                "something plausible. Models: see their cards in `assets/checkpoints/vae/` and "
-                "`assets/checkpoints/autoencoder/`.")
-    latent_spaces.build()
-    gr.Markdown("---")
+def build():
+    page = lesson_bar(LESSON)
+    gr.Markdown(INTRO)
     if FASHION in list_shipped("vae"):
-        _fashion_section()
+        _fashion_section(page)
     else:
         gr.Markdown("**The Fashion-MNIST VAE is not trained yet**: run `python -m core.train vae --dataset fashion`.")
+    gr.Markdown("---")
+    latent_spaces.build()
+    gr.Markdown("---")
     _faces_section()
+    gr.Markdown("Models: see their cards in `assets/checkpoints/vae/` and `assets/checkpoints/autoencoder/`.")
+    return page

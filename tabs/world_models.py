@@ -15,7 +15,8 @@ import gradio as gr
 import numpy as np
 
 from core.registry import list_shipped, read_card
-from tabs.common import bench_records, code_of, figure_to_image, number, pyplot, queue, user_errors
+from tabs.classroom import Code, Lesson, Try, lesson_bar
+from tabs.common import PALETTE, bench_records, caption, figure_to_image, number, pyplot, queue, user_errors
 
 TAB = "world_models"
 CONTROLLERS = {"real": "trained in the real car", "dream": "trained only in the dream",
@@ -31,14 +32,53 @@ MAX_DREAM_STEPS = 600
 # core.world_models' own values, repeated so that building the page imports no torch (a test checks they agree)
 DREAM_START, MAX_TEMPERATURE = 50, 3.0
 MAX_COMPARE_STEPS = 300
-BLUE, ORANGE = (0, 114, 178), (230, 159, 0)   # Okabe-Ito: readable with any colour vision
-INTRO = """### World Models: a car that learns to drive inside its own dream
-Three networks (Ha & Schmidhuber, 2018). **V**, a VAE, squeezes each 64×64 frame into **z**, 32 numbers.
-**M**, an LSTM with a mixture-density head (MDN-RNN), reads z and the action and predicts the *distribution*
-of the next z, a mixture of Gaussians per number, and the reward. **C**, a linear controller, turns [z, h]
-(what the car sees and what M remembers) into steering, gas and brake; it has no gradients to follow:
-CMA-ES, an evolution strategy, tries populations of controllers and keeps moving towards the ones that
-score. Because M can play the game on its own, C can be trained **inside the dream**."""
+BLUE, ORANGE = (tuple(int(PALETTE[i][j:j + 2], 16) for j in (1, 3, 5)) for i in (0, 1))  # PALETTE[0], [1]
+INTRO = ("**V** (a VAE) squeezes each frame into z, 32 numbers; **M** (an LSTM with a mixture-density head) "
+         "predicts the next z and the reward; **C**, one linear layer found by CMA-ES, drives from [z, h]. "
+         "M can play the game alone, so C can even be trained **inside M's dream**.")
+
+LESSON = Lesson(
+    tab=TAB, main="wm-drive", result="wm-seen",
+    chapters="*Generative Deep Learning* ch. 12 (world models: V, M, C, training in the dream) · ch. 3 (the VAE) "
+             "· Ha & Schmidhuber 2018, *World Models*",
+    equations=(r"M: $p(z_{t+1} \mid z_t, a_t, h_t) = \prod_d \sum_k \pi_{dk}\,\mathcal{N}(z_{t+1,d};\ \mu_{dk}, "
+               r"\sigma_{dk}^2)$ · C: $a_t = \mathrm{squash}(W [z_t, h_t] + b)$ · dreaming at temperature $\tau$: "
+               r"$k \sim \mathrm{softmax}(\mathrm{logit}_\pi / \tau)$, $z = \mu_k + \sigma_k \sqrt{\tau}\,\varepsilon$"),
+    try_this=(
+        Try("real-trained C", {"driver": "real", "track": 1, "steps": 1000},
+            "C is a single linear layer, 867 numbers, reading only z (what V makes of the frame) and h (what M "
+            "remembers), and found by CMA-ES without a single gradient; yet it drives a track it never saw."),
+        Try("dream-trained C", {"driver": "dream", "track": 1, "steps": 1000},
+            "This controller never drove the real car: every episode of its training was dreamed by M. It "
+            "steers, but compare its return with the real-trained one's on the same track: it partly learned "
+            "to exploit M's mistakes."),
+        Try("noisy driver", {"driver": "noisy", "track": 1, "steps": 1000},
+            "The random-ish policy that collected V's and M's training data. Everything V and M know of the "
+            "world comes from drives like this one; its return is the floor a controller has to beat."),
+    ),
+    misconceptions=(
+        ("The controller is a deep network trained by backpropagation.",
+         "C is one linear layer (867 numbers) found by CMA-ES, an evolution strategy: it only ever sees the "
+         "return of whole episodes, never a gradient. The networks that learn by gradient descent are V and M."),
+        ("M predicts the next frame.",
+         "M predicts a distribution over the next z: for each of its 32 numbers a mixture of 5 Gaussians, plus "
+         "the reward. The dream's pictures are V's decoder drawing a z drawn from that mixture."),
+        ("A high return in the dream means a good driver.",
+         "Trained in the dream, C can exploit M's mistakes, such as places where M wrongly expects reward. A "
+         "harder dream (τ above 1; the paper used 1.15) is harder to exploit; the real car is the judge."),
+        ("Temperature 0 shows what M really thinks will happen.",
+         "τ = 0 takes the likeliest Gaussian's mean for every number: one calm future, which no real drive "
+         "follows for long. M's belief is the whole mixture, drawn below the dream."),
+    ),
+    code=(Code("C: the controller, one linear layer", "core/world_models.py", ("Controller.forward", "squash"),
+               r"$a_t = \mathrm{squash}(W [z_t, h_t] + b)$: steer $= \tanh$, gas $= (\tanh + 1)/2$, "
+               r"brake $= \max(0, \tanh)$"),
+          Code("M: the mixture's likelihood (training) and one dream step (sampling at τ)", "core/world_models.py",
+               ("component_log_probs", "mixture_log_prob", "dream_step", "sample_mixture"),
+               r"$\log p(z) = \log \sum_k \pi_k\,\mathcal{N}(z;\ \mu_k, \sigma_k^2)$, training minimises "
+               r"$-\log p(z_{t+1})$ · dream: $k \sim \mathrm{softmax}(\mathrm{logit}_\pi / \tau)$, "
+               r"$z = \mu_k + \sigma_k \sqrt{\tau}\,\varepsilon$")),
+)
 
 
 def _ready() -> bool:
@@ -313,31 +353,49 @@ def _model_lines() -> str:
     return "\n".join(lines)
 
 
-def build() -> None:
+def _picture(title: str, explanation: str, **kwargs) -> gr.Image:
+    """An output picture with its caption above it, in the same column."""
+    caption(f"**{title}**: {explanation}")
+    return gr.Image(label=title, show_label=False, interactive=False, alt_text=f"{title}: {explanation}", **kwargs)
+
+
+Z_BARS = ("one bar per number of z, from the middle line: blue above zero, orange below, the bar's height its "
+          "size (clipped at ±3)")
+
+
+def build():
+    page = lesson_bar(LESSON)
     gr.Markdown(INTRO)
     if not _ready():
         gr.Markdown("**Not ready:** V and M are not shipped yet. Train them with `python -m core.train world_models "
                     "--stage rollouts`, then `--stage vae`, `--stage rnn` and `--stage controller`.")
-        return
-    with gr.Accordion("The shipped models and how each was trained", open=False):
-        gr.Markdown(_model_lines())
+        for button in (*page.buttons, page.copy):  # nothing for them to run
+            button.visible = False
+        return page
     drivers = _controllers()
 
-    gr.Markdown("#### Real: the controller drives a track it has never seen")
-    with gr.Row():
-        driver = gr.Dropdown(drivers, value=drivers[0][1], label="driver", elem_id="wm-driver")
-        track = gr.Number(value=1, label="track (seed)", precision=0, minimum=0)
-        steps = gr.Slider(50, 1000, value=1000, step=50, label="steps (CarRacing ends at 1,000)")
-    with gr.Row():
-        go = gr.Button("Drive", variant="primary", elem_id="wm-drive")
-        stop = gr.Button("Stop", elem_id="wm-stop")
-    with gr.Row():
-        seen = gr.Image(label="what the car sees (96×96)", interactive=False, elem_id="wm-seen")
-        remade = gr.Image(label="V's reconstruction from z (64×64)", interactive=False, elem_id="wm-remade")
-        bars = gr.Image(label="z: the 32 numbers C and M read", interactive=False, elem_id="wm-z")
-    status = gr.Markdown(elem_id="wm-status")
-    with gr.Accordion("The code beside the picture: C", open=False):
-        gr.Code(code_of("core/world_models.py", "Controller.forward", "squash", "batched_actions"), language="python")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=250):
+            with gr.Row():
+                go = gr.Button("Drive", variant="primary", elem_id="wm-drive")
+                stop = gr.Button("Stop", elem_id="wm-stop")
+            driver = gr.Dropdown(drivers, value=drivers[0][1], label="driver", elem_id="wm-driver")
+            track = gr.Number(value=1, label="track (seed)", precision=0,
+                              minimum=0)
+            steps = gr.Slider(50, 1000, value=1000, step=50, label="steps (CarRacing ends at 1,000)")
+            with gr.Accordion("The shipped models and how each was trained", open=False):
+                gr.Markdown(_model_lines())
+        with gr.Column(scale=4):
+            with gr.Row(equal_height=False):
+                with gr.Column(min_width=290):
+                    seen = _picture("what the car sees (96×96)", "the real CarRacing frame, enlarged with whole "
+                                    "pixels", elem_id="wm-seen")
+                with gr.Column(min_width=260):
+                    remade = _picture("V's reconstruction from z (64×64)", "V's decoder drawing the 32 numbers it "
+                                      "made of this frame: what C and M work from", elem_id="wm-remade")
+                with gr.Column(min_width=260):
+                    bars = _picture("z: the 32 numbers C and M read", Z_BARS, elem_id="wm-z")
+            status = gr.Markdown(elem_id="wm-status")
 
     gr.Markdown("#### Dream: M plays the game, V draws it\nThe dream starts from a real frame; each button drives "
                 f"{FRAMES_PER_PRESS} dreamed frames. Temperature 0 is the most likely future, 1 what M learned, "
@@ -357,17 +415,20 @@ def build() -> None:
         auto = gr.Button("Let it drive the dream", elem_id="wm-dream-drive")
         dream_stop = gr.Button("Stop")
     with gr.Row():
-        dream_view = gr.Image(label="the dream (V decodes M's z)", interactive=False, elem_id="wm-dream")
-        dream_bars = gr.Image(label="dreamed z", interactive=False)
-    mixture_view = gr.Image(label="M's mixture for the next z (first 4 numbers)", interactive=False,
-                            elem_id="wm-mixture")
+        with gr.Column():
+            dream_view = _picture("the dream (V decodes M's z)", "no simulator: M drew the next z from its mixture and "
+                                  "V's decoder drew the picture", elem_id="wm-dream")
+        with gr.Column():
+            dream_bars = _picture("dreamed z", Z_BARS)
+    mixture_view = _picture("M's mixture for the next z (first 4 numbers)",
+                            "one panel per number of z; across, its possible values; up, the probability density "
+                            "M gives them: black the mixture, dashed grey each weighted Gaussian, the blue line the "
+                            "value the dream drew", elem_id="wm-mixture")
     dream_status = gr.Markdown(elem_id="wm-dream-status")
-    with gr.Accordion("The code beside the picture: one dream step", open=False):
-        gr.Code(code_of("core/world_models.py", "dream_step", "sample_mixture"), language="python")
 
     gr.Markdown("#### Why it works: the dream against reality\nThe controller drives a real track; M then replays "
                 "the same actions. One step ahead, reading the real frames, M is close; left to dream alone its "
-                "world drifts away. Top row: real frames; bottom: the dream.")
+                "world drifts away.")
     compare_state = gr.State(None)
     with gr.Row():
         compare_driver = gr.Dropdown([d for d in drivers if d[1] != "noisy"] or drivers, label="driver",
@@ -378,13 +439,19 @@ def build() -> None:
         compare_seed = gr.Number(value=0, label="dream seed", precision=0, minimum=0)
     compare_go = gr.Button("Compare", elem_id="wm-compare")
     compare_note = gr.Markdown()
-    strip = gr.Image(label="real (top) and dreamed (bottom), same actions", interactive=False, elem_id="wm-strip")
-    errors = gr.Image(label="prediction error", interactive=False, elem_id="wm-errors")
+    strip = _picture("real (top) and dreamed (bottom), same actions", "eight moments from the dream's start to the "
+                     "end, left to right; top row the real frames, bottom row M's dream decoded by V",
+                     elem_id="wm-strip")
+    errors = _picture("prediction error", "across, the step; up, the squared error per number of z: blue, M one "
+                      "step ahead reading the real past; grey, guessing that nothing changes; orange, the dream "
+                      "left alone from the dotted line", elem_id="wm-errors")
     step_pick = gr.Slider(1, MAX_COMPARE_STEPS, value=DREAM_START + 1, step=1, label="step: M's mixture for z there")
-    step_mixture = gr.Image(label="mixture against the real z", interactive=False, elem_id="wm-step-mixture")
+    step_mixture = _picture("mixture against the real z", "as above, for the chosen step of the real drive: the "
+                            "blue line a value drawn at the dream's τ, the dotted orange line the real z",
+                            elem_id="wm-step-mixture")
 
-    drive_event = go.click(user_errors(drive_real), [driver, track, steps], [seen, remade, bars, status],
-                           api_name="world_models_drive", **queue(TAB, 2))
+    drive_event = gr.on([go.click, page.ran.change], user_errors(drive_real), [driver, track, steps],
+                        [seen, remade, bars, status], api_name="world_models_drive", **queue(TAB, 2))
     stop.click(None, None, None, cancels=[drive_event], api_name="world_models_stop", api_visibility="private")
     dream_views = [dream, dream_view, dream_bars, mixture_view, dream_status]
     begin.click(user_errors(start_dream), [start, dream_seed, tau], dream_views, api_name="world_models_dream_start",
@@ -409,3 +476,5 @@ def build() -> None:
         api_name="world_models_mixture_after_compare", api_visibility="undocumented", **queue(TAB, 2))
     step_pick.input(user_errors(mixture_at), [compare_state, step_pick], [step_mixture], trigger_mode="always_last",
                     show_progress="hidden", api_name="world_models_mixture", **queue(TAB, 2))
+    page.link({"driver": driver, "track": track, "steps": steps})
+    return page

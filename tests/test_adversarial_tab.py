@@ -11,7 +11,7 @@ from core.adversarial import fashion_classifier, load_classifier
 from core.data.fashion_mnist import CLASS_NAMES
 from core.metrics.classifiers import load_fashion_classifier
 from core.registry import ROOT, read_card
-from tabs.common import user_errors
+from tabs.common import PALETTE, user_errors
 from tests.conftest import require
 
 PHOTO = str(ROOT / "assets" / "examples" / "dream" / "grace_hopper.jpg")
@@ -53,6 +53,10 @@ def test_pgd_fools_lite0_on_a_photo_within_epsilon_and_streams_as_it_goes():
     perturbation = grey(last["perturbation"])
     assert perturbation.min() < 20 and perturbation.max() > 235  # ±ε magnified to black and white
     assert np.abs(perturbation[change == 0] - 128).max() <= 1  # unchanged pixels are mid-grey
+    # The first frame gives the two series colour-blind-safe colours: the true class blue, the other orange.
+    assert first["curve"].color_map == {"its first answer: military uniform": tab.TRUE_COLOUR,
+                                        "the most likely other class": tab.TARGET_COLOUR}
+    assert (tab.TRUE_COLOUR, tab.TARGET_COLOUR) == (PALETTE[0], PALETTE[1])
     curve = last["curve"]
     assert sorted(set(curve["step"])) == list(range(6)) and len(curve) == 12  # two series, steps 0 … 5
     mine = curve[curve["class"] == "its first answer: military uniform"]["probability"].tolist()
@@ -143,6 +147,11 @@ def test_the_target_box_follows_the_network_and_the_source_moves_the_network():
     assert clothes == [tab.UNTARGETED, *(f"{name} ({i})" for i, name in enumerate(CLASS_NAMES))]
     with pytest.raises(ValueError, match="Unknown network"):
         tab.target_choices("resnet")
+    # A "Try this" button sets the network and the target at once: a target the new network has stays chosen.
+    assert tab.target_choices(tab.PLAIN, "Bag (8)").value == "Bag (8)" == tab.target_choices(tab.ROBUST, "bag").value
+    assert tab.target_choices(tab.LITE0, "goldfish (1)").value == "goldfish (1)"
+    assert tab.target_choices(tab.LITE0, "Bag (8)").value == tab.UNTARGETED  # not an ImageNet class
+    assert tab.target_choices(tab.PLAIN, "goldfish (1)").value == tab.UNTARGETED
     assert tab.source_changed(tab.TEST_IMAGE, tab.LITE0).value == tab.PLAIN
     assert tab.source_changed(tab.TEST_IMAGE, tab.PLAIN) == gr.skip()
     assert tab.source_changed(tab.PHOTO, tab.LITE0) == gr.skip()

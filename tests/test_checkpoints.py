@@ -202,7 +202,36 @@ def _strings(value):
 def test_shipped_card_in_the_checkpoint_equals_its_json(technique, name):
     raw = torch.load(registry.shipped_path(technique, name), map_location="cpu", weights_only=True)
     on_disk = json.loads(registry.shipped_path(technique, name).with_suffix(".json").read_text())
+    # A card amended after training (core.checkpoints.amend_card) adds the fields it lists, nothing else.
+    amended = on_disk.pop("amended", {"fields": []})
+    added = {field: on_disk.pop(field) for field in amended["fields"]}
+    assert added.keys().isdisjoint(raw["card"]) and (not added or amended["notes"])
     assert json.loads(json.dumps({"config": raw["config"], **raw["card"]}, default=str)) == on_disk
+
+
+@pytest.mark.parametrize("technique, name", SHIPPED)
+def test_shipped_card_names_its_data_by_name_source_and_sha256(technique, name):
+    card = read_card(technique, name)
+    records = card.get("data_files", []) + ([card["corpus"]] if "corpus" in card else [])
+    if card["data"].startswith("no data"):  # a controller searched by CMA-ES: it reads other checkpoints
+        return
+    assert records, f"{technique}/{name}: no data_files (name, source, SHA-256)"
+    for record in records:
+        assert record["name"] and record["source"], record
+        assert any(key.startswith("sha256") and len(value) == 64 for key, value in record.items()), record
+
+
+def test_amending_a_card_leaves_the_checkpoint_file_as_it_was(tmp_path):
+    from core.checkpoints import amend_card
+
+    path = save_checkpoint(tmp_path / "tiny.pt", TinyNet(TinyConfig()), TinyConfig(), _card())
+    before = path.read_bytes()
+    amend_card(path, "added later", data_files=[{"name": "d", "source": "s", "sha256": "0" * 64}])
+    amend_card(path, "and later still", origin="x")
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert path.read_bytes() == before
+    assert card["amended"] == {"fields": ["data_files", "origin"], "notes": ["added later", "and later still"]}
+    assert card["data_files"][0]["name"] == "d" and card["data"] == "none"
 
 
 @pytest.mark.parametrize("technique, name", SHIPPED)

@@ -124,6 +124,9 @@ def test_out_of_range_settings_are_clamped_each_with_a_sentence(shipped):
     updates = tab.generate(0, 2, 3, "ten", 0.005)
     assert "'ten' is not a number, so 10 is used" in next(updates)[-1]
     updates.close()
+    updates = tab.generate(0, 2, None, 10, 0.005)  # an API call that leaves a setting out
+    assert f"Steps was not given, so {tab.DEFAULT_STEPS} is used" in next(updates)[-1]
+    updates.close()
 
 
 def test_sampling_can_continue_the_training_chains(shipped, monkeypatch):
@@ -356,13 +359,19 @@ def test_the_code_shown_is_langevins_own_source():
 
 
 def test_the_tab_builds_with_its_buttons_and_shows_the_sampler_code(shipped):
+    from tabs.classroom import explanations
+
     with gr.Blocks() as demo:
-        tab.build()
+        page = tab.build()
+        explanations(page.lesson)  # app.py adds the lesson's explanations after build(): the code beside the picture
     ids = {block.elem_id for block in demo.blocks.values()}
     assert {"ebm-sample", "ebm-final", "ebm-energy-plot", "ebm-compare", "ebm-compare-grid", "ebm-score",
-            "ebm-histogram", "ebm-repair", "ebm-live-picture"} <= ids
+            "ebm-histogram", "ebm-repair", "ebm-live-picture", tab.LESSON.main, tab.LESSON.result} <= ids
     codes = [block.value for block in demo.blocks.values() if isinstance(block, gr.Code)]
     assert inspect.getsource(ebm.langevin).rstrip("\n") in codes
+    assert inspect.getsource(ebm.contrastive_divergence).rstrip("\n") in codes
+    assert len(codes) == len(tab.LESSON.code)  # one place for the code: the lesson's, not a second accordion
+    assert set(page.settings) == {"seed", "samples", "steps", "step", "noise", "start"}
     names = {fn.api_name for fn in demo.fns.values()}
     assert {"ebm_sample", "ebm_compare", "ebm_score", "ebm_repair", "ebm_live_reset", "ebm_live_play"} <= names
 
@@ -370,7 +379,7 @@ def test_the_tab_builds_with_its_buttons_and_shows_the_sampler_code(shipped):
 def test_the_tab_builds_without_a_model_and_keeps_the_live_ebm(monkeypatch):
     monkeypatch.setattr(tab, "shipped", lambda: False)
     with gr.Blocks() as demo:
-        tab.build()
+        assert tab.build().lesson is tab.LESSON
     texts = [block.value for block in demo.blocks.values() if isinstance(block, gr.Markdown)]
     assert any("No energy model is shipped yet" in text and tab.TRAIN_COMMAND in text for text in texts if text)
     names = {fn.api_name for fn in demo.fns.values()}

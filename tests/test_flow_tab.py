@@ -155,11 +155,46 @@ def test_bad_clicks_are_sentences():
     assert (x, y) == pytest.approx(tab.pixel_to_point(0, tab.PLANE_PX - 1), abs=1e-3)
 
 
-def test_the_code_shown_is_the_coupling_layers_own():
-    shown = tab.coupling_source()
+def test_the_code_shown_is_the_coupling_layers_own_and_the_change_of_variables():
+    from core.flow import RealNVP2D, run_steps
+    from tabs.common import code_of
+
+    coupling, change = ({code.names: code_of(code.module, *code.names) for code in tab.LESSON.code}[names]
+                        for names in (("AffineCoupling.scale_and_shift", "AffineCoupling.forward",
+                                       "AffineCoupling.inverse"),
+                                      ("RealNVP2D.log_prob", "run_steps", "standard_normal_log_prob")))
     for method in (AffineCoupling.scale_and_shift, AffineCoupling.forward, AffineCoupling.inverse):
-        assert textwrap.dedent(inspect.getsource(method)).strip() in shown
-    assert "# log|det J| = Σ s(x_a)" in shown  # comments at a line's end are kept
+        assert textwrap.dedent(inspect.getsource(method)).strip() in coupling
+    assert "# log|det J| = Σ s(x_a)" in coupling  # comments at a line's end are kept
+    for function in (RealNVP2D.log_prob, run_steps):
+        assert textwrap.dedent(inspect.getsource(function)).strip() in change
+    assert r"\log p(x) = \log p(z) + \log" in next(c.equation for c in tab.LESSON.code if c.module == "core/flow.py")
+
+
+def test_a_link_starts_a_fresh_flow_with_its_settings_and_plays(monkeypatch):
+    monkeypatch.setattr(tab, "LINK_FRAMES", 3)
+    old = fresh()[0]
+    frames = list(tab.live_run(old, "rings", 1, 5, -2.5, 3, 1))
+    live = frames[0][0]
+    assert live is not old and live.flow.distribution == "rings" and live.flow.couplings == 3 and live.layer == 1
+    assert live.step == 15 and old.step == 0
+    assert frames[-1][3].startswith("Step 15:") and "press ▶ Play to go on" in frames[-1][3]
+    diverged = list(tab.live_run(None, "moons", 0, 20, 0, COUPLINGS, COUPLINGS))  # learning rate 1
+    assert "The flow diverged" in diverged[-1][3]
+
+
+def test_the_lesson_links_only_real_settings_within_their_ranges():
+    with gr.Blocks():
+        page = tab.build()
+    assert page.lesson is tab.LESSON
+    assert set(page.settings) == {"data", "seed", "steps", "lr", "couplings", "layer"}
+    for example in tab.LESSON.try_this:
+        for name, value in example.settings.items():
+            widget = page.settings[name]
+            if isinstance(widget, gr.Slider):
+                assert widget.minimum <= value <= widget.maximum, (example.label, name, value)
+            else:
+                assert value in [v for _, v in widget.choices], (example.label, name, value)
 
 
 def test_gaussian_nll_is_the_fitted_gaussians():

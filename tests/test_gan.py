@@ -151,10 +151,12 @@ def test_truncation_narrows_variety_without_washing_the_images_out(name, min_con
 def test_training_writes_checkpoint_card_timeline_and_resumes(tmp_path):
     gen = make_generator(0)
     images = (torch.rand(64, 1, 8, 8, generator=gen) * 255).to(torch.uint8)
-    data = ImageData(images, torch.randint(10, (64,), generator=gen), "64 random 8x8 images")
+    files = [{"name": "64 random 8x8 images", "source": "this test", "sha256": "0" * 64}]
+    data = ImageData(images, torch.randint(10, (64,), generator=gen), "64 random 8x8 images", files)
     cfg, out = GANConfig(num_classes=10, **TINY), tmp_path / "tiny.pt"
     gan.train(cfg, TrainConfig(batch_size=16, epochs=1), data, out)
     card = json.loads(out.with_suffix(".json").read_text())
+    assert card["data_files"] == files
     assert card["steps"] == 4 and card["timeline"]["steps"] == [0, 4] and card["config"]["num_classes"] == 10
     assert out.with_name("tiny.timeline.png").is_file()
     resume = torch.load(out.with_name("tiny.pt.resume.pt"), weights_only=True)

@@ -252,6 +252,8 @@ def bars_drawn(figure) -> list[tuple[float, str]]:
 
 
 def test_the_piano_roll_draws_the_prompt_grey_and_the_new_bars_in_the_voices_colours(shipped):
+    from matplotlib.colors import to_hex
+
     from tabs import musegan as tab
 
     state, figure, *_ = cont(bars=2, seed=1)
@@ -263,7 +265,7 @@ def test_the_piano_roll_draws_the_prompt_grey_and_the_new_bars_in_the_voices_col
         if start < 8 - 1e-6:  # the prompt: 2 bars of 4 beats
             assert colour == tab.PROMPT_COLOUR, start
         else:
-            assert colour in tab.VOICE_COLOURS, (start, colour)
+            assert colour in [to_hex(voice) for voice in tab.VOICE_COLOURS], (start, colour)
     assert any(start >= 8 for start, _ in drawn)
     ax = figure.axes[0]
     dashed = [line for line in ax.lines if line.get_linestyle() == "--"]
@@ -457,3 +459,31 @@ def test_the_head_names_map_to_head_indices():
 
     model = tiny_music_gpt()
     assert [tab._head_index(name, model) for name in ("head 1", "Head 2", " head 2 ", "1", 2)] == [0, 1, 1, 0, 1]
+
+
+# --- the lesson: one for both panels ---------------------------------------------------------------
+
+def test_a_link_or_try_button_makes_a_musegan_piece_and_for_the_transformer_also_continues_and_shows_it():
+    import gradio as gr
+
+    from tabs import music
+    from tabs.classroom import widget_value
+
+    with gr.Blocks() as demo:
+        page = music.build()
+    assert page.lesson is music.LESSON and music.LESSON.main == "musegan-new"
+    assert {"panel", "seed", "bars", "tempo", "prompt", "new_bars", "temperature", "top_k", "gpt_seed"} == set(page.settings)
+    for example in music.LESSON.try_this:  # every setting is a valid value of its widget
+        for name, value in example.settings.items():
+            assert widget_value(page.settings[name], str(value)) == (value, None), (example.label, name)
+    triggers = {fn.api_name: {(block, event) for block, event in fn.targets} for fn in demo.fns.values()}
+    assert (page.ran._id, "change") in triggers["musegan_new_piece"]  # the first panel's main action
+    continued = next(block for block, event in triggers["music_continue"] if event == "change")
+    assert (page.ran._id, "change") in triggers["music_show_panel"]
+    show = next(fn for fn in demo.fns.values() if fn.api_name == "music_show_panel")
+    assert continued in [block._id for block in show.outputs]
+    # the Transformer's panel is shown and its prompt continued; for MuseGAN's, nothing more
+    selected, bumped = music.show_panel("transformer", 2)
+    assert selected.selected == "transformer" and bumped == 3
+    selected, untouched = music.show_panel("musegan", 2)
+    assert selected.selected == "musegan" and untouched == gr.skip()

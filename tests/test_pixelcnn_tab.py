@@ -212,6 +212,26 @@ def test_the_tab_builds_without_models_and_says_how_to_make_them(monkeypatch):
     monkeypatch.setattr(tab, "model_choices", lambda: [])
     with gr.Blocks() as demo:
         tab.build()
-    texts = [block.value for block in demo.blocks.values() if isinstance(block, gr.Markdown)]
+    texts = [block.value or "" for block in demo.blocks.values() if isinstance(block, gr.Markdown)]
     assert sum("is not shipped yet" in text for text in texts) == 2
     assert not [fn for fn in demo.fns.values()]  # nothing to click that could only fail
+
+
+def test_the_lesson_links_only_real_settings_and_shows_the_masked_convolution_and_the_sampling_loop():
+    import gradio as gr
+
+    from tabs.common import code_of
+
+    with gr.Blocks():
+        page = tab.build()
+    assert page.lesson is tab.LESSON and set(page.settings) == {"model", "temperature", "samples", "seed"}
+    for example in tab.LESSON.try_this:
+        for name, value in example.settings.items():
+            widget = page.settings[name]
+            if isinstance(widget, gr.Slider):
+                assert widget.minimum <= value <= widget.maximum, (example.label, name, value)
+            elif isinstance(widget, gr.Dropdown):
+                assert value in [v for _, v in widget.choices], (example.label, name, value)
+    shown = "\n".join(code_of(code.module, *code.names) for code in tab.LESSON.code)
+    assert 'mask[centre, :centre + (kind == "B")] = 1' in shown and "self.weight * self.mask" in shown
+    assert "torch.multinomial(probs, 1, generator=generator)" in shown

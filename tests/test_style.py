@@ -1,4 +1,5 @@
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -195,6 +196,23 @@ def test_tab_defaults_match_core():
     assert (content_slider.value, iterations_slider.value) == (tab.NOISE_LOG_CONTENT, style.DEFAULT_ITERATIONS["noise"])
     content_slider, iterations_slider = tab.start_defaults("content", "efficientnet_lite0")
     assert (content_slider.value, iterations_slider.value) == (0.0, style.DEFAULT_ITERATIONS["content"])
+
+
+def test_tab_opens_with_the_example_photo_and_painting():
+    """So that `?tab=style` or a "Try this" button paints at once, without an upload first."""
+    import gradio as gr
+
+    from tabs import style as tab
+    from tabs.common import PALETTE
+
+    with gr.Blocks() as demo:
+        page = tab.build()
+    boxes = {block.elem_id: block for block in demo.blocks.values() if isinstance(block, gr.Image)}
+    for elem_id, name in (("style-content", tab.DEFAULT_CONTENT), ("style-style", tab.DEFAULT_STYLE)):
+        assert Path(boxes[elem_id].value["path"]).name == name
+    assert page.lesson.main == "style-run" and page.lesson.result == "style-result"
+    assert {"content", "style", "tv", "start", "iterations"} <= set(page.settings)
+    assert list(tab.TERM_COLOURS.values()) == list(PALETTE[:3])
 
 
 def _tab_args(**changes):

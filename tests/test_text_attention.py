@@ -15,8 +15,8 @@ from core.text import CharLSTM, CharLSTMConfig, CharTokenizer, GPT, GPTConfig
 ALPHABET = "\n abcdefghijklmnopqrstuvwxyz."
 BLOCK = 16
 PROMPT = "the cat"
-CELL = re.compile(r'<span title="(.*?): (\d+\.\d{3})" style="background: rgba\(31, 119, 180, (\d+\.\d{2})\)">(.*?)</span>')
-OUTLINED = re.compile(r'<span style="outline: 2px solid #d62728">(.*?)</span></div>')
+CELL = re.compile(r'<span title="(.*?): (\d+\.\d{3})" style="background: rgba\(0, 114, 178, (\d+\.\d{2})\)">(.*?)</span>')
+OUTLINED = re.compile(r'<span style="outline: 2px solid #E69F00">(.*?)</span></div>')
 
 
 def own_gpt(alphabet=ALPHABET, n_layer=2, n_head=3):

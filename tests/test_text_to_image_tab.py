@@ -95,7 +95,10 @@ def test_generation_streams_a_frame_per_step_of_five_panels_and_a_final_grid(tin
     # The viewer's x_t panel at the last step is the first image of the final grid.
     assert np.array_equal(pixels(frames[-1][0])[30:30 + PANEL, :PANEL], pixels(final)[6:6 + PANEL, 6:6 + PANEL])
     pull = pixels(frames[-1][0])[30:, 4 * (PANEL + 14):]
-    assert (pull[..., 0] > pull[..., 2] + 50).any() and (pull[..., 2] > pull[..., 0] + 50).any()  # red and blue
+    # Both signs on the colour-blind safe diverging map: orange (red well above blue) where negative, purple
+    # (blue above green and red) where positive.
+    assert (pull[..., 0] > pull[..., 2] + 50).any()
+    assert ((pull[..., 2] > pull[..., 1] + 30) & (pull[..., 2] > pull[..., 0] + 20)).any()
     for i, shown in ((0, 0), (4, 4), (99, 10)):  # the shared step viewer scrubs the kept frames
         image, text = stepviewer.show_frame(frames, i)
         assert image is frames[shown][0] and f"Step {shown} of 10" in text
@@ -148,15 +151,22 @@ def test_a_10000_character_prompt_is_cut_quickly(tiny):
     assert any(f"first {captions.CONTEXT} known words" in note for note in notes), notes
 
 
-@pytest.mark.parametrize("field, value, shown", [
-    ("weight", -5, "w = 0"), ("weight", 1e9, "w = 10"), ("weight", math.nan, "w = 3"), ("weight", None, "w = 3"),
-    ("weight", "lots", "w = 3"), ("steps", 1, "of 10"), ("steps", 10_000, "of 100"), ("steps", math.inf, "of 100"),
-    ("n", 0, "1 image(s)"), ("n", 99, "8 image(s)"),
+@pytest.mark.parametrize("field, value, shown, said", [
+    ("weight", -5, "w = 0", "The guidance weight w is set to 0 (the range is 0 … 10)."),
+    ("weight", 1e9, "w = 10", "The guidance weight w is set to 10 (the range is 0 … 10)."),
+    ("weight", math.nan, "w = 3", "The guidance weight w: nan is not a number, so 3 is used."),
+    ("weight", None, "w = 3", "The guidance weight w was not given, so 3 is used."),
+    ("weight", "lots", "w = 3", "The guidance weight w: 'lots' is not a number, so 3 is used."),
+    ("steps", 1, "of 10", "DDIM steps is set to 10 (the range is 10 … 100)."),
+    ("steps", 10_000, "of 100", "DDIM steps is set to 100 (the range is 10 … 100)."),
+    ("steps", math.inf, "of 100", "DDIM steps is set to 100 (the range is 10 … 100)."),
+    ("n", 0, "1 image(s)", "The number of images is set to 1 (the range is 1 … 8)."),
+    ("n", 99, "8 image(s)", "The number of images is set to 8 (the range is 1 … 8)."),
 ])
-def test_numbers_out_of_range_are_clamped_with_a_warning(tiny, field, value, shown):
+def test_numbers_out_of_range_are_clamped_with_a_warning(tiny, field, value, shown, said):
     updates = []
     notes = notes_of(lambda: updates.extend(run(**{field: value})))
-    assert any("must be a number from" in note for note in notes), notes
+    assert said in notes, notes  # the same sentences as every other tab's settings (tabs.ebm._clamped)
     assert shown in updates[-1][4] + updates[-1][5]
 
 
@@ -183,6 +193,31 @@ def test_unknown_models_and_missing_checkpoints_are_sentences(tiny, monkeypatch,
         monkeypatch.setattr(module, name, getattr(module, name).__wrapped__)
     with pytest.raises(gr.Error, match=r"faces32_captions\.pt is missing\. Create it with"):
         next(user_errors(tab.generate)("faces32_captions", "a cat", "", 3, 10, 0, 1))
+
+
+def test_the_tab_builds_with_its_lesson_and_shows_the_guidance_code_once():
+    import inspect
+
+    from tabs.classroom import explanations
+
+    with gr.Blocks() as demo:
+        page = tab.build()
+        explanations(page.lesson)  # as app.py does after build()
+    ids = {block.elem_id for block in demo.blocks.values()}
+    assert {tab.LESSON.main, tab.LESSON.result, "t2i-strip-go", "t2i-clip-matrix-image"} <= ids
+    assert set(page.settings) == {"model", "prompt", "negative", "w", "steps", "seed", "images"}
+    codes = [block.value for block in demo.blocks.values() if isinstance(block, gr.Code)]
+    shown = [code for code in codes if "def guided_noise(" in code]
+    assert len(shown) == 1, "the guidance code is shown once, by the lesson"  # not also in the tab's own layout
+    source = inspect.getsource(text_to_image.guided_noise)  # as it runs (the decorator line aside)
+    assert source[source.index("def guided_noise("):].rstrip("\n") in shown[0]
+    for example in tab.LESSON.try_this:  # every "Try this" sets widgets to values they can hold
+        for name, value in example.settings.items():
+            widget = page.settings[name]
+            if isinstance(widget, gr.Slider):
+                assert widget.minimum <= value <= widget.maximum, (example.label, name, value)
+            if isinstance(widget, gr.Dropdown):
+                assert value in [v for _, v in widget.choices], (example.label, name, value)
 
 
 def test_stop_cancels_the_run_and_the_viewer_is_the_shared_one():

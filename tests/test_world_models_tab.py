@@ -23,6 +23,7 @@ from core import world_models as wm
 from core.registry import list_shipped
 from core.runtime import MAX_SEED
 from tabs import world_models as tab
+from tabs.classroom import explanations
 from tabs.common import user_errors
 from tests.conftest import require, require_module
 
@@ -211,9 +212,26 @@ def test_the_tab_builds_its_three_parts_with_named_events(models):
     starts = next(block for block in demo.blocks.values()
                   if isinstance(block, gr.Slider) and str(block.label).startswith("start from real frame"))
     assert starts.maximum == len(wm.dream_starts()) and starts.minimum == 1
-    codes = [block.value for block in demo.blocks.values() if isinstance(block, gr.Code)]
-    assert any("def dream_step" in code and "def sample_mixture" in code for code in codes)
+    # The code beside the picture is the lesson's (app.py shows it under the tab, from tabs.classroom.explanations).
+    with gr.Blocks() as explained:
+        explanations(tab.LESSON)
+    codes = [block.value for block in explained.blocks.values() if isinstance(block, gr.Code)]
+    assert any("def dream_step" in code and "def sample_mixture" in code and "def mixture_log_prob" in code
+               for code in codes)
     assert any("def forward" in code and "def squash" in code for code in codes)
+
+
+def test_a_link_or_try_button_sets_the_driver_track_and_steps_and_drives(models):
+    from tabs.classroom import widget_value
+
+    with gr.Blocks() as demo:
+        page = tab.build()
+    assert page.lesson is tab.LESSON and set(page.settings) == {"driver", "track", "steps"}
+    for example in tab.LESSON.try_this:  # every setting is a valid value of its widget
+        for name, value in example.settings.items():
+            assert widget_value(page.settings[name], str(value)) == (value, None), (example.label, name)
+    drive = next(fn for fn in demo.fns.values() if fn.api_name == "world_models_drive")
+    assert (page.ran._id, "change") in {(block, event) for block, event in drive.targets}
 
 
 def test_the_press_endpoint_takes_the_button_as_the_readme_says(models):

@@ -113,11 +113,8 @@ SOURCE = "https://github.com/zalandoresearch/fashion-mnist"
 def provenance(split: str = "train", data_dir=None) -> dict:
     """What a model card records about the data: its name, where it comes from, and one SHA-256 of the
     decoded arrays (the uint8 images, then the int64 labels), the same for gzipped and raw IDX files."""
-    import hashlib
+    from core.data import data_record
 
     images, labels = load_fashion_mnist(split, data_dir)
-    digest = hashlib.sha256()
-    digest.update(images.numpy().tobytes())
-    digest.update(labels.numpy().tobytes())
-    return {"name": f"Fashion-MNIST {split} ({len(images)} images and labels)", "source": SOURCE,
-            "sha256_of_images_and_labels": digest.hexdigest()}
+    return data_record(f"Fashion-MNIST {split} ({len(images)} images and labels)", SOURCE, images, labels,
+                       key="sha256_of_images_and_labels")

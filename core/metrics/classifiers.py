@@ -410,7 +410,7 @@ def validation_split(n_train: int, n_validation: int) -> tuple[torch.Tensor, tor
 
 
 def train_fashion(args):
-    from core.data.fashion_mnist import load_fashion_mnist, to_float
+    from core.data.fashion_mnist import load_fashion_mnist, provenance, to_float
     from core.engine import TrainingRun
 
     adversarial = _check_adversarial(args)
@@ -444,6 +444,7 @@ def train_fashion(args):
     card = run.card(model=model,
                     data=f"Fashion-MNIST train: {len(train_x)} images trained on, {len(val_x)} held out for "
                          f"validation (fixed seed {VALIDATION_SEED}); test ({len(test_x)}) measured once at the end",
+                    data_files=[provenance("train", args.data_dir), provenance("test", args.data_dir)],
                     metrics=metrics, **robustness,
                     epochs=len(history), batch_size=args.batch_size, lr=args.lr, bf16_autocast=run.bf16,
                     train_images=len(train_x), validation_images=len(val_x), test_images=len(test_x),
@@ -501,7 +502,7 @@ def _pgd_accuracy(model, args, test_x, test_y, device) -> tuple[float, dict]:
 
 
 def train_faces(args):
-    from core.data.faces import FACE_ATTRIBUTES, face_split
+    from core.data.faces import FACE_ATTRIBUTES, face_split, provenance
     from core.engine import TrainingRun
 
     out = Path(args.out) if args.out else shipped_path(TECHNIQUE, _faces_name(args.size))
@@ -527,6 +528,8 @@ def train_faces(args):
     card = run.card(model=model,
                     data=f"synthetic faces (core.data.faces) drawn at {args.size}x{args.size}: {len(train_x)} of the "
                          f"train split, measured on {len(test_x)} of the validation split",
+                    data_files=[provenance("train", args.train_faces, args.size),
+                                provenance("validation", args.test_faces, args.size)],
                     metrics={"test_accuracy": accuracy, "mean_test_accuracy": round(float(per_attribute.mean()), 4),
                              "positive_rate": {name: round(float(r), 3) for name, r in zip(attributes, test_y.mean(0))}},
                     epochs=len(history), batch_size=args.batch_size, lr=args.lr, bf16_autocast=run.bf16,

@@ -2,7 +2,7 @@
 button and its result without scrolling, and a link reproduces a view (its settings and its result) as a run by
 hand does.
 
-    python -m pytest tests/e2e/test_classroom.py -k diffusion
+    python -m pytest tests/e2e/test_classroom_browser.py -k diffusion
 """
 from __future__ import annotations
 

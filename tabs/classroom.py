@@ -77,12 +77,12 @@ class Page:
             widget.elem_id = widget.elem_id or f"{self.lesson.tab}-set-{name}"  # for scripts and browser tests
         self.settings = dict(settings)
         widgets = list(self.settings.values())
-        for example, button in zip(self.lesson.try_this, self.buttons):
+        for index, (example, button) in enumerate(zip(self.lesson.try_this, self.buttons)):
             unknown = set(example.settings) - set(self.settings)
             if unknown:
                 raise KeyError(f"{self.lesson.tab}: “{example.label}” sets {sorted(unknown)}, not linked widgets")
             button.click(_try(self, example), self.ran, [*widgets, self.ran, self.note],
-                         api_name=f"{self.lesson.tab}_try_{self.buttons.index(button)}", api_visibility="private")
+                         api_name=f"{self.lesson.tab}_try_{index}", api_visibility="private")
         self.copy.click(lambda *values: gr.Textbox(link_query(self, values), visible=True), widgets, self.address,
                         api_name=f"{self.lesson.tab}_link", api_visibility="private").then(
             None, self.address, self.address, js=ABSOLUTE_LINK_JS)

@@ -3,7 +3,8 @@
     python -m bench.fid_baseline            # Fashion-MNIST n = 10,000, faces n = 5,000
     python -m bench.fid_baseline --quick    # n = 1,000 and 300
 
-Prints and saves:
+Prints and saves, for each Fashion-MNIST judge of core.metrics.quality.JUDGES that is trained here
+(the classifier: "fashion"; the second network, a ResNet: "fashion_resnet") and for the face classifier:
 - each classifier's accuracy (a feature network that cannot tell classes apart makes a
   meaningless FID);
 - FID and KID of real against real at n (Fashion-MNIST train vs test; faces train split vs
@@ -38,6 +39,27 @@ README_ROWS = [
      "measured": "{faces.real_fid:.2f} (n = {faces.n})", "reference": "≈ 0; the bias of FID at this n"},
 ]
 
+FASHION_JUDGES = ("classifier", "resnet", "lite0")  # core.metrics.quality.JUDGES["fashion"]
+JUDGE_KEYS = {"classifier": "fashion", "resnet": "fashion_resnet", "lite0": "fashion_lite0"}
+
+
+def README_TABLE(figures: dict) -> str | None:  # noqa: N802 (read by bench.report like README_ROWS)
+    """Every Fashion-MNIST judge side by side (None for results saved before the second judge existed)."""
+    keys = [JUDGE_KEYS[net] for net in FASHION_JUDGES if JUDGE_KEYS[net] in figures]
+    if "fashion_resnet" not in figures:
+        return None
+    lines = [f"Fashion-MNIST judges, n = {figures['fashion']['n']:,} (real vs real: train against test images; the "
+             f"damaged test images against their clean selves):", "",
+             "| judge | test accuracy | FID real vs real | KID real vs real | FID noise σ = 0.1 | FID blur σ = 1 px |",
+             "|---|---|---|---|---|---|"]
+    for key in keys:
+        f = figures[key]
+        accuracy = "— (ImageNet)" if f.get("classifier_accuracy") is None else f"{f['classifier_accuracy']:.2%}"
+        lines.append(f"| {f['network']} | {accuracy} | {f['real_fid']:.2f} | {f['real_kid']:.3g} ± {f['real_kid_std']:.2g} "
+                     f"| {f['noise_fid']:.1f} | {f['blur_fid']:.1f} |")
+    return "\n".join(lines)
+
+
 # The README's "Measuring sample quality" quotes both accuracies (the test accuracy of each shipped
 # weights, measured here on all n test images).
 README_PROSE = [
@@ -50,23 +72,29 @@ def _named(scores: dict, prefix: str) -> dict:
     return {f"{prefix}fid": scores["fid"], f"{prefix}kid": scores["kid_mean"], f"{prefix}kid_std": scores["kid_std"]}
 
 
-def fashion_figures(n: int) -> dict:
+def fashion_figures(n: int, network: str = "classifier") -> dict:
+    """Accuracy, real vs real and the damaged copies on one Fashion-MNIST judge ("classifier", "resnet" or
+    "lite0", whose accuracy is None: it names ImageNet classes)."""
     from core.data.fashion_mnist import load_fashion_mnist, to_float
-    from core.metrics.classifiers import fashion_features, fashion_probabilities
-    from core.metrics.quality import compare, fashion_baseline, fashion_real_features, fashion_real_images, gaussian_blur
+    from core.metrics.classifiers import fashion_probabilities, load_fashion_classifier, load_fashion_resnet
+    from core.metrics.quality import compare, fashion_baseline, fashion_real_features, fashion_real_images, features, gaussian_blur
 
     start = time.perf_counter()
     images, labels = load_fashion_mnist("test")
-    # On the first n test images: the whole test set at the default n = 10,000.
-    accuracy = (fashion_probabilities(images[:n], (0, 255)).argmax(-1) == labels[:n]).float().mean()
-    figures = {"n": n, "classifier_accuracy": round(float(accuracy), 4),
-               **_named(fashion_baseline(n), "real_")}
+    accuracy = None
+    if network != "lite0":
+        model = load_fashion_resnet() if network == "resnet" else load_fashion_classifier()
+        # On the first n test images: the whole test set at the default n = 10,000.
+        predicted = fashion_probabilities(images[:n], (0, 255), model=model).argmax(-1)
+        accuracy = round(float((predicted == labels[:n]).float().mean()), 4)
+    figures = {"n": n, "network": network, "classifier_accuracy": accuracy,
+               **_named(fashion_baseline(n, network=network), "real_")}
     # Damaged copies of the n reference test images against their clean selves.
     clean = to_float(fashion_real_images("test", n))
     noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
-    reference = fashion_real_features("test", n)
+    reference = fashion_real_features("test", n, network=network)
     for name, damaged in (("noise_", (clean + 0.1 * noise).clamp(0, 1)), ("blur_", gaussian_blur(clean, 1.0))):
-        figures.update(_named(compare(fashion_features(damaged, (0, 1)), reference), name))
+        figures.update(_named(compare(features(network, "fashion", damaged, (0, 1)), reference), name))
     figures["seconds"] = round(time.perf_counter() - start, 1)
     return figures
 
@@ -101,7 +129,13 @@ def main(argv=None) -> dict:
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
-        figures = {"fashion": fashion_figures(args.n or (1000 if args.quick else 10000))}
+        fashion_n = args.n or (1000 if args.quick else 10000)
+        figures = {"fashion": fashion_figures(fashion_n)}
+        if shipped_path("classifier", "fashion_mnist_resnet").is_file():
+            figures["fashion_resnet"] = fashion_figures(fashion_n, "resnet")
+        else:
+            print("second Fashion-MNIST judge (fashion_mnist_resnet) not shipped yet: skipping its figures")
+        figures["fashion_lite0"] = fashion_figures(fashion_n, "lite0")
         if shipped_path("classifier", "face_attributes").is_file():
             figures["faces"] = face_figures(args.face_n or (300 if args.quick else 5000))
         else:

@@ -21,6 +21,10 @@ A figure the README's prose quotes is declared the same way, as the exact words 
 
 filled from the full run's results; tests/test_bench_report.py fails while the README does not
 contain each one (line breaks and spaces aside), so prose cannot keep an old figure.
+
+A benchmark may also declare README_TABLE, a function of the full run's figures returning markdown
+(e.g. one row per generator, several columns per feature network) or None; the README must contain
+that text too, checked as the prose is.
 """
 from __future__ import annotations
 
@@ -124,22 +128,27 @@ def table(results_dir: Path = RESULTS_DIR, names: list[str] | None = None) -> st
     return text
 
 
-def _declared_prose(name: str) -> list[str]:
+def _declared_prose(name: str) -> tuple[list[str], object]:
     try:
-        return list(getattr(importlib.import_module(f"bench.{name}"), "README_PROSE", []))
+        module = importlib.import_module(f"bench.{name}")
     except Exception:
-        return []
+        return [], None
+    return list(getattr(module, "README_PROSE", [])), getattr(module, "README_TABLE", None)
 
 
 def prose(results_dir: Path = RESULTS_DIR, names: list[str] | None = None) -> list[str]:
-    """Each benchmark's README_PROSE, filled from its full run's results (quick runs never feed prose)."""
+    """Each benchmark's README_PROSE (and README_TABLE), filled from its full run's results (quick runs
+    never feed prose)."""
     sentences = []
     for name in names if names is not None else all_benchmarks():
         path = results_dir / f"{name}.json"
-        templates = _declared_prose(name)
-        if templates and path.is_file():
+        templates, table_of = _declared_prose(name)
+        if (templates or table_of) and path.is_file():
             figures = json.loads(path.read_text())["figures"]
             sentences += [fill(template, figures) for template in templates]
+            text = table_of(figures) if table_of else None
+            if text:
+                sentences.append(text)
     return sentences
 
 

@@ -43,6 +43,9 @@ from core.registry import shipped_path
 from core.runtime import autocast, make_generator
 
 
+LOSSES = ("bce", "wgan-gp", "r1")
+
+
 @dataclass
 class GANConfig:
     """The networks' shape; saved in the checkpoint so it rebuilds its own generator."""
@@ -51,13 +54,18 @@ class GANConfig:
     z_dim: int = 100
     width: int = 32           # channels of G's last / D's first layer; doubled at each lower resolution
     num_classes: int = 0      # > 0 makes a conditional GAN
-    loss: str = "bce"         # "bce" (DCGAN, CGAN) or "wgan-gp"
+    loss: str = "bce"         # "bce" (DCGAN, CGAN), "wgan-gp" or "r1" (non-saturating + R1 penalty, StyleGAN)
+    architecture: str = "dcgan"  # "dcgan": the networks below; "style": core.stylegan's
+    w_dim: int = 128          # style: size of the intermediate latent w
+    mapping_layers: int = 4   # style: fully connected layers from z to w
 
     def __post_init__(self):
         if self.image_size < 8 or self.image_size & (self.image_size - 1):
             raise ValueError(f"image_size must be a power of two >= 8, not {self.image_size}.")
-        if self.loss not in ("bce", "wgan-gp"):
-            raise ValueError(f"loss must be 'bce' or 'wgan-gp', not {self.loss!r}.")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, not {self.loss!r}.")
+        if self.architecture not in ("dcgan", "style"):
+            raise ValueError(f"architecture must be 'dcgan' or 'style', not {self.architecture!r}.")
 
     @property
     def levels(self) -> int:  # upsamplings from 4x4 to image_size
@@ -75,6 +83,8 @@ class TrainConfig:
     beta2: float = 0.999      # WGAN-GP: 0.9
     critic_steps: int = 1     # WGAN-GP: several critic updates per generator update
     gp_weight: float = 10.0
+    r1_gamma: float = 1.0     # "r1": penalty (gamma / 2) E ||grad D(real)||^2 ...
+    r1_every: int = 4         # ... computed every few steps, scaled up to match (lazy regularisation)
     label_smoothing: float = 0.1  # DCGAN: real targets 0.9 ...
     label_noise: float = 0.05     # ... plus/minus a little noise, so D never becomes certain
     ema_decay: float = 0.999  # 0 turns the moving average of G's weights off
@@ -84,6 +94,10 @@ PRESETS = {  # --model name -> (config changes, training changes)
     "dcgan": ({"loss": "bce"}, {}),
     "cgan": ({"loss": "bce", "num_classes": 10}, {}),
     "wgan-gp": ({"loss": "wgan-gp"}, {"beta2": 0.9, "critic_steps": 3, "label_smoothing": 0.0, "label_noise": 0.0}),
+    # StyleGAN2's recipe: equalised learning rate, so a high rate; no momentum; R1 instead of label tricks.
+    "stylegan": ({"loss": "r1", "architecture": "style"},
+                 {"lr_g": 2e-3, "lr_d": 2e-3, "beta1": 0.0, "beta2": 0.99, "label_smoothing": 0.0, "label_noise": 0.0,
+                  "r1_gamma": 0.1}),
 }
 
 
@@ -134,6 +148,15 @@ class Critic(nn.Module):
         return self.net(x).flatten()
 
 
+def networks(cfg: GANConfig) -> tuple[nn.Module, nn.Module]:
+    """The generator and the discriminator/critic a config describes."""
+    if cfg.architecture == "style":
+        from core.stylegan import ResidualDiscriminator, StyleGenerator
+
+        return StyleGenerator(cfg), ResidualDiscriminator(cfg)
+    return Generator(cfg), Critic(cfg)
+
+
 # --- sampling (pure) ------------------------------------------------------------------------
 
 TRUNCATION_RANGE = 3.0  # truncation psi keeps each component of z within +-3 psi (1: almost the full normal)
@@ -144,9 +167,10 @@ def noise(cfg: GANConfig, n: int, generator: torch.Generator, truncation: float 
     +-TRUNCATION_RANGE * psi is redrawn until it falls inside (a truncated normal), so the images get
     more typical and less varied. Scaling z by psi instead would shrink it towards 0, a norm this
     generator never saw in training (100-D normal noise lies near radius 10): its images fade to a
-    washed-out average. Components already inside are kept, so a seed's images change gradually."""
+    washed-out average. Components already inside are kept, so a seed's images change gradually.
+    A style generator truncates w instead (`generate`), so its z is drawn whole."""
     z = torch.randn(n, cfg.z_dim, generator=generator)
-    if truncation is not None:
+    if truncation is not None and cfg.architecture != "style":
         if not 0 < truncation <= 1:
             raise ValueError(f"Truncation must be in (0, 1], not {truncation}.")
         limit = TRUNCATION_RANGE * truncation
@@ -173,10 +197,15 @@ def check_labels(cfg: GANConfig, n: int, labels) -> torch.Tensor | None:
 
 
 @torch.no_grad()
-def generate(G: Generator, z: torch.Tensor, labels=None) -> torch.Tensor:
+def generate(G: Generator, z: torch.Tensor, labels=None, truncation: float | None = None) -> torch.Tensor:
     """Decode given latent vectors to images in [0, 1], on the CPU (latent walks reuse the same z).
-    z and labels move to G's device; on CUDA G runs in bf16 (core.runtime.autocast)."""
+    z and labels move to G's device; on CUDA G runs in bf16 (core.runtime.autocast). `truncation` is
+    read by a style generator only (psi in w-space, core.stylegan); a DCGAN's is applied to z by `noise`."""
     labels = check_labels(G.cfg, len(z), labels)
+    if G.cfg.architecture == "style":
+        from core import stylegan
+
+        return stylegan.render(G, stylegan.styles(G, z, 1.0 if truncation is None else truncation))
     device = next(G.parameters()).device
     with autocast(device):
         x = G.eval()(z.to(device), None if labels is None else labels.to(device))
@@ -187,7 +216,7 @@ def sample(G: Generator, n: int, generator: torch.Generator, labels=None, trunca
     """n new images in [0, 1], [n, C, H, W]; the same generator seed gives the same images."""
     if not 1 <= n <= 1024:
         raise ValueError(f"Ask for between 1 and 1024 images, not {n}.")
-    return generate(G, noise(G.cfg, n, generator, truncation), labels)
+    return generate(G, noise(G.cfg, n, generator, truncation), labels, truncation)
 
 
 # --- losses and one training step -----------------------------------------------------------
@@ -207,8 +236,17 @@ def gradient_penalty(critic: Critic, real, fake, generator: torch.Generator, lab
     return ((grads.flatten(1).norm(dim=1) - 1) ** 2).mean()
 
 
+def r1_penalty(critic: nn.Module, real: torch.Tensor, labels=None) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): E ||grad_x D(x)||^2 at real images, in float32 like the gradient
+    penalty. It flattens D around the data, so the game settles there instead of circling."""
+    with torch.autocast(real.device.type, enabled=False):
+        real = real.detach().float().requires_grad_(True)
+        (grads,) = torch.autograd.grad(critic(real, labels).float().sum(), real, create_graph=True)
+    return grads.flatten(1).square().sum(1).mean()
+
+
 def train_step(G, D, opt_g, opt_d, real, labels, tcfg: TrainConfig, generator: torch.Generator,
-               cfg: GANConfig | None = None, autocast=contextlib.nullcontext) -> dict:
+               cfg: GANConfig | None = None, autocast=contextlib.nullcontext, step: int = 0) -> dict:
     """Update D (critic_steps times) then G on one batch of real images in [-1, 1]; returns the losses.
 
     G and D are what the step calls: the networks, or their DistributedDataParallel wrappers (then
@@ -234,6 +272,14 @@ def train_step(G, D, opt_g, opt_d, real, labels, tcfg: TrainConfig, generator: t
             loss_d = (F.binary_cross_entropy_with_logits(real_score, real_target)
                       + F.binary_cross_entropy_with_logits(fake_score, fake_target))
             logs.update(d_real=torch.sigmoid(real_score).mean().item(), d_fake=torch.sigmoid(fake_score).mean().item())
+        elif cfg.loss == "r1":
+            # softplus(-r) = -log sigmoid(r): the logistic loss of calling reals real and fakes fake
+            loss_d = F.softplus(-real_score).mean() + F.softplus(fake_score).mean()
+            logs.update(d_real=torch.sigmoid(real_score).mean().item(), d_fake=torch.sigmoid(fake_score).mean().item())
+            if step % tcfg.r1_every == 0:
+                r1 = r1_penalty(D, real, labels)
+                loss_d = loss_d + tcfg.r1_gamma / 2 * tcfg.r1_every * r1
+                logs["r1"] = r1.item()
         else:
             gp = gradient_penalty(D, real, fake, generator, labels)
             wasserstein = real_score.mean() - fake_score.mean()
@@ -245,7 +291,7 @@ def train_step(G, D, opt_g, opt_d, real, labels, tcfg: TrainConfig, generator: t
     with autocast():
         fake_score = D(G(latent(), labels), labels).float()
     # Non-saturating generator loss: G wants D to call its fakes real.
-    loss_g = (F.binary_cross_entropy_with_logits(fake_score, torch.ones_like(fake_score)) if cfg.loss == "bce"
+    loss_g = (F.binary_cross_entropy_with_logits(fake_score, torch.ones_like(fake_score)) if cfg.loss != "wgan-gp"
               else -fake_score.mean())
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
@@ -257,11 +303,15 @@ def train_step(G, D, opt_g, opt_d, real, labels, tcfg: TrainConfig, generator: t
 def ema_update(ema: Generator, G: Generator, decay: float) -> None:
     for e, p in zip(ema.parameters(), G.parameters()):
         e.lerp_(p, 1 - decay)
+    for e, b in zip(ema.buffers(), G.buffers()):  # running statistics (a style G's mean w) are copied
+        e.copy_(b)
 
 
 @torch.no_grad()
 def recalibrate_batch_norm(G: Generator, generator: torch.Generator, batches: int = 8, batch_size: int = 128):
     """Averaged weights need their own batch-norm statistics: measure them on fresh noise."""
+    if not any(isinstance(m, nn.BatchNorm2d) for m in G.modules()):
+        return
     labels = None
     for m in G.modules():
         if isinstance(m, nn.BatchNorm2d):
@@ -355,7 +405,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--z-dim", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=64, help="the global batch, shared by all processes")
-    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--lr", type=float, default=None, help="both networks' (default: 2e-4, stylegan 2e-3)")
     parser.add_argument("--ema", type=float, default=0.999, help="EMA decay of G's weights (0: off)")
     parser.add_argument("--note", default="", help="a sentence for the model card (why this budget, ...)")
 
@@ -372,8 +422,9 @@ def train_main(args) -> Path:
     cfg_changes, train_changes = PRESETS[args.model]
     cfg = GANConfig(image_size=size, channels=1 if args.data == "fashion" else 3, z_dim=args.z_dim,
                     width=args.width, **cfg_changes)
-    tcfg = TrainConfig(batch_size=args.batch_size, epochs=args.epochs, lr_g=args.lr, lr_d=args.lr,
-                       ema_decay=args.ema, **train_changes)
+    learning_rates = {"lr_g": args.lr, "lr_d": args.lr} if args.lr else {}
+    tcfg = TrainConfig(batch_size=args.batch_size, epochs=args.epochs, ema_decay=args.ema,
+                       **{**train_changes, **learning_rates})
     if cfg.num_classes and args.data != "fashion":
         raise ValueError("The conditional GAN is trained on Fashion-MNIST's 10 classes.")
     run = TrainingRun(args, out, global_batch=args.batch_size)
@@ -400,7 +451,7 @@ def train(cfg: GANConfig, tcfg: TrainConfig, data: ImageData, out: Path, run=Non
         raise ValueError(f"{len(data)} images do not fill one batch of {tcfg.batch_size}"
                          f"{f' on {run.world_size} processes' if run.world_size > 1 else ''}: "
                          f"use a smaller --batch-size or more images.")
-    G, D = Generator(cfg), Critic(cfg)
+    G, D = networks(cfg)
     G_net, D_net = run.wrap(G), run.wrap(D)  # the step calls these; EMA, snapshots and saves use G and D
     opt_g = torch.optim.Adam(G.parameters(), tcfg.lr_g, betas=(tcfg.beta1, tcfg.beta2))
     opt_d = torch.optim.Adam(D.parameters(), tcfg.lr_d, betas=(tcfg.beta1, tcfg.beta2))
@@ -460,7 +511,7 @@ def train(cfg: GANConfig, tcfg: TrainConfig, data: ImageData, out: Path, run=Non
             real = real.to(run.device)
             labels = labels.to(run.device) if (labels is not None and cfg.num_classes) else None
             G.train(), D.train()
-            logs = train_step(G_net, D_net, opt_g, opt_d, real, labels, tcfg, gen, cfg, run.autocast)
+            logs = train_step(G_net, D_net, opt_g, opt_d, real, labels, tcfg, gen, cfg, run.autocast, step)
             if tcfg.ema_decay:  # warm-up: early on, the average must not remember the random start
                 ema_update(ema, G, min(tcfg.ema_decay, (1 + step) / (10 + step)))
             yield {"step": step + 1, **logs}
@@ -471,9 +522,10 @@ def train(cfg: GANConfig, tcfg: TrainConfig, data: ImageData, out: Path, run=Non
         if not math.isfinite(event["loss_d"] + event["loss_g"]):
             raise RuntimeError(f"Training diverged at step {step} (loss is not finite).")
         if step % 25 == 0 or step == total:  # curve points: the mean over the window and over the processes
-            keys = [k for k in window[0] if k != "step"]
-            state["history"].append({"step": step, **{k: round(run.mean(sum(e[k] for e in window) / len(window)), 4)
-                                                      for k in keys}})
+            # a lazily computed term (R1) is in some events only: each mean is over the events that have it
+            values = {k: [e[k] for e in window if k in e] for k in dict.fromkeys(k for e in window for k in e)}
+            state["history"].append({"step": step, **{k: round(run.mean(sum(v) / len(v)), 4)
+                                                      for k, v in values.items() if k != "step"}})
             window = []
         if step % steps_per_epoch == 0 or (step < steps_per_epoch and step in EARLY_FRAMES):
             ship = shipped_generator()
@@ -496,5 +548,7 @@ def train(cfg: GANConfig, tcfg: TrainConfig, data: ImageData, out: Path, run=Non
 def load_generator(ckpt, device="cpu") -> Generator:
     """The checkpoint's generator on `device`, in eval mode (the tab's cached loader passes the app's device)."""
     from core.checkpoints import build_model
+    from core.stylegan import StyleGenerator
 
-    return build_model(ckpt, Generator, GANConfig).to(device)
+    style = ckpt.config.get("architecture") == "style"
+    return build_model(ckpt, StyleGenerator if style else Generator, GANConfig).to(device)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from core import captions
-from core.diffusion import Sampler, UNet, predict_noise, start_noise, to_unit
+from core.diffusion import Guess, Sampler, UNet, predict_noise, start_noise, to_unit
 
 MODELS = {"faces32_captions": "captions", "fashion32_classes": "classes"}  # shipped name -> what conditions it
 GUIDANCE_RANGE = (0.0, 10.0)
@@ -185,13 +185,15 @@ def guided_denoise(model: UNet, sampler: Sampler, x: torch.Tensor, condition: to
     """The reverse process with guidance, a GuidedFrame per step (the sampler is core.diffusion's)."""
     device = next(model.parameters()).device
     x = x.to(device)
+    previous = None  # the last step's x_0 guess (DPM-Solver++ (2M) uses it), local to this call
     for i in range(sampler.steps):
         t, t_prev = float(sampler.times[i]), float(sampler.times[i + 1])
         eps = guided_noise(model, x, t, sampler.schedule, condition, empty, weight)
         signal, noise = sampler.rates(i)
         guess = lambda e: ((x - noise * e) / signal).clamp(-1, 1)  # x_0 = (x_t − σ_t ε) / α_t
         x0_c, x0_u = guess(eps.conditional), guess(eps.unconditional)
-        x, x0 = sampler.step(eps.guided, t, x, t_prev, generator=generator)
+        x, x0 = sampler.step(eps.guided, t, x, t_prev, generator=generator, previous=previous)
+        previous = Guess(t, x0)
         signal_prev, noise_prev = sampler.rates(i + 1)
         yield GuidedFrame(i + 1, t_prev, signal_prev, noise_prev, x.cpu(), x0.cpu(), x0_c.cpu(), x0_u.cpu(),
                           (eps.conditional - eps.unconditional).cpu())

@@ -1,5 +1,5 @@
-"""GAN tab: samples from the shipped DCGAN / conditional GAN / WGAN-GP, latent walks, truncation,
-each model's training story, and a tiny GAN learning live on 2-D points.
+"""GAN tab: samples from the shipped DCGAN / conditional GAN / WGAN-GP / StyleGAN, latent walks, truncation,
+StyleGAN's style mixing and noise inputs, each model's training story, and a tiny GAN learning live on 2-D points.
 
 Widgets and events only; the models, losses and sampling live in core.gan and core.gan2d.
 Nothing heavy is imported until a handler runs, so the app starts fast.
@@ -16,14 +16,17 @@ from core.registry import read_card, shipped_path
 from core.runtime import MAX_SEED
 from tabs import live2d
 from tabs.classroom import Code, Lesson, Try, lesson_bar
-from tabs.common import (DIVERGING, PALETTE, figure_to_image, number, on_gpu, picture, pyplot, queue,
-                         shipped_choices, user_errors)
+from tabs.common import (DIVERGING, PALETTE, SEQUENTIAL, clamped, figure_to_image, number, on_gpu, picture, pyplot,
+                         queue, shipped_choices, user_errors)
 from tabs.live2d import learning_rate, play, require, steps_per_frame
 
 TAB = "gan"
 LIVE = "gan-live"  # the 2-D GAN gets its own slot: one user's live game never waits for another's grid
 MODEL_LABELS = {"dcgan_fashion": "DCGAN · Fashion-MNIST", "cgan_fashion": "Conditional GAN · Fashion-MNIST",
-                "wgangp_faces": "WGAN-GP · synthetic faces"}
+                "wgangp_faces": "WGAN-GP · synthetic faces", "stylegan_faces": "StyleGAN · synthetic faces"}
+STYLE_NOISE = {"fixed": "const", "fresh, drawn from seed A": "random", "off": "off"}  # label -> core.stylegan mode
+NOISE_DRAWS = 8    # fresh noise draws behind the "what the noise does" panel
+CROSSOVER = 2      # default: the 4-px and first 8-px layers from seed A (at 32 px these decide most of a face)
 ALL_CLASSES = "one row per class"
 MAX_GRID = 16      # images per side of a grid
 GRID_PADDING = 2   # pixels between the images of a grid, before enlarging
@@ -40,7 +43,7 @@ INTRO = ("**The forger and the art dealer.** A **generator** turns noise into im
 LESSON = Lesson(
     tab=TAB, main="gan-generate", result="gan-samples",
     chapters="*Deep Learning with Python* 2nd ed. §12.5 (GANs) · *Generative Deep Learning* 2nd ed. ch. 4 "
-             "(DCGAN, WGAN-GP, conditional GAN)",
+             "(DCGAN, WGAN-GP, conditional GAN) and ch. 10 (StyleGAN)",
     equations=(r"GAN: $\min_G \max_D\ \mathbb E_x[\log D(x)] + \mathbb E_z[\log(1 - D(G(z)))]$ · "
                r"WGAN-GP critic: $L_D = \mathbb E_z[D(G(z))] - \mathbb E_x[D(x)] + "
                r"\lambda\,\mathbb E_{\hat x}\big[(\lVert \nabla_{\hat x} D(\hat x) \rVert_2 - 1)^2\big]$, "
@@ -52,12 +55,12 @@ LESSON = Lesson(
         Try("Ask for sneakers", {"model": "cgan_fashion", "class": "Sneaker", "truncation": 1.0},
             "The conditional GAN is given the class as an input: every image is a sneaker, and the noise only "
             "chooses which sneaker."),
-        Try("Every class", {"model": "cgan_fashion", "class": ALL_CLASSES, "truncation": 1.0},
-            "One row per class, named on the left: the label decides the kind of garment, the noise its shape "
-            "and shading."),
         Try("Faces (WGAN-GP)", {"model": "wgangp_faces", "truncation": 1.0},
             "The same kind of generator trained with a critic and a gradient penalty on 32-px colour faces. "
             "Open the training story below to see its Wasserstein estimate fall."),
+        Try("Faces (StyleGAN)", {"model": "stylegan_faces", "truncation": 1.0},
+            "Same faces, same seed, a StyleGAN: z is mapped to w and every layer reads it as a style. Compare "
+            "with the WGAN-GP's grid, then open 'StyleGAN: style mixing' below and move the crossover."),
     ),
     misconceptions=(
         ("The discriminator's loss tells you how good the images are.",
@@ -68,6 +71,9 @@ LESSON = Lesson(
          "modes, which is a different failure."),
         ("A GAN gives the likelihood of an image.",
          "It has no density at all: it only draws samples. Judge it by samples and measures such as FID."),
+        ("StyleGAN's noise inputs are what make two faces different.",
+         "Identity, pose and colours come from w. The per-layer noise only moves fine details: in 'what the "
+         "noise does' below, four noise draws of one face differ in a few pixels, and the spread map shows where."),
         ("The gradient penalty clips the critic's weights.",
          "That was the first WGAN. WGAN-GP asks the gradient's norm to be 1 at random points between real and "
          "fake images, a soft version of the 1-Lipschitz constraint."),
@@ -75,6 +81,9 @@ LESSON = Lesson(
     code=(Code("the gradient penalty (WGAN-GP)", "core/gan.py", ("gradient_penalty",),
                r"$\hat x = \epsilon x + (1-\epsilon)\tilde x,\ \epsilon \sim U[0, 1]$; "
                r"$\mathrm{GP} = \mathbb E_{\hat x}\big[(\lVert \nabla_{\hat x} D(\hat x) \rVert_2 - 1)^2\big]$"),
+          Code("StyleGAN's modulated convolution (a style per layer)", "core/stylegan.py", ("ModulatedConv2d.forward",),
+               r"$s = A(w)$, $w'_{ijk} = s_i\,w_{ijk}$, "
+               r"$w''_{ijk} = w'_{ijk} ig/ \sqrt{	extstyle\sum_{i,k} {w'_{ijk}}^2 + \epsilon}$"),
           Code("one training step: critic, then generator", "core/gan.py", ("train_step",),
                r"DCGAN: $L_D = -\log \sigma(D(x)) - \log(1 - \sigma(D(G(z))))$, $L_G = -\log \sigma(D(G(z)))$ · "
                r"WGAN-GP: $L_D = D(G(z)) - D(x) + \lambda\,\mathrm{GP}$, $L_G = -D(G(z))$")),
@@ -117,6 +126,10 @@ def _labels_for(name: str, class_choice, columns: int):
     if class_choice not in names:
         raise ValueError(f"Pick one of the classes: {', '.join(names)}.")
     return names.index(class_choice), None
+
+
+def _is_style(name: str) -> bool:
+    return read_card("gan", name)["config"].get("architecture") == "style"
 
 
 def _truncation(value) -> float | None:
@@ -211,7 +224,7 @@ def latent_walk(name, seed_a, seed_b, steps, mode="slerp", class_choice=ALL_CLAS
     z1 = gan.noise(G.cfg, 1, make_generator(seed_b), trunc).expand(rows, -1)
     path = gan.interpolate(z0, z1, steps, mode)                     # [steps, rows, z_dim]
     images = gan.generate(G, path.reshape(steps * rows, -1),
-                          None if labels is None else ([labels] * steps if rows == 1 else labels * steps))
+                          None if labels is None else ([labels] * steps if rows == 1 else labels * steps), trunc)
     frames = images.reshape(steps, rows, *images.shape[1:])
     scale = max(1, SHOW_PX // G.cfg.image_size)
     strip = _enlarge(image_grid(frames.transpose(0, 1).reshape(steps * rows, *images.shape[1:]), nrow=steps,
@@ -222,6 +235,88 @@ def latent_walk(name, seed_a, seed_b, steps, mode="slerp", class_choice=ALL_CLAS
     gif_frames += gif_frames[-2:0:-1]  # there and back again, so the loop has no jump
     gif = save_gif(gif_frames, tempfile.NamedTemporaryFile(suffix=".gif", delete=False).name, 0.12)
     return strip, gif
+
+
+# --- StyleGAN: style mixing and noise ---------------------------------------------------------
+
+def _style_generator(name):
+    if not _is_style(_check_shipped(name)):
+        raise ValueError(f"{MODEL_LABELS.get(name, name)} has no per-layer styles: pick a StyleGAN model.")
+    return _generator(name)
+
+
+def _labelled_row(images, labels: list[str], scale: int):
+    """Images side by side, enlarged, each with a short label underneath."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from core.data.images import image_grid
+
+    row = _enlarge(image_grid(images, nrow=len(images), padding=GRID_PADDING), scale)
+    font = ImageFont.load_default(size=ROW_LABEL_PX - 2)
+    canvas = Image.new("RGB", (row.width, row.height + ROW_LABEL_PX + 6), "white")
+    canvas.paste(row.convert("RGB"), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    step = (images.shape[-1] + GRID_PADDING) * scale
+    for i, label in enumerate(labels):
+        draw.text((GRID_PADDING * scale + i * step + step / 2, row.height + 2), label, fill="black", font=font, anchor="ma")
+    return canvas
+
+
+def style_mix(name, seed_a, seed_b, crossover, psi, noise_choice):
+    """Coarse styles from seed A, fine from seed B -> (A · mix · B, the crossover swept, the noise panel, note).
+
+    The sweep runs from crossover 0 (every layer reads B's w: image B) to the last (every layer reads A's:
+    image A). The noise panel keeps the mix's styles and redraws only the per-pixel noise."""
+    import torch
+
+    from core import stylegan
+    from core.runtime import clamp_seed, make_generator
+
+    G = _style_generator(name)
+    seed_a, seed_b = clamp_seed(seed_a), clamp_seed(seed_b)
+    layers = G.num_styles
+    crossover, crossover_note = clamped(crossover, CROSSOVER, 0, layers, "the crossover layer", whole=True)
+    psi, psi_note = clamped(psi, 0.7, 0.0, 1.0, "ψ")
+    if noise_choice not in STYLE_NOISE:
+        raise ValueError(f"Noise must be one of: {', '.join(STYLE_NOISE)}.")
+    noise = STYLE_NOISE[noise_choice]
+    ws_a, ws_b = stylegan.styles(G, stylegan.latents(G, [seed_a, seed_b]), psi).split(1)
+
+    def draw(ws):  # "fresh" noise is drawn from seed A, so the same settings give the same picture
+        return stylegan.render(G, ws, noise, make_generator(seed_a) if noise == "random" else None)
+
+    mixed = stylegan.mix_styles(ws_a, ws_b, crossover)
+    scale = max(1, SHOW_PX // G.cfg.image_size)
+    trio = _labelled_row(torch.cat([draw(ws_a), draw(mixed), draw(ws_b)]), ["A", "mix", "B"], scale)
+    sweep_ws = torch.cat([stylegan.mix_styles(ws_a, ws_b, c) for c in range(layers + 1)])
+    sweep = _labelled_row(draw(sweep_ws), [str(c) for c in range(layers + 1)], scale)
+    resolutions = G.layer_resolutions()
+    coarse = f"{resolutions[0]}–{resolutions[crossover - 1]} px" if crossover else "none"
+    fine = f"{resolutions[crossover]}–{resolutions[-1]} px" if crossover < layers else "none"
+    note = (f"{psi_note}{crossover_note}Layers 0–{crossover - 1} read seed {seed_a}'s style (coarse: {coarse}); "
+            f"layers {crossover}–{layers - 1} read seed {seed_b}'s (fine: {fine})." if 0 < crossover < layers else
+            f"{psi_note}{crossover_note}Crossover {crossover}: every layer reads seed "
+            f"{seed_a if crossover else seed_b}'s style, so the mix is that image.")
+    return trio, sweep, noise_panel(G, mixed, seed_a), note
+
+
+def noise_panel(G, ws, seed: int):
+    """The same styles with NOISE_DRAWS fresh noise draws, the noise switched off, and where the draws differ
+    (per-pixel standard deviation, SEQUENTIAL colours: bright = the noise changes this pixel most)."""
+    import matplotlib
+    import torch
+
+    from core import stylegan
+    from core.runtime import make_generator
+
+    draws = torch.cat([stylegan.render(G, ws, "random", make_generator(seed + 1 + i)) for i in range(NOISE_DRAWS)])
+    quiet = stylegan.render(G, ws, "off")
+    spread = draws.std(0).mean(0)
+    spread = (spread / spread.max().clamp_min(1e-6)).numpy()
+    heat = torch.from_numpy(matplotlib.colormaps[SEQUENTIAL](spread)[..., :3]).permute(2, 0, 1).float()[None]
+    shown = torch.cat([draws[:4], quiet, heat])
+    scale = max(1, SHOW_PX // G.cfg.image_size)
+    return _labelled_row(shown, ["noise 1", "noise 2", "noise 3", "noise 4", "no noise", "spread"], scale)
 
 
 # --- the training story ----------------------------------------------------------------------
@@ -398,8 +493,8 @@ def _build_models(choices, page) -> None:
             klass = gr.Dropdown(class_options, value=ALL_CLASSES, interactive=conditional,
                                 label="class (conditional GAN only)", min_width=200, elem_id="gan-class")
             truncation = gr.Slider(0.05, 1.0, 1.0, step=0.05, label="truncation ψ",
-                                   info="below 1, each noise component beyond ±3ψ is redrawn (BigGAN's truncation "
-                                        "trick): more typical, less varied images")
+                                   info="below 1: more typical, less varied images. DCGAN-style models redraw each "
+                                        "noise component beyond ±3ψ (BigGAN); StyleGAN pulls w towards its average")
             note = gr.Markdown(elem_id="gan-note")
         with gr.Column(scale=2):
             image = picture("samples", "one new image per noise vector drawn from the seed, row by row (a "
@@ -437,6 +532,9 @@ def _build_models(choices, page) -> None:
         walk_button.click(user_errors(gpu(latent_walk)),
                           [walk_model, seed_a, seed_b, steps, mode, walk_class, truncation],
                           [strip, gif], api_name="gan_latent_walk", **queue(TAB, 2))
+    style_names = [n for n in names if _is_style(n)]
+    if style_names:
+        _build_style_mixing([(label, value) for label, value in choices if value in style_names], gpu)
     with gr.Accordion("Training story: from noise to images", open=False) as story_box:
         story = gr.Dropdown(choices, value=names[0], label="model")
         frames = len(read_card("gan", names[0])["timeline"]["steps"])
@@ -456,6 +554,41 @@ def _build_models(choices, page) -> None:
         # Drawn when first opened: the curves need matplotlib, which start-up must not import.
         story_box.expand(user_errors(story_model), story, [scrub, frame, frame_caption, curves, card],
                          api_name="gan_story_model_on_open", api_visibility="undocumented", **queue(TAB, 2))
+
+
+def _build_style_mixing(choices, gpu) -> None:
+    layers = _generator_layers(choices[0][1])
+    with gr.Accordion("StyleGAN: style mixing, truncation in w, noise", open=False):
+        gr.Markdown("A mapping network turns z into **w**; each layer of the synthesis network reads its own copy of "
+                    "w as a **style**. Give the first layers (coarse: 4–8 px) seed A's w and the rest (fine: 8–32 px) "
+                    "seed B's. At 32 px the coarse layers decide most of a face; the sweep shows where it changes.")
+        with gr.Row():
+            style_model = gr.Dropdown(choices, value=choices[0][1], label="model", elem_id="gan-style-model")
+            mix_a = gr.Number(3, label="seed A (coarse styles)", precision=0, minimum=0, maximum=MAX_SEED)
+            mix_b = gr.Number(8, label="seed B (fine styles)", precision=0, minimum=0, maximum=MAX_SEED)
+        with gr.Row():
+            crossover = gr.Slider(0, layers, CROSSOVER, step=1, label="crossover layer",
+                                  info=f"layers below it read A's style, the rest B's (0: all B, {layers}: all A)")
+            psi = gr.Slider(0.0, 1.0, 0.7, step=0.05, label="ψ (truncation in w)",
+                            info="w' = w̄ + ψ (w − w̄): 0 is the average face, 1 the full variety")
+            noise = gr.Radio(list(STYLE_NOISE), value="fixed", label="noise inputs")
+        mix_button = gr.Button("Mix styles", variant="primary", elem_id="gan-style-mix")
+        note = gr.Markdown()
+        trio = picture("A, the mix, B", "left seed A's face, right seed B's, in the middle the mix: A's styles in "
+                        "the layers below the crossover, B's above", elem_id="gan-style-trio")
+        sweep = picture("the crossover swept", "the same two seeds mixed at every crossover, from 0 (left: every "
+                         "layer reads B, image B) to the last (right: every layer reads A, image A)")
+        noise_image = picture("what the noise does", "the mix with four fresh draws of the per-layer noise, with "
+                              "the noise switched off, and the spread: per-pixel standard deviation over eight draws "
+                              "(viridis: bright yellow = the noise changes this pixel most, dark = not at all)")
+        mix_button.click(user_errors(gpu(style_mix)), [style_model, mix_a, mix_b, crossover, psi, noise],
+                         [trio, sweep, noise_image, note], api_name="gan_style_mix", **queue(TAB, 2))
+
+
+def _generator_layers(name: str) -> int:
+    """How many styles a shipped style generator reads (from its card: no model is built at start-up)."""
+    config = read_card("gan", name)["config"]
+    return 1 + 2 * (config["image_size"].bit_length() - 3)  # one layer at 4 px, two at each doubling
 
 
 def _build_live() -> None:

@@ -34,7 +34,7 @@ command -v chromium >/dev/null 2>&1 || [ -x "${GENLAB_CHROMIUM:-/nonexistent}" ]
     || problems="$problems dataset-fashion-mnist"
 command -v fluidsynth >/dev/null 2>&1 || problems="$problems fluidsynth"
 [ -f /usr/share/sounds/sf2/TimGM6mb.sf2 ] || problems="$problems timgm6mb-soundfont"
-python -c "import playwright.sync_api, diffusers" 2>/dev/null || problems="$problems playwright/diffusers"
+python -c "import playwright.sync_api, diffusers, torchmetrics" 2>/dev/null || problems="$problems playwright/diffusers/torchmetrics"
 python -c "import gymnasium, Box2D, cma" 2>/dev/null || problems="$problems gymnasium[box2d]/cma"
 
 if [ -n "$problems" ]; then

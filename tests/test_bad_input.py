@@ -197,6 +197,10 @@ def gan_walk(name="dcgan_fashion", seed_a=1, seed_b=2, steps=4, mode="slerp", cl
     return ui(gan.latent_walk)(name, seed_a, seed_b, steps, mode, class_choice, truncation)
 
 
+def gan_mix(name="stylegan_faces", seed_a=3, seed_b=8, crossover=3, psi=0.7, noise="fixed"):
+    return ui(gan.style_mix)(name, seed_a, seed_b, crossover, psi, noise)
+
+
 def gan_live(distribution="ring", seed=0, lr_g=-3, lr_d=-3, steps=5):
     live = ui(gan.live_reset)(distribution, seed, lr_g, lr_d)[0]
     return ui(gan.live_step)(live, steps, lr_g, lr_d)
@@ -587,6 +591,8 @@ def _cases():
             add(gan_samples, **{field: value})
         for field in ("steps", "truncation"):
             add(gan_walk, **{field: value})
+        for field in ("crossover", "psi"):
+            add(gan_mix, **{field: value})
         for field in ("lr_g", "lr_d", "steps"):
             add(gan_live, **{field: value})
         add(ui(gan.story_frame), name="dcgan_fashion", index=value)
@@ -632,6 +638,7 @@ def _cases():
         add(ui(vae.random_face), seed=seed, works=True)
         add(gan_samples, seed=seed, works=True)
         add(gan_walk, seed_a=seed, works=True)
+        add(gan_mix, seed_a=seed, seed_b=seed, works=True)
         add(gan_live, seed=seed, works=True)
         add(diffusion_sample, seed=seed, works=True)
         add(diffusion_forward, seed=seed, works=True)
@@ -684,6 +691,8 @@ def _cases():
     add(gan_samples, name="cgan_fashion", class_choice=None)
     add(gan_walk, seed_a=3, seed_b=3)
     add(gan_walk, mode="teleport")
+    add(gan_mix, name="dcgan_fashion")  # no per-layer styles
+    add(gan_mix, noise="loud")
     add(gan_live, distribution="cube")
     add(ui(gan.live_step), live=None, steps=1, lr_g_log=-3, lr_d_log=-3)
     add(ui(gan.story_frame), name="no_such_gan", index=0)

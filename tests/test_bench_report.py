@@ -94,13 +94,15 @@ def test_readme_prose_quotes_the_saved_figures():
 def test_prose_check_sees_a_figure_that_changed(tmp_path):
     _write_result(tmp_path, "gan_quality", {"n": 10000, "cgan_fashion": {"fid": 8.84, "class_accuracy": 0.912},
                                             "dcgan_fashion": {"fid": 51.9, "real_fid": 0.42},
-                                            "wgangp_faces": {"fid": 266.7, "real_fid": 1.47}})
+                                            "wgangp_faces": {"fid": 266.7, "real_fid": 1.47},
+                                            "stylegan_faces": {"fid": 120.2}})
     readme = ("at n = 10,000 the CGAN reaches FID 8.8 and 91% class accuracy,\n  the DCGAN FID 52 (real vs real: 0.4). "
-              "(FID 267 on the face features; real vs real 1.5)")
+              "(FID 267 on the face features; real vs real 1.5); the StyleGAN's FID on the same features is 120")
     assert report.prose_missing_from(readme, tmp_path, ["gan_quality"]) == []
     _write_result(tmp_path, "gan_quality", {"n": 10000, "cgan_fashion": {"fid": 9.84, "class_accuracy": 0.912},
                                             "dcgan_fashion": {"fid": 51.9, "real_fid": 0.42},
-                                            "wgangp_faces": {"fid": 266.7, "real_fid": 1.47}})
+                                            "wgangp_faces": {"fid": 266.7, "real_fid": 1.47},
+                                            "stylegan_faces": {"fid": 120.2}})
     assert len(report.prose_missing_from(readme, tmp_path, ["gan_quality"])) == 1
 
 

@@ -181,6 +181,8 @@ TRAINING_IMAGES = {("vae", "fashion_2d"): 60000, ("vae", "fashion_32d"): 60000,
                    ("vae", "faces_200d"): 30000,  # --train-size 30000
                    ("gan", "dcgan_fashion"): 60000, ("gan", "cgan_fashion"): 60000,
                    ("gan", "wgangp_faces"): 6000,  # --faces 6000
+                   ("gan", "stylegan_faces"): 12000,  # --faces' default
+                   ("classifier", "fashion_mnist_resnet"): 55000,  # 60,000 less the 5,000 held out
                    ("vae", "fashion16_k4"): 60000,
                    ("classifier", "fashion_mnist_robust"): 55000,  # 5,000 held out for validation
                    ("classifier", "face_attributes32"): 16000,  # --train-faces 16000

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.diffusion import (SCHEDULES, DiffusionConfig, Sampler, UNet, add_noise, denoise, diffusion_loss,
-                            sample, schedule_rates, train)
+from core.diffusion import (SAMPLERS, SCHEDULES, DiffusionConfig, Guess, Sampler, UNet, add_noise, denoise,
+                            diffusion_loss, half_log_snr, sample, schedule_rates, train)
 from core.runtime import make_generator
 from tabs import stepviewer
 from tests.conftest import require_module
@@ -112,11 +112,144 @@ def test_ddim_step_matches_diffusers(eta, clip):
         assert torch.allclose(got.pred_original, expected.pred_original_sample, atol=1e-4), k
 
 
+def fake_x0_network(seed=7, scale=1.5):
+    """A fixed stand-in for the network: ε̂(x, t) = (x − α_t · scale · tanh(W x)) / σ_t, i.e. the guess of x_0 is a
+    fixed nonlinear function of x, so successive guesses differ and a multistep solver's history matters."""
+    weights = torch.randn(64, 64, generator=make_generator(seed)) / 8
+
+    def noise_prediction(x, t, schedule="cosine"):
+        signal, noise = (float(rate) for rate in schedule_rates(schedule, torch.tensor(float(t))))
+        return (x - signal * scale * torch.tanh((x.flatten(1) @ weights).reshape(x.shape))) / noise
+    return noise_prediction
+
+
+@pytest.mark.parametrize("steps", [5, 10])
+@pytest.mark.parametrize("clip", [False, True])
+def test_dpm_solver_matches_diffusers(clip, steps):
+    diffusers = require_module("diffusers", "diffusers (dev dependency) is not installed: run `sh tests/install.sh`")
+    T = 1000
+    t_grid = torch.arange(1, T + 1, dtype=torch.float64) / T  # as in the DDIM test: t = (k + 1) / T
+    alpha_bar = schedule_rates("cosine", t_grid)[0].double() ** 2
+    betas = 1 - alpha_bar / torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar[:-1]])
+    # "trailing" spacing starts at k = T − 1 (our t = 1) and steps T / steps apart; the final sigma is zero (our
+    # t = 0). diffusers' dynamic thresholding with sample_max_value 1 is a clamp to [−1, 1]: our clip_x0.
+    reference = diffusers.DPMSolverMultistepScheduler(
+        num_train_timesteps=T, trained_betas=betas.numpy(), algorithm_type="dpmsolver++", solver_order=2,
+        solver_type="midpoint", prediction_type="epsilon", timestep_spacing="trailing", final_sigmas_type="zero",
+        thresholding=clip, sample_max_value=1.0, lower_order_final=True)
+    reference.set_timesteps(steps)
+    ours = Sampler("DPM++2M", steps, schedule="cosine", clip_x0=clip)
+    first_order = Sampler("DDIM", steps, schedule="cosine", clip_x0=clip)
+    assert [(int(k) + 1) / T for k in reference.timesteps] == pytest.approx(ours.times[:-1].tolist(), abs=1e-6)
+    eps = fake_x0_network()
+    x = torch.randn(2, 1, 8, 8, generator=make_generator(3))
+    x_ref, x_ours, x_ddim, previous, clipped = x.clone(), x.clone(), x.clone(), None, False
+    for i, k in enumerate(reference.timesteps):
+        t, t_prev = float(ours.times[i]), float(ours.times[i + 1])
+        x_ref = reference.step(eps(x_ref, t), k, x_ref).prev_sample
+        out = ours.step(eps(x_ours, t), t, x_ours, t_prev, previous=previous)
+        clipped |= bool((out.pred_original.abs() >= 1).any())
+        x_ours, previous = out.prev_sample, Guess(t, out.pred_original)
+        x_ddim = first_order.step(eps(x_ddim, t), t, x_ddim, t_prev).prev_sample
+        assert torch.allclose(x_ours, x_ref, atol=1e-4), (i, (x_ours - x_ref).abs().max())
+        if i == 1:  # the first 2M step: first order alone (DDIM) no longer matches
+            assert (x_ddim - x_ref).abs().max() > 1e-3
+    assert clipped or not clip  # with clipping on, the fake network's guesses did reach past [−1, 1]
+    assert (x_ddim - x_ref).abs().max() > 1e-2  # the whole run: the history made a difference
+
+
+class PerfectNetwork(torch.nn.Module):
+    """The ideal noise predictor when the data is the one image x0: ε̂ = (x_t − α x0) / σ (α² + σ² = 1)."""
+
+    def __init__(self, x0):
+        super().__init__()
+        self.config = TINY  # its cosine schedule is what `sample` walks
+        self.x0 = torch.nn.Parameter(x0, requires_grad=False)
+
+    def forward(self, x_t, noise_variance, condition=None):
+        noise = noise_variance.sqrt()
+        return (x_t - (1 - noise_variance).sqrt() * self.x0) / noise
+
+
+@pytest.mark.parametrize("kind", SAMPLERS[::2])  # DDIM and DPM++2M (DDPM adds noise)
+@pytest.mark.parametrize("steps", [1, 10])
+def test_a_perfect_noise_predictor_leads_back_to_its_single_training_image(kind, steps):
+    x0 = torch.rand(1, 1, 8, 8, generator=make_generator(2)) * 1.8 - 0.9
+    model = PerfectNetwork(x0)
+    noise = torch.randn(3, 1, 8, 8, generator=make_generator(5))
+    out = sample(model, 3, make_generator(0), steps=steps, kind=kind, noise=noise)
+    assert torch.allclose(out, ((x0 + 1) / 2).expand(3, -1, -1, -1), atol=1e-4)
+
+
+def test_dpm_solver_is_deterministic_and_its_step_keeps_no_state():
+    model = tiny_model()
+    noise = torch.randn(3, 1, 8, 8, generator=make_generator(5))
+    a = sample(model, 3, make_generator(1), steps=10, kind="DPM++2M", noise=noise)
+    b = sample(model, 3, make_generator(999), steps=10, kind="DPM++2M", eta=0.7, noise=noise)  # eta does not apply
+    assert torch.equal(a, b) and torch.isfinite(a).all()
+    ddim = sample(model, 3, make_generator(1), steps=10, noise=noise)
+    assert not torch.allclose(a, ddim, atol=1e-3)  # a different sampler, not DDIM under another name
+    # One Sampler shared by two users whose runs interleave step by step: each gets what it gets alone.
+    sampler = Sampler("DPM++2M", 10)
+    other = torch.randn(3, 1, 8, 8, generator=make_generator(6))
+    alone = [list(denoise(model, sampler, start)) for start in (noise, other)]
+    together = list(zip(denoise(model, sampler, noise), denoise(model, sampler, other)))
+    for i, (first, second) in enumerate(together):
+        assert torch.equal(first.x_t, alone[0][i].x_t) and torch.equal(second.x_t, alone[1][i].x_t), i
+    assert torch.equal(((alone[0][-1].x_t + 1) / 2).clamp(0, 1), a)
+
+
+def test_the_dpm_solver_lands_on_its_guess_at_t_0():
+    # Arriving at t = 0 (noise rate 0, λ = +∞) with a history: x̂₀ itself, no log of 0, no NaN.
+    sampler = Sampler("DPM++2M", 10, clip_x0=False)
+    x_t, eps, earlier = (torch.randn(2, 1, 8, 8, generator=make_generator(s)) for s in (1, 2, 3))
+    out = sampler.step(eps, 0.1, x_t, 0.0, previous=Guess(0.2, earlier))
+    assert torch.isfinite(out.prev_sample).all() and torch.equal(out.prev_sample, out.pred_original)
+    assert half_log_snr("cosine", 0.0) == float("inf") and half_log_snr("cosine", 1.0) == pytest.approx(-4.6, abs=0.01)
+    with pytest.raises(ValueError, match="noisier time"):  # a "previous" guess from a later time is a caller's bug
+        sampler.step(eps, 0.5, x_t, 0.4, previous=Guess(0.4, earlier))
+
+
+def test_ddim_and_ddpm_ignore_a_previous_guess():
+    gen = make_generator(8)
+    x_t, eps, z, earlier = (torch.randn(2, 1, 8, 8, generator=gen) for _ in range(4))
+    for kind in ("DDIM", "DDPM"):
+        sampler = Sampler(kind, 10, eta=0.5)
+        plain = sampler.step(eps, 0.5, x_t, 0.4, variance_noise=z)
+        given = sampler.step(eps, 0.5, x_t, 0.4, variance_noise=z, previous=Guess(0.6, earlier))
+        assert torch.equal(plain.prev_sample, given.prev_sample), kind
+
+
+def test_guided_sampling_can_use_the_dpm_solver():
+    from core.diffusion import predict_noise
+    from core.text_to_image import guided_denoise
+
+    config = DiffusionConfig(channels=1, image_size=8, widths=(8, 16), attention=False, embedding_dim=8, condition_dim=4)
+    model = tiny_model(config=config)
+    torch.nn.init.normal_(model.condition[-1].weight, std=0.5)
+    c, e = torch.randn(1, 4, generator=make_generator(1)), torch.zeros(1, 4)
+    x = start = torch.randn(2, 1, 8, 8, generator=make_generator(2))
+    sampler = Sampler("DPM++2M", 4)
+    frames = list(guided_denoise(model, sampler, x, c, e, 2.0))
+    previous = None
+    for i, frame in enumerate(frames):  # the same as stepping by hand with the previous guess passed along
+        t = float(sampler.times[i])
+        with torch.no_grad():
+            eps_c, eps_e = (predict_noise(model, x, t, "cosine", cond) for cond in (c, e))
+        step = sampler.step(eps_e + 2.0 * (eps_c - eps_e), t, x, float(sampler.times[i + 1]), previous=previous)
+        assert torch.allclose(frame.x_t, step.prev_sample, atol=1e-4), i
+        x, previous = frame.x_t, Guess(t, frame.x0)
+    ddim = list(guided_denoise(model, Sampler("DDIM", 4), start, c, e, 2.0))
+    assert not torch.allclose(ddim[-1].x_t, frames[-1].x_t, atol=1e-3)  # the history was used
+
+
 def test_sampler_refuses_bad_settings_with_sentences():
     for kwargs, match in [({"steps": 0}, "Steps"), ({"steps": 5000}, "Steps"), ({"eta": 1.5}, "eta"),
                           ({"eta": -0.1}, "eta"), ({"kind": "PNDM"}, "sampler"), ({"schedule": "x"}, "schedule")]:
         with pytest.raises(ValueError, match=match):
             Sampler(**kwargs)
+    with pytest.raises(ValueError, match=r"Unknown sampler 'DPM\+\+'; choose one of DDIM, DDPM, DPM\+\+2M\."):
+        Sampler("DPM++")
 
 
 def test_denoise_yields_every_step_with_time_running_backwards():
@@ -206,6 +339,31 @@ def test_tab_caps_and_refuses_bad_input(tab_with_tiny_model):
     assert image.width > image.height and "100 steps" in note
 
 
+def test_tab_samples_with_the_dpm_solver_and_lists_every_sampler(tab_with_tiny_model):
+    tab, calls = tab_with_tiny_model
+    assert [key for _, key in tab.SAMPLER_CHOICES] == list(SAMPLERS)  # the tab imports no torch: kept in step by hand
+    assert "DPM-Solver++ (2M)" in dict(tab.SAMPLER_CHOICES) and "DDIM-50" in tab.SAMPLER_INFO
+    *_, last = tab.generate("tiny", 3, 4, "DPM++2M", 6, 0.5, "cosine")
+    final, frames, slider, viewer, caption, note = last
+    assert len(frames) == 7 and final is not None and "Step 6 of 6" in caption and len(calls) == 6
+    assert "DPM-Solver++ (2M) is deterministic" in note  # η was set: said to do nothing here
+    again = list(tab.generate("tiny", 3, 4, "DPM++2M", 6, 0.0, "cosine"))[-1]
+    assert np.array_equal(np.asarray(again[0]), np.asarray(final))  # η did nothing: same seed, same picture
+    ddim = list(tab.generate("tiny", 3, 4, "DDIM", 6, 0.0, "cosine"))[-1]
+    assert not np.array_equal(np.asarray(ddim[0]), np.asarray(final))
+    with pytest.raises(ValueError, match=r"choose one of DDIM, DDPM, DPM\+\+2M"):
+        next(tab.generate("tiny", 0, 4, "Euler", 10, 0.0, "cosine"))
+    # A link names it by its key or its label; "Copy link" writes the "+" as %2B, so it survives the URL.
+    import gradio as gr
+    from urllib.parse import parse_qs, urlencode
+
+    from tabs.classroom import widget_value
+
+    radio = gr.Radio(tab.SAMPLER_CHOICES, value="DDIM")
+    assert widget_value(radio, "DPM++2M") == widget_value(radio, "dpm-solver++ (2m)") == ("DPM++2M", None)
+    assert parse_qs(urlencode({"sampler": "DPM++2M"}))["sampler"] == ["DPM++2M"]
+
+
 def test_tab_forward_process_at_t0_shows_the_image_itself():
     from tabs import diffusion as tab
 
@@ -219,14 +377,15 @@ def test_tab_forward_process_at_t0_shows_the_image_itself():
         tab.forward_process(example, None, 0.5, "sigmoid")
 
 
-def test_one_ddim_step_is_the_clipped_guess_from_pure_noise():
+@pytest.mark.parametrize("kind", ["DDIM", "DPM++2M"])
+def test_one_step_is_the_clipped_guess_from_pure_noise(kind):
     model = tiny_model()
     x_T = torch.randn(3, 1, 8, 8, generator=make_generator(4))
     with torch.no_grad():
         eps = model(x_T, schedule_rates("cosine", torch.tensor([1.0]))[1] ** 2)
     signal, noise = schedule_rates("cosine", torch.tensor(1.0))
     guess = ((x_T - noise * eps) / signal).clamp(-1, 1)  # x̂₀: no noise is added on the way to t = 0
-    one = sample(model, 3, make_generator(0), steps=1, noise=x_T)
+    one = sample(model, 3, make_generator(0), steps=1, kind=kind, noise=x_T)
     assert torch.allclose(one, (guess + 1) / 2, atol=1e-5)
     assert float(signal) == pytest.approx(0.01, abs=1e-6)  # the tab's text: "about 0.01 … a hundredfold"
 

@@ -131,7 +131,9 @@ def test_truncation_redraws_only_the_components_outside_the_limit():
 
 # Contrast (each image's pixel spread) at psi = 0.3, as a share of the untruncated one, measured on 256
 # samples: truncated normal 0.54 (Fashion DCGAN) and 0.70 (faces); scaling z by psi gave 0.30 and 0.55.
-@pytest.mark.parametrize("name, min_contrast", [("dcgan_fashion", 0.45), ("wgangp_faces", 0.65)])
+# The StyleGAN truncates w towards its mean instead: 0.90 (its variety falls to 0.63).
+@pytest.mark.parametrize("name, min_contrast", [("dcgan_fashion", 0.45), ("wgangp_faces", 0.65),
+                                                ("stylegan_faces", 0.8)])
 def test_truncation_narrows_variety_without_washing_the_images_out(name, min_contrast):
     from core.checkpoints import load_shipped
 
@@ -306,7 +308,7 @@ def cuda_checks_gan(device="cuda"):
         finally:
             os.environ.pop("GENLAB_FP32") if before is None else os.environ.update(GENLAB_FP32=before)
 
-    for name in ("dcgan_fashion", "cgan_fashion", "wgangp_faces"):
+    for name in ("dcgan_fashion", "cgan_fashion", "wgangp_faces", "stylegan_faces"):
         ckpt = load_shipped("gan", name)
         on_cpu, on_device = gan.load_generator(ckpt), gan.load_generator(ckpt, device)
         assert next(on_device.parameters()).device.type == torch.device(device).type
@@ -377,6 +379,43 @@ def test_tab_conditional_grid_names_its_rows():
         assert (band < 128).sum() > 20, f"no name beside row {row} ({names[row]})"
     strip, _ = tab.latent_walk("cgan_fashion", 1, 2, 3)
     assert (np.asarray(strip.convert("L"))[:, :margin // 2] < 128).any()  # the walk's rows are named too
+
+
+def test_tab_style_mixing_takes_coarse_styles_from_a_and_fine_from_b():
+    import numpy as np
+
+    from tabs import gan as tab
+
+    layers = tab._generator("stylegan_faces").num_styles
+    assert tab._generator_layers("stylegan_faces") == layers  # the slider, built from the card, fits the model
+
+    def pictures(crossover, seed_b=8, noise="fixed"):
+        trio, sweep, noise_panel, note = tab.style_mix("stylegan_faces", 3, seed_b, crossover, 0.7, noise)
+        scale, pad = tab.SHOW_PX // 32, tab.GRID_PADDING
+        top, pitch = pad * scale, (32 + pad) * scale
+        faces = [np.asarray(trio)[top:top + 32 * scale, top + i * pitch:top + i * pitch + 32 * scale]
+                 for i in range(3)]  # A, the mix, B
+        return faces, sweep, noise_panel, note
+
+    (a, mix, b), sweep, noise_panel, note = pictures(layers)
+    assert np.array_equal(mix, a) and not np.array_equal(a, b) and "every layer reads seed 3" in note
+    (a, mix, b), *_ = pictures(0)
+    assert np.array_equal(mix, b)
+    (a, mix, b), _, _, note = pictures(3)
+    assert not np.array_equal(mix, a) and not np.array_equal(mix, b) and "Layers 0–2 read seed 3" in note
+    assert sweep.width > 2 * sweep.height and noise_panel.width > 2 * noise_panel.height
+    _, _, _, note = pictures(99)
+    assert "crossover" in note.lower()  # clamped, and said so
+    (a, mix, b), *_ = pictures(3, seed_b=3)  # one seed on both sides: nothing to mix
+    assert np.array_equal(a, mix) and np.array_equal(mix, b)
+    # psi reaches a StyleGAN's grid and its latent walk (it truncates w there, not z)
+    assert tab.samples("stylegan_faces", 1, 2, truncation=0.3)[0].tobytes() != tab.samples("stylegan_faces", 1, 2)[0].tobytes()
+    walks = [tab.latent_walk("stylegan_faces", 1, 2, 3, "slerp", tab.ALL_CLASSES, psi)[0].tobytes() for psi in (0.3, 1.0)]
+    assert walks[0] != walks[1]
+    with pytest.raises(ValueError, match="StyleGAN"):
+        tab.style_mix("dcgan_fashion", 3, 8, 3, 0.7, "fixed")
+    with pytest.raises(ValueError, match="Noise must be one of"):
+        tab.style_mix("stylegan_faces", 3, 8, 3, 0.7, "loud")
 
 
 def test_tab_class_box_follows_the_model():

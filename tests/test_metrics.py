@@ -9,7 +9,6 @@ from core.checkpoints import load_checkpoint
 from core.metrics import classifiers
 from core.metrics.classifiers import fashion_features, fashion_input, load_fashion_classifier, to_unit_range
 from core.metrics.fid import fid, frechet_distance, gaussian_stats, kid, mmd2_unbiased
-from core.metrics.quality import gaussian_blur
 from core.registry import shipped_path
 from tests.conftest import real_fashion_test_split
 
@@ -260,14 +259,6 @@ def real_test_set():
     return images[:800], labels[:800]
 
 
-@pytest.fixture(scope="module")
-def real_clothes(real_test_set):
-    from core.data.fashion_mnist import to_float
-
-    x = to_float(real_test_set[0])
-    return x[:400], x[400:]
-
-
 def test_shipped_classifier_names_real_clothes(real_test_set):
     # Measured on the shipped weights, not read from the card: a feature network that cannot tell
     # clothes apart would make every FID here meaningless (random weights: about 10 %).
@@ -276,24 +267,3 @@ def test_shipped_classifier_names_real_clothes(real_test_set):
     assert float((predicted == labels).float().mean()) > 0.88
 
 
-@pytest.mark.parametrize("damage, levels", [
-    ("noise", [0.0, 0.05, 0.1, 0.2, 0.4]),
-    ("blur", [0.0, 0.6, 1.0, 1.5, 2.5]),
-])
-def test_fid_and_kid_grow_monotonically_with_noise_and_blur(real_clothes, damage, levels):
-    reference, images = real_clothes
-    ref_feats = fashion_features(reference, (0, 1))
-    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(0))
-    fids, kids = [], []
-    for level in levels:
-        if level == 0:
-            damaged = images
-        elif damage == "noise":
-            damaged = (images + level * noise).clamp(0, 1)
-        else:
-            damaged = gaussian_blur(images, level)
-        feats = fashion_features(damaged, (0, 1))
-        fids.append(fid(ref_feats, feats))
-        kids.append(kid(ref_feats, feats, subsets=20, subset_size=200).mean)
-    assert fids == sorted(fids) and len(set(fids)) == len(fids), fids
-    assert kids == sorted(kids) and len(set(kids)) == len(kids), kids

@@ -6,6 +6,11 @@ nothing about 32-px clothes, so GenLab trains two small classifiers and uses the
 just before their output layer (the penultimate features):
 
 - FashionClassifier: 10 Fashion-MNIST classes, 32x32 grey images -> 128-d features.
+- FashionResNet: a second, independent judge of the same clothes: residual blocks and global
+  average pooling (no max-pool stages, no dense bottleneck) -> 256-d features, trained with
+  another seed and another augmentation (shifts of 2 px, flips, random erasing). A ranking of
+  generators that holds on both networks (and on ImageNet EfficientNet-Lite0) is not an
+  artefact of one network (core.metrics.quality.JUDGES).
 - FaceAttributeClassifier: one yes/no head per attribute of the synthetic faces
   (core.data.faces.FACE_ATTRIBUTES), 64x64 colour images -> 128-d features. It also scores
   attributes, e.g. "how much did adding the smile vector make the face smile?".
@@ -18,6 +23,8 @@ ValueError, which catches the common mistake of stating (0, 1) for [-1, 1] image
 
 Training (the shipped checkpoints' cards hold the exact commands):
     python -m core.train classifier --dataset fashion --epochs 8 --shift 1 --label-smoothing 0 --threads 1
+    python -m core.train classifier --dataset fashion --arch resnet --seed 7 --epochs 5 --shift 2 --erase 0.5 --threads 1
+        # the second judge: writes fashion_mnist_resnet
     python -m core.train classifier --dataset faces --train-faces 16000 --epochs 5 --threads 1
     python -m core.train classifier --dataset fashion --init-from assets/checkpoints/classifier/fashion_mnist.pt \
         --adversarial-epsilon 8/255 --pgd-steps 7 --epochs 3 --lr 1e-3 --shift 1 --label-smoothing 0 --threads 1
@@ -44,6 +51,7 @@ from core.runtime import make_generator
 TECHNIQUE = "classifier"
 FASHION_NAME = "fashion_mnist"
 ROBUST_NAME = "fashion_mnist_robust"  # adversarially trained (core.adversarial); FID/KID keep FASHION_NAME
+RESNET_NAME = "fashion_mnist_resnet"  # the second Fashion-MNIST judge (another architecture, seed, augmentation)
 FACES_NAME = "face_attributes"
 FEATURE_BATCH = 500  # images per forward pass when extracting features
 VALIDATION_SEED = 28  # which Fashion-MNIST train images are held out for validation
@@ -96,6 +104,61 @@ class FashionClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.features(x)))
+
+
+@dataclass
+class FashionResNetConfig:
+    widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128])  # stem, then one block per stride-2 stage
+    feature_dim: int = 256
+    num_classes: int = 10
+    dropout: float = 0.2
+    image_size: int = 32
+
+
+class _Residual(nn.Module):
+    """Basic residual block (He et al. 2016): two 3x3 convolutions, the first with stride 2, beside a
+    strided 1x1 shortcut; the resolution halves by stride, not by max-pooling."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                                  nn.ReLU(inplace=True), nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(c_out))
+        self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=2, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.body(x) + self.shortcut(x))
+
+
+class FashionResNet(nn.Module):
+    """The second Fashion-MNIST judge. Input [N, 1, 32, 32] in [0, 1], as FashionClassifier's.
+
+    A stride-1 stem, residual blocks that halve the resolution (32 -> 16 -> 8 -> 4), a 1x1 convolution
+    to feature_dim channels and global average pooling: the feature vector is the per-channel mean
+    over positions (after ReLU), not the output of a dense layer on the flattened map."""
+
+    def __init__(self, cfg: FashionResNetConfig):
+        super().__init__()
+        self.cfg = cfg
+        w = cfg.widths
+        self.stem = nn.Sequential(nn.Conv2d(1, w[0], 3, padding=1, bias=False), nn.BatchNorm2d(w[0]),
+                                  nn.ReLU(inplace=True))
+        self.blocks = nn.Sequential(*[_Residual(a, b) for a, b in zip(w, w[1:])])
+        self.expand = nn.Sequential(nn.Conv2d(w[-1], cfg.feature_dim, 1, bias=False), nn.BatchNorm2d(cfg.feature_dim),
+                                    nn.ReLU(inplace=True))
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(cfg.feature_dim, cfg.num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.expand(self.blocks(self.stem(x))).mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.features(x)))
+
+
+# Fashion-MNIST judges by --arch: (shipped name, network, config)
+FASHION_ARCHS = {"convnet": (FASHION_NAME, FashionClassifier, FashionClassifierConfig),
+                 "resnet": (RESNET_NAME, FashionResNet, FashionResNetConfig)}
 
 
 @dataclass
@@ -200,6 +263,16 @@ def load_fashion_classifier(path=None) -> FashionClassifier:
 
 
 @functools.lru_cache(maxsize=None)
+def load_fashion_resnet(path=None) -> FashionResNet:
+    """The shipped second Fashion-MNIST judge (or the checkpoint at `path`), in eval mode, on the app's
+    device, cached. fashion_features(images, value_range, model=load_fashion_resnet()) gives its features."""
+    from core.runtime import app_device
+
+    ckpt = load_checkpoint(path) if path else load_shipped(TECHNIQUE, RESNET_NAME)
+    return build_model(ckpt, FashionResNet, FashionResNetConfig).to(app_device())
+
+
+@functools.lru_cache(maxsize=None)
 def load_face_classifier(path=None, size: int = 64) -> FaceAttributeClassifier:
     """The shipped face-attribute classifier (or the checkpoint at `path`), in eval mode, on the app's
     device, cached. `size` 32 is the one trained on faces drawn at 32x32: it judges 32-pixel models,
@@ -210,13 +283,14 @@ def load_face_classifier(path=None, size: int = 64) -> FaceAttributeClassifier:
     return build_model(ckpt, FaceAttributeClassifier, FaceClassifierConfig).to(app_device())
 
 
-def fashion_features(images: torch.Tensor, value_range, model: FashionClassifier | None = None) -> torch.Tensor:
-    """Penultimate features [N, 128] of clothes images, for FID/KID."""
+def fashion_features(images: torch.Tensor, value_range, model: nn.Module | None = None) -> torch.Tensor:
+    """Penultimate features of clothes images, for FID/KID: [N, 128] with the shipped classifier (the
+    default), [N, 256] with load_fashion_resnet() (any network with a .features method)."""
     model = model or load_fashion_classifier()
     return _batched(model.features, fashion_input(images, value_range), _device_of(model))
 
 
-def fashion_probabilities(images: torch.Tensor, value_range, model: FashionClassifier | None = None) -> torch.Tensor:
+def fashion_probabilities(images: torch.Tensor, value_range, model: nn.Module | None = None) -> torch.Tensor:
     """Class probabilities [N, 10] (order: core.data.fashion_mnist.CLASS_NAMES)."""
     model = model or load_fashion_classifier()
     return _batched(lambda x: model(x).softmax(-1), fashion_input(images, value_range), _device_of(model))
@@ -251,6 +325,12 @@ def add_train_arguments(parser) -> None:
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the one-cycle schedule")
     parser.add_argument("--shift", type=int, default=2, help="fashion: random shifts of up to this many pixels")
     parser.add_argument("--label-smoothing", type=float, default=0.05, help="fashion: cross-entropy label smoothing")
+    parser.add_argument("--arch", choices=sorted(FASHION_ARCHS), default="convnet",
+                        help=f"fashion: convnet (the first judge, writes {FASHION_NAME}) or resnet (residual blocks "
+                             f"and global average pooling, the second judge, writes {RESNET_NAME})")
+    parser.add_argument("--erase", type=_fraction, default=0.0,
+                        help="fashion: random erasing (Zhong et al. 2020): the share of training images in which a "
+                             "random rectangle (2-20%% of the image) is filled with one random grey (default 0: off)")
     parser.add_argument("--init-from", default=None,
                         help="start from this checkpoint's weights (fine-tuning); its card is kept in the new card")
     parser.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX folder (default: search the usual places)")
@@ -289,6 +369,23 @@ def _augment_clothes(x: torch.Tensor, generator: torch.Generator, shift: int) ->
     dx, dy = torch.randint(0, 2 * shift + 1, (2, len(x)), generator=generator)
     side = x.shape[-1]
     return torch.stack([padded[i, :, dy[i]:dy[i] + side, dx[i]:dx[i] + side] for i in range(len(x))])
+
+
+def _erase(x: torch.Tensor, generator: torch.Generator, share: float) -> torch.Tensor:
+    """Random erasing: in about `share` of the images one rectangle of 2-20 % of the image area, with an
+    aspect ratio between 1/3 and 3, is filled with a single random grey level in [0, 1]."""
+    n, side = len(x), x.shape[-1]
+    apply, area, log_aspect, top, left, grey = torch.rand(6, n, generator=generator)
+    area = (0.02 + 0.18 * area) * side * side
+    aspect = torch.exp((2 * log_aspect - 1) * math.log(3))
+    h = (area * aspect).sqrt().round().clamp(1, side)
+    w = (area / aspect).sqrt().round().clamp(1, side)
+    top, left = (top * (side - h + 1)).floor(), (left * (side - w + 1)).floor()
+    rows = torch.arange(side).view(1, side, 1)
+    cols = torch.arange(side).view(1, 1, side)
+    inside = ((rows >= top.view(-1, 1, 1)) & (rows < (top + h).view(-1, 1, 1))
+              & (cols >= left.view(-1, 1, 1)) & (cols < (left + w).view(-1, 1, 1)) & (apply < share).view(-1, 1, 1))
+    return torch.where(inside[:, None], grey.view(-1, 1, 1, 1).to(x.dtype), x)
 
 
 @torch.inference_mode()
@@ -370,6 +467,8 @@ def train_main(args):
     args.epochs = args.epochs or 5
     if args.dataset == "faces" and getattr(args, "adversarial_epsilon", 0):
         raise ValueError("Adversarial training (--adversarial-epsilon) is for the Fashion-MNIST classifier only.")
+    if args.dataset == "faces" and (getattr(args, "arch", "convnet") != "convnet" or getattr(args, "erase", 0)):
+        raise ValueError("--arch and --erase are for the Fashion-MNIST judges only (--dataset fashion).")
     return train_fashion(args) if args.dataset == "fashion" else train_faces(args)
 
 
@@ -414,8 +513,16 @@ def train_fashion(args):
     from core.engine import TrainingRun
 
     adversarial = _check_adversarial(args)
-    out = Path(args.out) if args.out else shipped_path(TECHNIQUE, ROBUST_NAME if adversarial else FASHION_NAME)
-    if adversarial and out.resolve() == shipped_path(TECHNIQUE, FASHION_NAME).resolve():
+    arch = getattr(args, "arch", "convnet")
+    name, model_cls, config_cls = FASHION_ARCHS[arch]
+    if adversarial and arch != "convnet":
+        raise ValueError("Adversarial training (--adversarial-epsilon) fine-tunes the convnet classifier; "
+                         "leave --arch out.")
+    if not 0 <= getattr(args, "erase", 0.0) <= 1:
+        raise ValueError(f"--erase is the share of images erased: between 0 and 1, not {args.erase}.")
+    out = Path(args.out) if args.out else shipped_path(TECHNIQUE, ROBUST_NAME if adversarial else name)
+    judges = [shipped_path(TECHNIQUE, judge).resolve() for judge, _, _ in FASHION_ARCHS.values()]
+    if adversarial and out.resolve() in judges:
         raise ValueError(f"Adversarial training must not overwrite {out.name}: FID/KID measure with it. "
                          f"Leave --out out (it writes {ROBUST_NAME}.pt) or choose another path.")
     run = TrainingRun(args, out, global_batch=args.batch_size)  # seeds the weight initialisation
@@ -425,13 +532,18 @@ def train_fashion(args):
     # Keep the padded images as uint8 (a quarter of the memory); _fit divides by 255 per batch.
     all_x, test_x = (to_float(x).mul(255).round().to(torch.uint8) for x in (all_u8, test_u8))
     train_x, train_y, val_x, val_y = all_x[keep], all_y[keep], all_x[held_out], all_y[held_out]
-    model, init = _start_from(run, args, FashionClassifier, FashionClassifierConfig())
+    model, init = _start_from(run, args, model_cls, config_cls())
     cfg = model.cfg
     perturb = _pgd_batches(run, model, args) if adversarial else None
+    erase = getattr(args, "erase", 0.0)
+
+    def augment(x, generator):
+        x = _augment_clothes(x, generator, args.shift)
+        return _erase(x, generator, erase) if erase else x  # without --erase the stream is the convnet's as before
+
     history = _fit(run, model, args, train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y,
                    loss_fn=lambda logits, y: F.cross_entropy(logits, y, label_smoothing=args.label_smoothing),
-                   augment=lambda x, generator: _augment_clothes(x, generator, args.shift), init=init,
-                   perturb=perturb)
+                   augment=augment, init=init, perturb=perturb)
     _as_shipped(model)
     # Every process measures (the same numbers); rank 0 writes.
     validation = float(_accuracy(model, val_x.float() / 255, val_y, run.device))
@@ -448,13 +560,21 @@ def train_fashion(args):
                     metrics=metrics, **robustness,
                     epochs=len(history), batch_size=args.batch_size, lr=args.lr, bf16_autocast=run.bf16,
                     train_images=len(train_x), validation_images=len(val_x), test_images=len(test_x),
-                    features=f"{cfg.feature_dim}-d penultimate layer (after ReLU), used for FID/KID",
+                    features=f"{cfg.feature_dim}-d penultimate layer (after ReLU), used for FID/KID"
+                    if arch == "convnet" else f"{cfg.feature_dim}-d global average of the last feature map (after "
+                                              f"ReLU), the second Fashion-MNIST judge of FID/KID",
                     shift=args.shift, label_smoothing=args.label_smoothing,
+                    **({"arch": arch, "architecture": _ARCHITECTURE} if arch != "convnet" else {}),
+                    **({"erase": erase} if erase else {}),
                     input="[N, 1, 32, 32] in [0, 1]; 28x28 images are zero-padded to 32",
                     curves=history, init=init)
     path = run.save_model(model, cfg, card, half=True)
     run.finish()
     return path
+
+
+_ARCHITECTURE = ("FashionResNet: 3x3 stem, one residual block per stride-2 stage (32 -> 16 -> 8 -> 4 px), 1x1 "
+                 "convolution, global average pooling; no max-pool stages, no dense bottleneck")
 
 
 def _check_adversarial(args) -> bool:

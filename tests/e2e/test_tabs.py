@@ -202,6 +202,14 @@ def test_gan_generates_a_grid(page, screenshot_dir):
     save_screenshot(page, screenshot_dir, "gan")
 
 
+def test_gan_mixes_two_faces_styles(page):
+    open_tab(page, "GAN")
+    page.get_by_text("StyleGAN: style mixing, truncation in w, noise").click()
+    page.locator("#gan-style-mix").click()
+    assert_picture(page, "#gan-style-trio", min_side=90)
+    assert_no_error(page)
+
+
 def test_pixelcnn_generates_a_grid_pixel_by_pixel(page, screenshot_dir):
     open_tab(page, "PixelCNN")
     page.locator("#pixelcnn-generate").click()
@@ -482,7 +490,8 @@ TEXT_FITS_JS = """input => {
 def test_gan_model_boxes_show_the_whole_model_name(page):
     open_tab(page, "GAN")
     for model, classes in (("#gan-walk-model", "#gan-walk-class"), ("#gan-model", "#gan-class")):
-        for title in ("Conditional GAN · Fashion-MNIST", "WGAN-GP · synthetic faces", "DCGAN · Fashion-MNIST"):
+        for title in ("Conditional GAN · Fashion-MNIST", "StyleGAN · synthetic faces", "WGAN-GP · synthetic faces",
+                      "DCGAN · Fashion-MNIST"):
             box = page.locator(f"{model} input")
             box.click()
             page.locator(model).get_by_role("option", name=title, exact=True).click()  # this box's list only

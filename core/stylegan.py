@@ -143,6 +143,13 @@ def channels_at(cfg, resolution: int) -> int:
     return cfg.width * min(8, cfg.image_size // resolution)
 
 
+def style_resolutions(image_size: int) -> list[int]:
+    """The size each style layer draws at: one layer at 4 px, then two at every doubling up to
+    `image_size` (the first of the two upsamples). One w per layer: its length is how many styles there are."""
+    doublings = image_size.bit_length() - 3  # 4 -> 8 -> ... -> image_size
+    return [4] + [4 << k for k in range(1, doublings + 1) for _ in range(2)]
+
+
 class StyleGenerator(nn.Module):
     """z -> image in [-1, 1]. Built from a core.gan.GANConfig with architecture "style".
 
@@ -156,16 +163,13 @@ class StyleGenerator(nn.Module):
         self.register_buffer("w_avg", torch.zeros(cfg.w_dim))
         self.constant = nn.Parameter(torch.randn(1, channels_at(cfg, 4), 4, 4))
         self.layers, self.to_rgb = nn.ModuleList(), nn.ModuleList()
-        resolution, c_in = 4, channels_at(cfg, 4)
-        self.layers.append(StyleLayer(c_in, c_in, cfg.w_dim, 4))
-        self.to_rgb.append(ToRGB(c_in, cfg.channels, cfg.w_dim))
-        while resolution < cfg.image_size:
-            resolution *= 2
+        c_in, previous = channels_at(cfg, 4), 4
+        for i, resolution in enumerate(style_resolutions(cfg.image_size)):
             c_out = channels_at(cfg, resolution)
-            self.layers.append(StyleLayer(c_in, c_out, cfg.w_dim, resolution, upsample=True))
-            self.layers.append(StyleLayer(c_out, c_out, cfg.w_dim, resolution))
-            self.to_rgb.append(ToRGB(c_out, cfg.channels, cfg.w_dim))
-            c_in = c_out
+            self.layers.append(StyleLayer(c_in, c_out, cfg.w_dim, resolution, upsample=resolution > previous))
+            if i % 2 == 0:  # the last layer at each resolution has a toRGB
+                self.to_rgb.append(ToRGB(c_out, cfg.channels, cfg.w_dim))
+            c_in, previous = c_out, resolution
 
     @property
     def num_styles(self) -> int:
@@ -173,7 +177,7 @@ class StyleGenerator(nn.Module):
         return len(self.layers)
 
     def layer_resolutions(self) -> list[int]:
-        return [layer.const_noise.shape[-1] for layer in self.layers]
+        return style_resolutions(self.cfg.image_size)
 
     def truncate(self, w: torch.Tensor, psi: float) -> torch.Tensor:
         return self.w_avg + psi * (w - self.w_avg)  # w' = w_avg + psi (w - w_avg)

@@ -38,6 +38,7 @@ import hashlib
 import json
 import math
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -71,16 +72,42 @@ class EnvironmentUnavailable(ValueError):
 
 # --- the real environment ---------------------------------------------------------------------------
 
-def make_env(max_steps: int = MAX_EPISODE_STEPS):
+def make_env(max_steps: int = MAX_EPISODE_STEPS) -> "OneRendererAtATime":
     """CarRacing-v3, headless: observations are 96x96x3 arrays, no window is ever opened."""
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     try:
         import gymnasium as gym
-        return gym.make(ENV_ID, max_episode_steps=max_steps)
+        return OneRendererAtATime(gym.make(ENV_ID, max_episode_steps=max_steps))
     except Exception as exc:  # ImportError, Box2D's own errors, pygame's
         raise EnvironmentUnavailable(
             f"The CarRacing environment could not start ({type(exc).__name__}: {exc}). It needs "
             f"`pip install \"gymnasium[box2d]\"` (Box2D and pygame).") from None
+
+
+class OneRendererAtATime:
+    """A CarRacing whose reset() and step() (each draws the observation) run one at a time in this process.
+
+    CarRacing fills its road polygons with pygame.gfxdraw, which releases the GIL and scan-converts every
+    polygon in one C buffer shared by all threads (SDL_gfx's). Two users driving at once on two server
+    threads then draw into each other's polygons: the physics stays the same, the pictures do not. Drawing
+    takes a few milliseconds a step, so waiting for the other driver costs little. Everything else is the
+    environment's own."""
+
+    _drawing = threading.Lock()  # one per process: the buffer it guards is one per process
+
+    def __init__(self, env):
+        self.env = env
+
+    def reset(self, **options):
+        with self._drawing:
+            return self.env.reset(**options)
+
+    def step(self, action):
+        with self._drawing:
+            return self.env.step(action)
+
+    def __getattr__(self, name):  # action_space, unwrapped, close, ...
+        return getattr(self.env, name)
 
 
 def frame_of(observation: np.ndarray) -> np.ndarray:

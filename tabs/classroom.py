@@ -176,6 +176,12 @@ def _text(value) -> str:
     return str(value)
 
 
+def _choice_key(text) -> str:
+    """How a link's text is matched to a choice: any case, and a "+" the same as a space, since a "+" typed by
+    hand into an address arrives as a space (?sampler=DPM++2M reads "DPM  2M"; Copy link writes %2B)."""
+    return " ".join(str(text).lower().replace("+", " ").split())
+
+
 def widget_value(widget, text: str):
     """The value a link's text gives a widget, made valid: (value, None), (clamped value, a note), or
     (None, a note) when the text cannot be used."""
@@ -199,7 +205,7 @@ def widget_value(widget, text: str):
         return value, None if value is not None else f"“{text}” is neither on nor off"
     if isinstance(widget, (gr.Dropdown, gr.Radio)):
         for label, value in widget.choices:
-            if text.strip().lower() in (str(label).lower(), str(value).lower()):
+            if _choice_key(text) in (_choice_key(label), _choice_key(value)):
                 return value, None
         if getattr(widget, "allow_custom_value", False):  # choices filled in later (the handler checks the text)
             return text[:MAX_TEXT], None

@@ -586,7 +586,8 @@ def _build_style_mixing(choices, gpu) -> None:
 
 
 def _generator_layers(name: str) -> int:
-    """How many styles a shipped style generator reads (from its card: no model is built at start-up)."""
+    """How many styles a shipped style generator reads, from its card: building the app imports no torch, so this
+    is len(core.stylegan.style_resolutions(image_size)) without the import (test_gan checks the two agree)."""
     config = read_card("gan", name)["config"]
     return 1 + 2 * (config["image_size"].bit_length() - 3)  # one layer at 4 px, two at each doubling
 

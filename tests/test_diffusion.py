@@ -353,7 +353,8 @@ def test_tab_samples_with_the_dpm_solver_and_lists_every_sampler(tab_with_tiny_m
     assert not np.array_equal(np.asarray(ddim[0]), np.asarray(final))
     with pytest.raises(ValueError, match=r"choose one of DDIM, DDPM, DPM\+\+2M"):
         next(tab.generate("tiny", 0, 4, "Euler", 10, 0.0, "cosine"))
-    # A link names it by its key or its label; "Copy link" writes the "+" as %2B, so it survives the URL.
+    # A link names it by its key or its label; "Copy link" writes the "+" as %2B, so it survives the URL, and
+    # typed by hand (where a "+" arrives as a space) it still finds DPM-Solver++ and nothing else.
     import gradio as gr
     from urllib.parse import parse_qs, urlencode
 
@@ -362,6 +363,8 @@ def test_tab_samples_with_the_dpm_solver_and_lists_every_sampler(tab_with_tiny_m
     radio = gr.Radio(tab.SAMPLER_CHOICES, value="DDIM")
     assert widget_value(radio, "DPM++2M") == widget_value(radio, "dpm-solver++ (2m)") == ("DPM++2M", None)
     assert parse_qs(urlencode({"sampler": "DPM++2M"}))["sampler"] == ["DPM++2M"]
+    assert widget_value(radio, parse_qs("sampler=DPM++2M")["sampler"][0]) == ("DPM++2M", None)
+    assert widget_value(radio, "DPM")[0] is None and widget_value(radio, "2M")[0] is None
 
 
 def test_tab_forward_process_at_t0_shows_the_image_itself():

@@ -5,6 +5,8 @@ import json
 import math
 import shutil
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
 import numpy as np
@@ -138,6 +140,38 @@ def test_a_recorded_episode_is_what_the_car_saw_and_did_and_replays_exactly(vae)
     assert np.array_equal(np.stack([s.frame for s in steps]), episode["frames"][:12])
     assert np.array_equal(np.stack([s.action for s in steps]), episode["actions"][:12])
     assert np.array_equal(np.float32([s.reward for s in steps]), rewards[:12])
+
+
+def observations(env, track: int, steps: int) -> list[np.ndarray]:
+    """What the car sees on `track` under the noisy policy, step by step."""
+    policy = wm.NoisyPolicy(track)
+    try:
+        seen = [env.reset(seed=track)[0]]
+        seen += [env.step(np.asarray(policy(), dtype=np.float32))[0] for _ in range(steps)]
+    finally:
+        env.close()
+    return seen
+
+
+def test_drivers_on_many_server_threads_each_see_what_they_see_alone():
+    # CarRacing fills its road with pygame.gfxdraw, whose polygon buffer all threads share: without
+    # make_env's lock, two drivers at once saw each other's road in nearly every frame (the physics the same).
+    needs_car()
+    steps, tracks = 30, (3, 4)
+    alone = {track: observations(wm.make_env(steps), track, steps) for track in tracks}
+    drivers = [track for track in tracks for _ in range(3)]
+    together = threading.Barrier(len(drivers))
+
+    def drive(track):
+        env = wm.make_env(steps)
+        together.wait(timeout=60)
+        return observations(env, track, steps)
+
+    with ThreadPoolExecutor(len(drivers)) as pool:
+        seen = list(pool.map(drive, drivers, timeout=300))
+    for track, frames in zip(drivers, seen):
+        differ = [t for t, (a, b) in enumerate(zip(frames, alone[track])) if not np.array_equal(a, b)]
+        assert not differ, f"track {track}: beside other drivers, frames {differ} differ from the lone drive"
 
 
 def test_without_gymnasium_the_environment_is_a_sentence(monkeypatch, tmp_path, capsys):

@@ -378,6 +378,19 @@ def load_data(name: str, image_size: int, data_dir=None, faces: int = 12000, lim
 # --- training loop --------------------------------------------------------------------------
 
 EARLY_FRAMES = {50 * 2 ** k for k in range(8)}  # extra timeline frames in the first epoch: 50, 100, 200, ...
+MAX_TIMELINE_FRAMES = 60  # a frame of 64 colour faces at 32 px is ~135 KB of PNG: 60 keep the strip under 10 MB
+
+
+def timeline_picks(epochs: list[float], most: int = MAX_TIMELINE_FRAMES) -> list[int]:
+    """The frames a shipped timeline keeps (indices): all of them when they fit; otherwise every frame of
+    the first epoch (where learning is fastest) and the later ones spread evenly, the last always."""
+    if len(epochs) <= most:
+        return list(range(len(epochs)))
+    early = [i for i, epoch in enumerate(epochs) if epoch <= 1]
+    later = range(len(early), len(epochs))
+    keep = most - len(early)
+    return early + sorted({later[round(k * (len(later) - 1) / (keep - 1))] for k in range(keep)})
+
 
 def snapshot_inputs(cfg: GANConfig, seed: int):
     """The fixed noise (and labels) whose images form the per-epoch timeline."""
@@ -482,7 +495,9 @@ def train(cfg: GANConfig, tcfg: TrainConfig, data: ImageData, out: Path, run=Non
 
     def write_checkpoint(ship):
         # Every process builds the card (it gathers their weight checksums); rank 0 writes.
-        frames = torch.stack(state["frames"]) if state["frames"] else torch.zeros(0)
+        epochs = [round(step / steps_per_epoch, 2) for step in state["frame_steps"]]
+        picks = timeline_picks(epochs)  # the file keeps these; the run keeps every frame, so a resume thins afresh
+        frames = torch.stack([state["frames"][i] for i in picks]) if state["frames"] else torch.zeros(0)
         card = run.card(data=data.description, data_files=data.files, model=nn.ModuleList([G, D]),
                         metrics={k: v for k, v in state["history"][-1].items() if k != "step"}
                         if state["history"] else {},
@@ -491,8 +506,8 @@ def train(cfg: GANConfig, tcfg: TrainConfig, data: ImageData, out: Path, run=Non
                         parameters={"generator": sum(p.numel() for p in G.parameters()),
                                     "critic": sum(p.numel() for p in D.parameters())},
                         curves=state["history"],
-                        timeline={"file": out.stem + ".timeline.png", "steps": state["frame_steps"],
-                                  "epochs": [round(s / steps_per_epoch, 2) for s in state["frame_steps"]],
+                        timeline={"file": out.stem + ".timeline.png", "steps": [state["frame_steps"][i] for i in picks],
+                                  "epochs": [epochs[i] for i in picks],
                                   "frame_height": int(frames.shape[-2]) if len(frames) else 0})
         run.save_model(ship, cfg, card, half=True)
         if run.is_main and len(frames):  # the frames stacked top to bottom, one PNG the tab slices by epoch

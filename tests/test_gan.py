@@ -150,6 +150,17 @@ def test_truncation_narrows_variety_without_washing_the_images_out(name, min_con
     assert contrast_03 >= min_contrast * contrast and contrast_07 >= 0.9 * contrast
 
 
+def test_a_long_timeline_keeps_the_first_epoch_the_last_frame_and_an_even_spread():
+    short = [0, 0.5, 1, 2, 3]
+    assert gan.timeline_picks(short, most=5) == [0, 1, 2, 3, 4]
+    epochs = [0, 0.13, 0.27, 0.53] + list(range(1, 76))  # the StyleGAN's 79 frames: 4 early, one per epoch
+    picks = gan.timeline_picks(epochs, most=60)
+    assert len(picks) == 60 and picks == sorted(set(picks))
+    assert picks[:5] == [0, 1, 2, 3, 4] and picks[-1] == len(epochs) - 1  # all of the first epoch, and the end
+    gaps = torch.diff(torch.tensor([epochs[i] for i in picks[5:]]))
+    assert gaps.max() - gaps.min() <= 1  # the later epochs evenly spread
+
+
 def test_training_writes_checkpoint_card_timeline_and_resumes(tmp_path):
     gen = make_generator(0)
     images = (torch.rand(64, 1, 8, 8, generator=gen) * 255).to(torch.uint8)

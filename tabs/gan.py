@@ -83,7 +83,7 @@ LESSON = Lesson(
                r"$\mathrm{GP} = \mathbb E_{\hat x}\big[(\lVert \nabla_{\hat x} D(\hat x) \rVert_2 - 1)^2\big]$"),
           Code("StyleGAN's modulated convolution (a style per layer)", "core/stylegan.py", ("ModulatedConv2d.forward",),
                r"$s = A(w)$, $w'_{ijk} = s_i\,w_{ijk}$, "
-               r"$w''_{ijk} = w'_{ijk} ig/ \sqrt{	extstyle\sum_{i,k} {w'_{ijk}}^2 + \epsilon}$"),
+               r"$w''_{ijk} = w'_{ijk} \big/ \sqrt{\textstyle\sum_{i,k} {w'_{ijk}}^2 + \epsilon}$"),
           Code("one training step: critic, then generator", "core/gan.py", ("train_step",),
                r"DCGAN: $L_D = -\log \sigma(D(x)) - \log(1 - \sigma(D(G(z))))$, $L_G = -\log \sigma(D(G(z)))$ · "
                r"WGAN-GP: $L_D = D(G(z)) - D(x) + \lambda\,\mathrm{GP}$, $L_G = -D(G(z))$")),

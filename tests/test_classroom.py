@@ -51,6 +51,26 @@ def test_every_tab_has_a_lesson_bar_with_books_equations_examples_misconceptions
         assert page.settings, f"{module}: a link can set none of its widgets"
 
 
+def _texts(value):
+    """Every string inside a lesson (its equations, Try texts, misconceptions, code titles), however nested."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            yield from _texts(item)
+    elif hasattr(value, "__dataclass_fields__") or hasattr(value, "_fields"):
+        yield from _texts([getattr(value, field) for field in getattr(value, "_fields", None) or value.__dataclass_fields__])
+    elif isinstance(value, dict):
+        yield from _texts(list(value.items()))
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_lesson_texts_hold_no_control_characters(pages, module):
+    # "\b" or "\t" in a string that is not raw becomes a backspace or a tab, and the LaTeX beside the code breaks
+    broken = [text for text in _texts(pages[module].lesson) if re.search(r"[\x00-\x09\x0b-\x1f]", text)]
+    assert not broken, broken
+
+
 @pytest.mark.parametrize("module", MODULES)
 def test_the_code_beside_the_picture_is_read_from_core_as_it_stands(pages, module):
     for code in pages[module].lesson.code:

@@ -272,10 +272,9 @@ def inception_fid(samples: torch.Tensor, domain: str, value_range, seed: int = 0
     try:
         from torchmetrics.image.fid import FrechetInceptionDistance
 
-        def metric():
-            return FrechetInceptionDistance(feature=2048, normalize=True)  # normalize: images in [0, 1]
-
-        first = metric()
+        # normalize: images in [0, 1]; the real (test) statistics survive reset(), so the test images go
+        # through Inception once for both figures
+        fid_metric = FrechetInceptionDistance(feature=2048, normalize=True, reset_real_features=False)
     except Exception as exc:  # ImportError, or URLError/OSError when the weights cannot be downloaded
         return {"skipped": f"The standard Inception FID was skipped: torch-fidelity's Inception weights could not "
                            f"be loaded ({exc.__class__.__name__}: not installed, or offline)."}
@@ -291,12 +290,12 @@ def inception_fid(samples: torch.Tensor, domain: str, value_range, seed: int = 0
         from core.data.faces import face_split
 
         real_range, (test, train) = (0, 1), (face_split(split, n, size=size).images for split in ("test", "train"))
+    fid_metric.update(colour(test, real_range), real=True)
     scores = {}
     for key, images, images_range in (("fid", samples[:n], value_range), ("real_fid", train, real_range)):
-        fid_metric = first if key == "fid" else metric()
-        fid_metric.update(colour(test, real_range), real=True)
         fid_metric.update(colour(images, images_range), real=False)
         scores[key] = round(float(fid_metric.compute()), 4)
+        fid_metric.reset()  # forgets the generated images only
     return {"n": n, **scores}
 
 
